@@ -1,1 +1,5 @@
-fn main(){}
+//! The `kdc` command: see `kdc --help` and the README.
+
+fn main() -> std::process::ExitCode {
+    kdc_server::cli::main()
+}

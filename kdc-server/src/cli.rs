@@ -1,0 +1,455 @@
+//! The `kdc` command.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use kdc_proto::{Clock, Principal, Realm, SystemClock, b64};
+use zeroize::Zeroizing;
+
+use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REALM, FileConfig, LogFormat};
+use crate::http::{self, AppState};
+use crate::kdc::{BOOTSTRAP_ADMIN, Credential, Kdc, PrincipalSpec};
+use crate::master_key::MasterKey;
+use crate::store::{PrincipalKind, PrincipalStore, PrincipalUpdate, SqliteStore};
+
+/// File name of the SQLite database inside the data directory.
+pub const DATABASE_FILE: &str = "kdc.sqlite3";
+
+/// The HTTP ticket authority's key distribution center.
+#[derive(Debug, Parser)]
+#[command(name = "kdc", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (default: ./kdc.toml when present).
+    #[arg(long, global = true, env = "KDC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./kdc-data].
+    #[arg(long, global = true, env = "KDC_DATA")]
+    data: Option<PathBuf>,
+    /// Address to serve on [default: 127.0.0.1:8088].
+    #[arg(long, global = true, env = "KDC_LISTEN")]
+    listen: Option<String>,
+    /// Realm of a new data directory [default: EXAMPLE.TEST].
+    #[arg(long, global = true, env = "KDC_REALM")]
+    realm: Option<String>,
+    /// Log format [default: pretty].
+    #[arg(long, global = true, env = "KDC_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Initialise a realm in an empty data directory.
+    Init {
+        /// Read the bootstrap admin's password from standard input (otherwise
+        /// a random one is generated and printed once).
+        #[arg(long)]
+        admin_password_stdin: bool,
+    },
+    /// Serve the KDC (initialising an empty data directory first).
+    Serve,
+    /// Manage principals.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
+    /// Export service keys.
+    #[command(subcommand)]
+    Keytab(KeytabCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PrincipalCommand {
+    /// Add a user (password from stdin) or a service (random key).
+    Add(AddArgs),
+    /// List principals.
+    List,
+    /// Show one principal.
+    Show {
+        /// Principal name (bare names get the realm).
+        name: String,
+    },
+    /// Disable a principal: it gets no tickets, even with a TGT issued before.
+    Disable {
+        /// Principal name.
+        name: String,
+    },
+    /// Enable a disabled principal.
+    Enable {
+        /// Principal name.
+        name: String,
+    },
+    /// Delete a principal and its keys. Its id is never reused.
+    Delete {
+        /// Principal name.
+        name: String,
+    },
+    /// Rotate a principal's key (services: random; users: new password from stdin).
+    Rotate {
+        /// Principal name.
+        name: String,
+        /// Read the new password from standard input (users only).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// Principal name (bare names get the realm).
+    name: String,
+    /// A user: read the password from standard input.
+    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
+    password_stdin: bool,
+    /// A service: random key.
+    #[arg(long)]
+    service: bool,
+    /// A role for its tickets (repeatable).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// Maximum ticket lifetime for this principal, seconds.
+    #[arg(long)]
+    max_life: Option<u64>,
+    /// Maximum renewable lifetime for this principal, seconds.
+    #[arg(long)]
+    max_renew: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeytabCommand {
+    /// Write a service's live keys to a JSON keytab (mode 0600).
+    Export {
+        /// Service principal name.
+        name: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Entry point of the `kdc` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kdc: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kdc: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Settings {
+    data: PathBuf,
+    listen: String,
+    realm: String,
+    log_format: LogFormat,
+    file: FileConfig,
+}
+
+fn settings(cli: &Cli) -> anyhow::Result<Settings> {
+    let file = FileConfig::load(cli.config.as_deref())?;
+    Ok(Settings {
+        data: cli.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        listen: cli.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+        realm: cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.into()),
+        log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+        file,
+    })
+}
+
+fn master_key_env() -> Option<Zeroizing<String>> {
+    std::env::var("KDC_MASTER_KEY").ok().map(Zeroizing::new)
+}
+
+fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating data directory {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn open_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    ensure_data_dir(data)?;
+    let store = SqliteStore::open(&data.join(DATABASE_FILE))
+        .await
+        .with_context(|| format!("opening the store in {}", data.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn read_secret_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading the {what} from standard input"))?;
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+    if trimmed.is_empty() {
+        bail!("the {what} on standard input is empty");
+    }
+    if trimmed.len() > 1024 {
+        bail!("the {what} is longer than 1024 bytes");
+    }
+    Ok(trimmed)
+}
+
+fn random_password() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 18]);
+    rand::fill(&mut bytes[..]);
+    Zeroizing::new(b64::encode(&bytes[..]))
+}
+
+/// Initialises the realm in `data` if its store holds none. Returns the
+/// generated admin password when one was generated.
+async fn initialize(
+    store: &dyn PrincipalStore,
+    data: &Path,
+    realm: &str,
+    admin_password: Option<Zeroizing<String>>,
+) -> anyhow::Result<Option<Zeroizing<String>>> {
+    let realm: Realm = realm.parse().with_context(|| format!("realm {realm:?}"))?;
+    let master = MasterKey::load(data, master_key_env().as_deref().map(String::as_str), true)?;
+    let generated = admin_password.is_none();
+    let password = admin_password.unwrap_or_else(random_password);
+    Kdc::initialize(store, &master, &realm, password.clone(), SystemClock.now().as_secs()).await?;
+    Ok(generated.then_some(password))
+}
+
+async fn open_kdc(s: &Settings, store: Arc<SqliteStore>) -> anyhow::Result<Kdc> {
+    let master = MasterKey::load(&s.data, master_key_env().as_deref().map(String::as_str), false)?;
+    Ok(Kdc::open(store, master, s.file.policy, s.file.throttle).await?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let s = settings(&cli)?;
+    match cli.command {
+        None | Some(Command::Serve) => serve(&s).await,
+        Some(Command::Init { admin_password_stdin }) => {
+            let store = open_store(&s.data).await?;
+            if store.realm().await?.is_some() {
+                bail!("{} already holds a realm", s.data.display());
+            }
+            let pw = if admin_password_stdin { Some(read_secret_line("admin password")?) } else { None };
+            let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
+            println!("initialised realm {} in {}", s.realm, s.data.display());
+            print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
+            Ok(())
+        }
+        Some(Command::Principal(cmd)) => {
+            let store = open_store(&s.data).await?;
+            let kdc = open_kdc(&s, store).await?;
+            principal_command(&kdc, cmd).await
+        }
+        Some(Command::Keytab(KeytabCommand::Export { name, out })) => {
+            let store = open_store(&s.data).await?;
+            let kdc = open_kdc(&s, store).await?;
+            let name = kdc.principal_name(&name)?;
+            let keytab = kdc.keytab(&name, SystemClock.now().as_secs()).await?;
+            let json = Zeroizing::new(serde_json::to_vec_pretty(&keytab)?);
+            write_private_file(&out, &json)?;
+            println!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display());
+            Ok(())
+        }
+    }
+}
+
+fn print_bootstrap(realm: &str, password: Option<&str>) {
+    match password {
+        Some(pw) => println!(
+            "bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm}\npassword (shown once, store it now): {pw}"
+        ),
+        None => println!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm} (password from standard input)"),
+    }
+}
+
+/// Writes `bytes` to `path` with mode 0600: into a new temporary file beside
+/// it (never following a symlink), synced, then renamed over `path`.
+fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 6];
+    rand::fill(&mut suffix[..]);
+    let tmp = dir.join(format!(".keytab-{}.tmp", b64::encode(suffix)));
+    let result = (|| -> anyhow::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now().as_secs();
+    match cmd {
+        PrincipalCommand::Add(a) => {
+            let name = kdc.principal_name(&a.name)?;
+            let credential = if a.service {
+                Credential::Random
+            } else {
+                Credential::Password(read_secret_line("password")?)
+            };
+            let rec = kdc
+                .create_principal(
+                    PrincipalSpec {
+                        name,
+                        credential,
+                        roles: a.roles,
+                        max_life_secs: a.max_life,
+                        max_renew_secs: a.max_renew,
+                    },
+                    now,
+                )
+                .await?;
+            println!("created {} ({}, kvno 1)", rec.name, rec.kind.as_str());
+        }
+        PrincipalCommand::List => {
+            let mut after: Option<String> = None;
+            loop {
+                let page = kdc.store().list_principals(after.as_deref(), 500).await?;
+                for r in &page {
+                    let status = if r.disabled { "disabled" } else { "enabled" };
+                    println!("{}\t{}\t{status}\t{}", r.name, r.kind.as_str(), r.roles.join(","));
+                }
+                match page.last() {
+                    Some(last) if page.len() == 500 => after = Some(last.name.clone()),
+                    _ => break,
+                }
+            }
+        }
+        PrincipalCommand::Show { name } => {
+            let name = kdc.principal_name(&name)?;
+            let r = kdc.get(&name).await?;
+            let keys = kdc.store().live_keys(&r.id, now).await?;
+            println!("name:       {}", r.name);
+            println!("id:         {}", r.id);
+            println!("kind:       {}", r.kind.as_str());
+            println!("status:     {}", if r.disabled { "disabled" } else { "enabled" });
+            println!("roles:      {}", r.roles.join(", "));
+            println!("max life:   {}", r.max_life_secs.map_or("realm default".into(), |s| format!("{s} s")));
+            println!("max renew:  {}", r.max_renew_secs.map_or("realm default".into(), |s| format!("{s} s")));
+            for k in keys {
+                let until = k.expires_at.map_or("current".to_owned(), |e| format!("retires at {e}"));
+                println!("key:        kvno {} ({until})", k.kvno);
+            }
+        }
+        PrincipalCommand::Disable { name } => set_disabled(kdc, &name, true).await?,
+        PrincipalCommand::Enable { name } => set_disabled(kdc, &name, false).await?,
+        PrincipalCommand::Delete { name } => {
+            let name = kdc.principal_name(&name)?;
+            protect_builtin(kdc, &name)?;
+            kdc.store().delete_principal(&name.to_string()).await.map_err(not_found)?;
+            println!("deleted {name}");
+        }
+        PrincipalCommand::Rotate { name, password_stdin } => {
+            let name = kdc.principal_name(&name)?;
+            let rec = kdc.get(&name).await?;
+            let pw = match (rec.kind, password_stdin) {
+                (PrincipalKind::User, true) => Some(read_secret_line("new password")?),
+                (PrincipalKind::User, false) => bail!("{name} is a user: pass --password-stdin with the new password"),
+                (PrincipalKind::Service, true) => bail!("{name} is a service: its keys are random, never passwords"),
+                (PrincipalKind::Service, false) => None,
+            };
+            let kvno = kdc.rotate(&name, pw, now).await?;
+            println!(
+                "rotated {name}: new kvno {kvno}; previous versions keep working for {} s",
+                kdc.policy().key_grace_secs
+            );
+        }
+    }
+    Ok(())
+}
+
+fn not_found(e: crate::store::StoreError) -> anyhow::Error {
+    match e {
+        crate::store::StoreError::NotFound => anyhow::anyhow!("no such principal"),
+        e => e.into(),
+    }
+}
+
+fn protect_builtin(kdc: &Kdc, name: &Principal) -> anyhow::Result<()> {
+    if name == &Principal::ticket_granting(kdc.realm()) || name == &Principal::admin_service(kdc.realm()) {
+        bail!("{name} is built in and cannot be deleted or disabled");
+    }
+    Ok(())
+}
+
+async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool) -> anyhow::Result<()> {
+    let name = kdc.principal_name(name)?;
+    if disabled {
+        protect_builtin(kdc, &name)?;
+    }
+    let update = PrincipalUpdate { disabled: Some(disabled), ..Default::default() };
+    kdc.store().update_principal(&name.to_string(), &update).await.map_err(not_found)?;
+    println!("{} {name}", if disabled { "disabled" } else { "enabled" });
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KDC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+async fn serve(s: &Settings) -> anyhow::Result<()> {
+    init_logging(s.log_format);
+    let store = open_store(&s.data).await?;
+    if store.realm().await?.is_none() {
+        let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
+        println!("initialised realm {} in {}", s.realm, s.data.display());
+        print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
+    }
+    let kdc = open_kdc(s, store).await?;
+    let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("kdc serving realm {} on http://{local}", kdc.realm());
+    let _ = std::io::stdout().flush();
+    tracing::info!(realm = %kdc.realm(), %local, "serving");
+    let state = AppState { kdc: Arc::new(kdc), clock: Arc::new(SystemClock), public_url: s.file.public_url.clone() };
+    http::serve(listener, state, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}

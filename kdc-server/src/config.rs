@@ -1,0 +1,91 @@
+//! Configuration: flags > `KDC_*` environment > `kdc.toml` > defaults.
+//!
+//! Flags and environment are resolved by clap (see [`crate::cli`]); this
+//! module reads the file layer and fills in what those left open.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::policy::Policy;
+use crate::throttle::ThrottlePolicy;
+
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./kdc-data";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
+/// Default realm for a new data directory.
+pub const DEFAULT_REALM: &str = "EXAMPLE.TEST";
+/// The configuration file read from the working directory when no
+/// `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "kdc.toml";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The contents of `kdc.toml`. Every field is optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data: Option<PathBuf>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Realm for a new data directory.
+    pub realm: Option<String>,
+    /// Log format.
+    pub log_format: Option<LogFormat>,
+    /// Externally visible base URL used in discovery.
+    pub public_url: Option<String>,
+    /// Ticket policy (`[policy]` table).
+    #[serde(default)]
+    pub policy: Policy,
+    /// Pre-auth throttling (`[throttle]` table).
+    #[serde(default)]
+    pub throttle: ThrottlePolicy,
+}
+
+impl FileConfig {
+    /// Reads `explicit` if given (it must exist), else `./kdc.toml` if present,
+    /// else the defaults.
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Self> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+                if !p.exists() {
+                    return Ok(Self::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_refuses_unknown_keys() {
+        let c: FileConfig = toml::from_str(
+            "data = \"/var/lib/kdc\"\nlisten = \"0.0.0.0:80\"\nlog_format = \"json\"\n[policy]\nmax_life_secs = 3600\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.as_deref(), Some("0.0.0.0:80"));
+        assert_eq!(c.policy.max_life_secs, 3600);
+        assert_eq!(c.policy.max_skew_secs, 300);
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,230 @@
+//! The KDC's errors and their one mapping to HTTP: RFC 9457 problem+json with
+//! a stable `type` per kind, never a stack trace, never a hint about which
+//! part of a credential was wrong.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use kdc_proto::messages::PreAuthChallenge;
+use kdc_proto::{Realm, UnixMillis};
+use serde_json::{Map, Value, json};
+use thiserror::Error;
+
+use crate::master_key::MasterKeyError;
+use crate::store::StoreError;
+
+/// Prefix of every problem `type`.
+pub const PROBLEM_TYPE_PREFIX: &str = "urn:kdc-http:problem:";
+
+/// Everything the KDC can refuse or fail with.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum KdcError {
+    /// The request body or parameters are not well formed.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The body is not JSON.
+    #[error("expected a JSON body (content-type: application/json)")]
+    UnsupportedMediaType,
+    /// The body is over the size limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// No such route.
+    #[error("no such resource")]
+    NotFound,
+    /// The route exists, not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A principal of another realm was named.
+    #[error("principal is not in this realm")]
+    WrongRealm,
+    /// Pre-authentication is required: derive the key and retry.
+    #[error("pre-authentication required")]
+    PreAuthRequired(Box<PreAuthChallenge>),
+    /// Pre-authentication did not verify. Unknown principals get exactly this too.
+    #[error("pre-authentication failed")]
+    PreAuthFailed(Box<PreAuthChallenge>),
+    /// Too many failed attempts; retry later.
+    #[error("too many failed attempts")]
+    Throttled {
+        /// Seconds until a retry may succeed.
+        retry_after: u64,
+    },
+    /// The requested service does not exist or cannot receive tickets.
+    #[error("unknown service")]
+    UnknownService,
+    /// The client is disabled, deleted or replaced since its ticket was issued.
+    #[error("client may not obtain tickets")]
+    ClientNotPermitted,
+    /// The presented ticket does not verify.
+    #[error("invalid ticket")]
+    InvalidTicket,
+    /// The presented ticket has expired.
+    #[error("ticket expired")]
+    TicketExpired,
+    /// The authenticator does not verify or match.
+    #[error("invalid authenticator")]
+    InvalidAuthenticator,
+    /// A timestamp is outside the allowed skew.
+    #[error("clock skew too great")]
+    ClockSkew {
+        /// The KDC's time.
+        server_time: UnixMillis,
+    },
+    /// The authenticator or pre-auth data was seen before.
+    #[error("replayed request")]
+    Replay,
+    /// The ticket cannot be renewed.
+    #[error("ticket is not renewable")]
+    NotRenewable,
+    /// The ticket would exceed the size cap (too much authorization data).
+    #[error("ticket would exceed the size cap")]
+    TicketTooLarge,
+    /// The replay cache is full: failing closed.
+    #[error("replay cache full")]
+    ReplayCacheFull,
+    /// A principal with that name already exists.
+    #[error("principal already exists")]
+    PrincipalExists,
+    /// No principal with that name.
+    #[error("no such principal")]
+    PrincipalNotFound,
+    /// The operation does not apply to this kind of principal.
+    #[error("{0}")]
+    InvalidOperation(&'static str),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Key material could not be opened.
+    #[error("key material: {0}")]
+    Keys(#[from] MasterKeyError),
+    /// Some other internal failure.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl KdcError {
+    /// Attaches the realm, which `401` answers name in `WWW-Authenticate`.
+    pub fn in_realm(self, realm: &Realm) -> ApiError {
+        ApiError { error: self, realm: Some(realm.as_str().to_owned()) }
+    }
+
+    fn status_and_slug(&self) -> (StatusCode, &'static str) {
+        use KdcError::*;
+        match self {
+            Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request"),
+            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
+            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
+            NotFound => (StatusCode::NOT_FOUND, "not-found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            WrongRealm => (StatusCode::BAD_REQUEST, "wrong-realm"),
+            PreAuthRequired(_) => (StatusCode::UNAUTHORIZED, "preauth-required"),
+            PreAuthFailed(_) => (StatusCode::UNAUTHORIZED, "preauth-failed"),
+            Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
+            UnknownService => (StatusCode::BAD_REQUEST, "unknown-service"),
+            ClientNotPermitted => (StatusCode::FORBIDDEN, "client-not-permitted"),
+            InvalidTicket => (StatusCode::UNAUTHORIZED, "invalid-ticket"),
+            TicketExpired => (StatusCode::UNAUTHORIZED, "ticket-expired"),
+            InvalidAuthenticator => (StatusCode::UNAUTHORIZED, "invalid-authenticator"),
+            ClockSkew { .. } => (StatusCode::UNAUTHORIZED, "clock-skew"),
+            Replay => (StatusCode::UNAUTHORIZED, "replay"),
+            NotRenewable => (StatusCode::BAD_REQUEST, "not-renewable"),
+            TicketTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, "ticket-too-large"),
+            ReplayCacheFull => (StatusCode::SERVICE_UNAVAILABLE, "replay-cache-full"),
+            PrincipalExists => (StatusCode::CONFLICT, "principal-exists"),
+            PrincipalNotFound => (StatusCode::NOT_FOUND, "principal-not-found"),
+            InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid-operation"),
+            Store(_) | Keys(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The `error` code of `WWW-Authenticate: Ticket …` for ticket failures.
+    fn ticket_error_code(&self) -> Option<&'static str> {
+        match self {
+            KdcError::InvalidTicket => Some("invalid_ticket"),
+            KdcError::TicketExpired => Some("ticket_expired"),
+            KdcError::InvalidAuthenticator => Some("invalid_authenticator"),
+            KdcError::ClockSkew { .. } => Some("clock_skew"),
+            KdcError::Replay => Some("replay"),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        KdcError::from(e).into()
+    }
+}
+
+/// A [`KdcError`] ready to become an HTTP answer.
+#[derive(Debug)]
+pub struct ApiError {
+    error: KdcError,
+    realm: Option<String>,
+}
+
+impl ApiError {
+    /// The underlying error.
+    pub fn error(&self) -> &KdcError {
+        &self.error
+    }
+}
+
+impl From<KdcError> for ApiError {
+    fn from(error: KdcError) -> Self {
+        Self { error, realm: None }
+    }
+}
+
+fn quoted(s: &str) -> String {
+    s.replace(['"', '\\'], "")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug) = self.error.status_and_slug();
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("{PROBLEM_TYPE_PREFIX}{slug}")));
+        body.insert("title".into(), json!(status.canonical_reason().unwrap_or("error")));
+        body.insert("status".into(), json!(status.as_u16()));
+        let detail = match &self.error {
+            KdcError::Store(_) | KdcError::Keys(_) | KdcError::Internal(_) => {
+                tracing::error!(error = %self.error, "internal error");
+                "internal error".to_owned()
+            }
+            e => e.to_string(),
+        };
+        body.insert("detail".into(), json!(detail));
+        let mut retry_after = None;
+        match &self.error {
+            KdcError::PreAuthRequired(c) | KdcError::PreAuthFailed(c) => {
+                if let Ok(Value::Object(m)) = serde_json::to_value(c.as_ref()) {
+                    body.extend(m);
+                }
+            }
+            KdcError::ClockSkew { server_time } => {
+                body.insert("server_time".into(), json!(server_time));
+            }
+            KdcError::Throttled { retry_after: s } => retry_after = Some(*s),
+            KdcError::ReplayCacheFull => retry_after = Some(1),
+            _ => {}
+        }
+        let mut resp = (status, axum::Json(Value::Object(body))).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(s) = retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            let realm = quoted(self.realm.as_deref().unwrap_or(""));
+            let value = match self.error.ticket_error_code() {
+                Some(code) => format!("Ticket realm=\"{realm}\", error=\"{code}\""),
+                None => format!("KDC-PreAuth realm=\"{realm}\""),
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}

@@ -1,0 +1,373 @@
+//! The three ticket exchanges — initial (AS), service (TGS) and renewal — as
+//! plain functions of the request, the store and the current time.
+
+use std::net::IpAddr;
+
+use kdc_proto::authenticator::SESSION_KID;
+use kdc_proto::keys::long_term_kid;
+use kdc_proto::limits::MAX_SEALED_LEN;
+use kdc_proto::messages::{
+    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
+};
+use kdc_proto::password::password_salt;
+use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::{
+    Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags,
+    UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator, open_ticket,
+};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::error::KdcError;
+use crate::kdc::Kdc;
+use crate::policy::{LifetimeRequest, TicketTimes};
+use crate::replay::ReplayVerdict;
+use crate::store::{PrincipalKind, PrincipalRecord};
+
+/// Longest nonce a client may send.
+const MAX_NONCE_LEN: usize = 64;
+
+fn check_nonce(nonce: &str) -> Result<(), KdcError> {
+    if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
+        return Err(KdcError::Malformed(format!("nonce must be 1 to {MAX_NONCE_LEN} characters")));
+    }
+    Ok(())
+}
+
+fn random_id() -> String {
+    let mut id = [0u8; 12];
+    rand::fill(&mut id[..]);
+    b64::encode(id)
+}
+
+/// What a ticket being issued will say.
+struct Issue<'a> {
+    client: &'a PrincipalRecord,
+    client_name: Principal,
+    service: &'a PrincipalRecord,
+    service_name: Principal,
+    service_key: &'a LongTermKey,
+    auth_time: u64,
+    times: TicketTimes,
+    flags: TicketFlags,
+    nonce: String,
+}
+
+impl Kdc {
+    fn fake_key(&self, name: &Principal) -> SecretKey {
+        let mut h = Sha256::new();
+        h.update(self.fake_key_secret.expose());
+        h.update(name.to_string().as_bytes());
+        SecretKey::from_bytes(h.finalize().into())
+    }
+
+    fn remember(&self, tag: &[u8; 16], ts: UnixMillis, now: UnixMillis) -> Result<(), KdcError> {
+        let expires = ts.max(now).plus_secs(self.policy().max_skew_secs);
+        self.replay.check_and_insert(tag, expires, now).map_err(|v| match v {
+            ReplayVerdict::Replay => KdcError::Replay,
+            ReplayVerdict::Full => KdcError::ReplayCacheFull,
+        })
+    }
+
+    /// A principal tickets may be issued for: a live service of this realm.
+    async fn ticket_target(&self, name: &Principal) -> Result<PrincipalRecord, KdcError> {
+        if name.realm() != self.realm() {
+            return Err(KdcError::UnknownService);
+        }
+        match self.find(name).await? {
+            Some(r) if r.kind == PrincipalKind::Service && !r.disabled => Ok(r),
+            _ => Err(KdcError::UnknownService),
+        }
+    }
+
+    /// Re-reads the client of a presented ticket: it must still exist under
+    /// the same immutable id and name, and not be disabled.
+    async fn current_client(&self, claims: &TicketClaims) -> Result<PrincipalRecord, KdcError> {
+        match self.store().principal_by_id(&claims.cid).await? {
+            Some(r) if r.name == claims.sub.to_string() && !r.disabled => Ok(r),
+            _ => Err(KdcError::ClientNotPermitted),
+        }
+    }
+
+    fn issue(&self, issue: Issue<'_>) -> Result<(String, EncTicketPart), KdcError> {
+        let session_key = SecretKey::generate();
+        let claims = TicketClaims {
+            jti: random_id(),
+            iss: self.realm().clone(),
+            sub: issue.client_name,
+            cid: issue.client.id.clone(),
+            aud: issue.service_name.clone(),
+            sid: issue.service.id.clone(),
+            skey: session_key.clone(),
+            auth_time: issue.auth_time,
+            nbf: issue.times.start,
+            exp: issue.times.end,
+            renew_till: issue.times.renew_till,
+            flags: issue.flags,
+            roles: issue.client.roles.clone(),
+        };
+        let ticket = mint_ticket(&claims, self.signer(), issue.service_key).map_err(|e| match e {
+            ProtoError::TicketTooLarge { .. } => KdcError::TicketTooLarge,
+            _ => KdcError::Internal("ticket signing failed"),
+        })?;
+        let enc = EncTicketPart {
+            session_key,
+            nonce: issue.nonce,
+            service: issue.service_name,
+            auth_time: issue.auth_time,
+            start_time: issue.times.start,
+            end_time: issue.times.end,
+            renew_till: issue.times.renew_till,
+            flags: issue.flags,
+            kvno: issue.service_key.kvno,
+        };
+        Ok((ticket, enc))
+    }
+
+    fn seal_enc_part(key: &SecretKey, kid: &str, usage: Usage, enc: &EncTicketPart) -> String {
+        let json = Zeroizing::new(serde_json::to_vec(enc).unwrap_or_default());
+        seal::seal(key, kid, usage, &json)
+    }
+
+    /// The initial (AS) exchange: pre-authentication, then a ticket (by
+    /// default a TGT) and its session key sealed under the client's key.
+    ///
+    /// An unknown name gets the same challenge shape and the same failure as
+    /// a wrong password: its challenge is derived from the name alone and its
+    /// "key" from a per-process secret, so both paths do the same work.
+    pub async fn initial_ticket(
+        &self,
+        req: InitialTicketRequest,
+        addr: Option<IpAddr>,
+        now: UnixMillis,
+    ) -> Result<TicketReply, KdcError> {
+        check_nonce(&req.nonce)?;
+        let client_name = req.client.clone();
+        if client_name.realm() != self.realm() {
+            return Err(KdcError::WrongRealm);
+        }
+        let now_s = now.as_secs();
+        let client_str = client_name.to_string();
+        if let Some(retry_after) = self.throttle.retry_after(&client_str, addr, now_s) {
+            return Err(KdcError::Throttled { retry_after });
+        }
+        let user = self.find(&client_name).await?.filter(|r| r.kind == PrincipalKind::User);
+        let (client_key, salt, params) = match &user {
+            Some(rec) => {
+                let (key, stored) = self.current_key(rec, now_s).await?;
+                let pw = stored.password.ok_or(KdcError::Internal("user key without derivation parameters"))?;
+                (key, pw.salt, pw.params)
+            }
+            None => {
+                // Same number of store round trips as a real user.
+                let _ = self.store().live_keys("", now_s).await?;
+                let key = LongTermKey { kvno: kdc_proto::Kvno(1), key: self.fake_key(&client_name) };
+                (key, password_salt(&client_name), Argon2Params::DEFAULT)
+            }
+        };
+        let challenge = || {
+            Box::new(PreAuthChallenge {
+                realm: self.realm().clone(),
+                kdf: "argon2id".to_owned(),
+                salt: salt.clone(),
+                argon2: params,
+                server_time: now,
+            })
+        };
+        let Some(pre_auth) = &req.pre_auth else {
+            return Err(KdcError::PreAuthRequired(challenge()));
+        };
+        let opened = SealedObject::parse(pre_auth, MAX_SEALED_LEN).and_then(|obj| {
+            let plain = obj.open(&client_key.key, Usage::PreAuth)?;
+            let ts: PreAuthTimestamp =
+                serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("pre-auth"))?;
+            Ok((ts, *obj.tag()))
+        });
+        let (ts, tag) = match (opened, &user) {
+            (Ok((ts, tag)), Some(_)) if ts.nonce == req.nonce => (ts, tag),
+            _ => {
+                self.throttle.record_failure(&client_str, addr, now_s);
+                tracing::info!(client = %client_str, "pre-authentication failed");
+                return Err(KdcError::PreAuthFailed(challenge()));
+            }
+        };
+        let Some(client) = user else {
+            return Err(KdcError::PreAuthFailed(challenge()));
+        };
+        let skew_ms = self.policy().max_skew_secs.saturating_mul(1000);
+        if ts.ts.abs_diff(now) > skew_ms {
+            return Err(KdcError::ClockSkew { server_time: now });
+        }
+        self.remember(&tag, ts.ts, now)?;
+        if client.disabled {
+            return Err(KdcError::ClientNotPermitted);
+        }
+        let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
+        let service = self.ticket_target(&service_name).await?;
+        let (service_key, _) = self.current_key(&service, now_s).await?;
+        let times = self.policy().ticket_times(
+            now_s,
+            &LifetimeRequest {
+                lifetime_secs: req.lifetime_secs,
+                renewable: req.renewable,
+                client_max_life: client.max_life_secs,
+                service_max_life: service.max_life_secs,
+                client_max_renew: client.max_renew_secs,
+                service_max_renew: service.max_renew_secs,
+                parent_end: None,
+                parent_renew_till: None,
+            },
+        );
+        let flags = TicketFlags { initial: true, pre_authent: true, renewable: times.renew_till.is_some() };
+        let (ticket, enc) = self.issue(Issue {
+            client: &client,
+            client_name: client_name.clone(),
+            service: &service,
+            service_name,
+            service_key: &service_key,
+            auth_time: now_s,
+            times,
+            flags,
+            nonce: req.nonce,
+        })?;
+        let kid = long_term_kid(&client_name, client_key.kvno);
+        let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc);
+        tracing::info!(client = %client_name, service = %enc.service, "initial ticket issued");
+        Ok(TicketReply { client: client_name, ticket, enc_part })
+    }
+
+    /// Opens a presented ticket of this realm under the right key version of
+    /// the service its key id names, which must be `expected` when given.
+    async fn presented_ticket(
+        &self,
+        token: &str,
+        expected: Option<&Principal>,
+        now: UnixMillis,
+    ) -> Result<(VerifiedTicket, PrincipalRecord), KdcError> {
+        let st = SealedTicket::parse(token).map_err(|_| KdcError::InvalidTicket)?;
+        if expected.is_some_and(|e| e != &st.service) || st.service.realm() != self.realm() {
+            return Err(KdcError::InvalidTicket);
+        }
+        let service = self.find(&st.service).await?.ok_or(KdcError::InvalidTicket)?;
+        let key = self.key_version(&service, st.kvno, now.as_secs()).await?.ok_or(KdcError::InvalidTicket)?;
+        let check = TicketCheck {
+            service: &st.service,
+            kdc: self.verifier(),
+            now,
+            max_skew_secs: self.policy().max_skew_secs,
+        };
+        let ticket = open_ticket(&st, &key.key, &check).map_err(|e| match e {
+            ProtoError::TicketExpired => KdcError::TicketExpired,
+            _ => KdcError::InvalidTicket,
+        })?;
+        if ticket.claims().sid != service.id {
+            // The service was deleted and re-created under the same name.
+            return Err(KdcError::InvalidTicket);
+        }
+        Ok((ticket, service))
+    }
+
+    fn check_authenticator(
+        &self,
+        token: &str,
+        ticket: &VerifiedTicket,
+        binding: &kdc_proto::RequestBinding,
+        now: UnixMillis,
+    ) -> Result<(), KdcError> {
+        let checked =
+            open_authenticator(token, ticket, Usage::TgsAuthenticator, binding, now, self.policy().max_skew_secs)
+                .map_err(|e| match e {
+                    ProtoError::ClockSkew { server_time } => KdcError::ClockSkew { server_time },
+                    _ => KdcError::InvalidAuthenticator,
+                })?;
+        self.remember(checked.replay_key(), checked.authenticator().ts, now)
+    }
+
+    /// The service-ticket (TGS) exchange: a TGT and an authenticator buy a
+    /// ticket for a service. The client is re-read from the store: nothing
+    /// the TGT carries about authorization is trusted.
+    pub async fn service_ticket(&self, req: ServiceTicketRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
+        check_nonce(&req.nonce)?;
+        let tgs = Principal::ticket_granting(self.realm());
+        let (tgt, _) = self.presented_ticket(&req.tgt, Some(&tgs), now).await?;
+        self.check_authenticator(&req.authenticator, &tgt, &req.binding(), now)?;
+        let parent = tgt.claims();
+        let client = self.current_client(parent).await?;
+        let service = self.ticket_target(&req.service).await?;
+        let now_s = now.as_secs();
+        let (service_key, _) = self.current_key(&service, now_s).await?;
+        let times = self.policy().ticket_times(
+            now_s,
+            &LifetimeRequest {
+                lifetime_secs: req.lifetime_secs,
+                renewable: req.renewable,
+                client_max_life: client.max_life_secs,
+                service_max_life: service.max_life_secs,
+                client_max_renew: client.max_renew_secs,
+                service_max_renew: service.max_renew_secs,
+                parent_end: Some(parent.exp),
+                parent_renew_till: parent.renew_till.filter(|_| parent.flags.renewable),
+            },
+        );
+        if times.end <= now_s {
+            return Err(KdcError::TicketExpired);
+        }
+        let flags = TicketFlags {
+            initial: false,
+            pre_authent: parent.flags.pre_authent,
+            renewable: times.renew_till.is_some(),
+        };
+        let (ticket, enc) = self.issue(Issue {
+            client: &client,
+            client_name: parent.sub.clone(),
+            service: &service,
+            service_name: req.service.clone(),
+            service_key: &service_key,
+            auth_time: parent.auth_time,
+            times,
+            flags,
+            nonce: req.nonce,
+        })?;
+        let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        tracing::info!(client = %parent.sub, service = %req.service, "service ticket issued");
+        Ok(TicketReply { client: parent.sub.clone(), ticket, enc_part })
+    }
+
+    /// Renewal: a renewable, unexpired ticket gets a fresh session key and a
+    /// new end time, never past its renew-till.
+    pub async fn renew_ticket(&self, req: RenewRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
+        check_nonce(&req.nonce)?;
+        let (old, service) = self.presented_ticket(&req.ticket, None, now).await?;
+        self.check_authenticator(&req.authenticator, &old, &req.binding(), now)?;
+        let claims = old.claims();
+        let now_s = now.as_secs();
+        let renew_till = match claims.renew_till {
+            Some(rt) if claims.flags.renewable => rt,
+            _ => return Err(KdcError::NotRenewable),
+        };
+        if now_s >= renew_till || now_s >= claims.exp {
+            return Err(KdcError::TicketExpired);
+        }
+        let client = self.current_client(claims).await?;
+        if service.kind != PrincipalKind::Service || service.disabled {
+            return Err(KdcError::UnknownService);
+        }
+        let (service_key, _) = self.current_key(&service, now_s).await?;
+        let end = self.policy().renewed_end(now_s, renew_till, client.max_life_secs, service.max_life_secs);
+        let (ticket, enc) = self.issue(Issue {
+            client: &client,
+            client_name: claims.sub.clone(),
+            service: &service,
+            service_name: claims.aud.clone(),
+            service_key: &service_key,
+            auth_time: claims.auth_time,
+            times: TicketTimes { start: now_s, end, renew_till: Some(renew_till) },
+            flags: TicketFlags { initial: false, ..claims.flags },
+            nonce: req.nonce,
+        })?;
+        let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        tracing::info!(client = %claims.sub, service = %claims.aud, "ticket renewed");
+        Ok(TicketReply { client: claims.sub.clone(), ticket, enc_part })
+    }
+}

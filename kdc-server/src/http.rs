@@ -1,0 +1,193 @@
+//! Thin axum glue: the route table, JSON extraction with problem+json
+//! rejections, and the handlers that adapt HTTP to [`Kdc`] calls.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, on};
+use axum::{Json, Router};
+use kdc_proto::messages::{
+    InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
+};
+use kdc_proto::seal::{ALG, ENC};
+use kdc_proto::{Argon2Params, Clock, JwkSet, limits};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::{ApiError, KdcError};
+use crate::kdc::Kdc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The KDC.
+    pub kdc: Arc<Kdc>,
+    /// Where "now" comes from.
+    pub clock: Arc<dyn Clock>,
+    /// The externally visible base URL, if configured; otherwise discovery
+    /// builds URLs from the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+/// A JSON body whose every rejection is a problem+json answer: 400 for bad
+/// JSON or fields, 413 over the size limit, 415 without a JSON content type.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::MissingJsonContentType(_) => KdcError::UnsupportedMediaType,
+                JsonRejection::JsonDataError(e) => KdcError::Malformed(e.body_text()),
+                JsonRejection::JsonSyntaxError(_) => KdcError::Malformed("body is not valid JSON".to_owned()),
+                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    KdcError::PayloadTooLarge
+                }
+                _ => KdcError::Malformed("could not read the request body".to_owned()),
+            }
+            .into()),
+        }
+    }
+}
+
+/// The peer address, when the server runs with connect info (absent in
+/// router tests driven by `oneshot`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+async fn initial_ticket(
+    State(s): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    ApiJson(req): ApiJson<InitialTicketRequest>,
+) -> Result<Json<TicketReply>, ApiError> {
+    let now = s.clock.now();
+    s.kdc.initial_ticket(req, addr, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+}
+
+async fn service_ticket(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<ServiceTicketRequest>,
+) -> Result<Json<TicketReply>, ApiError> {
+    let now = s.clock.now();
+    s.kdc.service_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+}
+
+async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -> Result<Json<TicketReply>, ApiError> {
+    let now = s.clock.now();
+    s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+}
+
+fn base_url(s: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &s.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
+async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Json<KdcConfiguration> {
+    let base = base_url(&s, &headers);
+    let p = s.kdc.policy();
+    Json(KdcConfiguration {
+        realm: s.kdc.realm().clone(),
+        protocol_version: "kdc-http/v1".to_owned(),
+        issuer: base.clone(),
+        initial_ticket_endpoint: format!("{base}/tickets/initial"),
+        ticket_endpoint: format!("{base}/tickets"),
+        renew_endpoint: format!("{base}/tickets/renew"),
+        jwks_uri: format!("{base}/.well-known/jwks.json"),
+        sealing: SealingAlgorithms { alg: ALG.to_owned(), enc: ENC.to_owned(), kdf: "HKDF-SHA256".to_owned() },
+        signing_alg_values_supported: vec!["EdDSA".to_owned()],
+        argon2_defaults: Argon2Params::DEFAULT,
+        argon2_floor: Argon2Params::FLOOR,
+        max_clock_skew_secs: p.max_skew_secs,
+        default_ticket_lifetime_secs: p.max_life_secs,
+        max_renewable_lifetime_secs: p.max_renew_secs,
+        max_ticket_bytes: limits::MAX_TICKET_LEN,
+    })
+}
+
+async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
+    Json(s.kdc.jwks().clone())
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Response> {
+    match s.kdc.store().ping().await {
+        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            tracing::warn!(error = %e, "store not ready");
+            Err((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" }))).into_response())
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    KdcError::NotFound.into()
+}
+
+async fn method_not_allowed() -> ApiError {
+    KdcError::MethodNotAllowed.into()
+}
+
+/// Every route the KDC serves: `(method, path, handler)`. The router is built
+/// from this table alone, and a test checks it against `openapi.yaml`.
+pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::POST, "/tickets/initial", on(MethodFilter::POST, initial_ticket)),
+        (Method::POST, "/tickets", on(MethodFilter::POST, service_ticket)),
+        (Method::POST, "/tickets/renew", on(MethodFilter::POST, renew)),
+        (Method::GET, "/.well-known/kdc-configuration", on(MethodFilter::GET, configuration)),
+        (Method::GET, "/.well-known/jwks.json", on(MethodFilter::GET, jwks)),
+        (Method::GET, "/healthz", on(MethodFilter::GET, healthz)),
+        (Method::GET, "/readyz", on(MethodFilter::GET, readyz)),
+    ]
+}
+
+/// The KDC's HTTP application.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler) in route_table() {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
+        .with_state(state)
+}
+
+/// Serves the application on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,185 @@
+//! The principal store: principals, their key versions and the KDC's signing
+//! keys. A trait so several backends can serve it (SQLite is the embedded
+//! default); key material arrives here already sealed under the master key.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use kdc_proto::{Argon2Params, Kvno};
+use thiserror::Error;
+
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in a store.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A principal with that name already exists.
+    #[error("a principal with that name already exists")]
+    AlreadyExists,
+    /// No principal with that name.
+    #[error("no such principal")]
+    NotFound,
+    /// The realm has already been initialised.
+    #[error("this data directory already holds a realm")]
+    AlreadyInitialized,
+    /// The stored data is not what this version expects.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Whether a principal is a person (password-derived key) or a service
+/// (random key only; the only kind tickets are issued for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// Password-derived key.
+    User,
+    /// Random key.
+    Service,
+}
+
+impl PrincipalKind {
+    /// The stored label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::User => "user",
+            PrincipalKind::Service => "service",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "user" => Ok(PrincipalKind::User),
+            "service" => Ok(PrincipalKind::Service),
+            _ => Err(StoreError::Corrupt("principal kind")),
+        }
+    }
+}
+
+/// A stored principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// Immutable random id, never reused: tickets carry it.
+    pub id: String,
+    /// Full name, `name[/instance]@REALM`.
+    pub name: String,
+    /// User or service.
+    pub kind: PrincipalKind,
+    /// Disabled principals get no tickets.
+    pub disabled: bool,
+    /// Authorization data copied into its tickets.
+    pub roles: Vec<String>,
+    /// Per-principal override of the maximum ticket lifetime (seconds).
+    pub max_life_secs: Option<u64>,
+    /// Per-principal override of the maximum renewable lifetime (seconds).
+    pub max_renew_secs: Option<u64>,
+    /// Creation time (Unix seconds).
+    pub created_at: u64,
+}
+
+/// One stored key version, sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// Key version.
+    pub kvno: Kvno,
+    /// The key, sealed (`key-at-rest`, kid `PRINCIPAL_ID#KVNO`).
+    pub sealed: String,
+    /// For password keys: the salt and cost it was derived with.
+    pub password: Option<PasswordDerivation>,
+    /// Creation time (Unix seconds).
+    pub created_at: u64,
+    /// After this (Unix seconds) the version is dead; `None` for the current one.
+    pub expires_at: Option<u64>,
+}
+
+/// How a password key was derived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordDerivation {
+    /// Argon2id salt.
+    pub salt: String,
+    /// Argon2id cost.
+    pub params: Argon2Params,
+}
+
+/// A new principal with its first key.
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    /// The record.
+    pub record: PrincipalRecord,
+    /// Its first key (kvno 1).
+    pub key: StoredKey,
+}
+
+/// A change to a principal's attributes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalUpdate {
+    /// Disable or enable.
+    pub disabled: Option<bool>,
+    /// Replace the roles.
+    pub roles: Option<Vec<String>>,
+    /// Set (`Some(Some)`) or clear (`Some(None)`) the lifetime override.
+    pub max_life_secs: Option<Option<u64>>,
+    /// Set or clear the renewable-lifetime override.
+    pub max_renew_secs: Option<Option<u64>>,
+}
+
+/// The KDC's signing key, sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    /// Its key id.
+    pub kid: String,
+    /// The Ed25519 seed, sealed (`key-at-rest`, kid `signing#KID`).
+    pub sealed: String,
+    /// Creation time (Unix seconds).
+    pub created_at: u64,
+}
+
+/// Everything `kdc init` writes, in one transaction.
+#[derive(Debug, Clone)]
+pub struct RealmInit {
+    /// The realm name.
+    pub realm: String,
+    /// The first signing key.
+    pub signing_key: StoredSigningKey,
+    /// The built-in principals (TGS, admin service, bootstrap admin).
+    pub principals: Vec<NewPrincipal>,
+}
+
+/// The principal store. Every write is durable before it returns.
+#[async_trait]
+pub trait PrincipalStore: Send + Sync + 'static {
+    /// The realm, if the store has been initialised.
+    async fn realm(&self) -> Result<Option<String>, StoreError>;
+    /// Initialises an empty store; refuses one that already holds a realm.
+    async fn initialize(&self, init: &RealmInit) -> Result<(), StoreError>;
+    /// Adds a principal and its first key.
+    async fn create_principal(&self, new: &NewPrincipal) -> Result<(), StoreError>;
+    /// Looks a principal up by full name.
+    async fn principal_by_name(&self, name: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+    /// Looks a principal up by immutable id.
+    async fn principal_by_id(&self, id: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+    /// Its key versions still alive at `now` (Unix seconds), newest first.
+    async fn live_keys(&self, principal_id: &str, now: u64) -> Result<Vec<StoredKey>, StoreError>;
+    /// Principals ordered by name, those after `after`, at most `limit`.
+    async fn list_principals(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PrincipalRecord>, StoreError>;
+    /// Applies `update` to the named principal.
+    async fn update_principal(&self, name: &str, update: &PrincipalUpdate) -> Result<(), StoreError>;
+    /// Deletes the named principal and its keys.
+    async fn delete_principal(&self, name: &str) -> Result<(), StoreError>;
+    /// Rotation: gives every live version without an expiry the expiry
+    /// `retire_at`, and adds `key` as the next version, atomically.
+    /// `key.kvno` must be one more than the highest stored version; if a
+    /// concurrent rotation took it, [`StoreError::AlreadyExists`].
+    async fn rotate_key(&self, principal_id: &str, key: &StoredKey, retire_at: u64) -> Result<(), StoreError>;
+    /// All signing keys, newest first.
+    async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
