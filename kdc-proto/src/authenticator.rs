@@ -36,7 +36,12 @@ impl Authenticator {
     pub fn new(client: Principal, now: UnixMillis, binding: &RequestBinding) -> Self {
         let mut n = [0u8; 12];
         rand::fill(&mut n[..]);
-        Self { client, ts: now, nonce: b64::encode(n), bnd: binding.digest() }
+        Self {
+            client,
+            ts: now,
+            nonce: b64::encode(n),
+            bnd: binding.digest(),
+        }
     }
 
     /// Seals it under the session key for `usage` ([`Usage::Authenticator`]
@@ -93,7 +98,10 @@ pub fn open_authenticator(
     if !binding.matches(&authenticator.bnd) {
         return Err(ProtoError::BindingMismatch);
     }
-    Ok(CheckedAuthenticator { authenticator, tag: *sealed.tag() })
+    Ok(CheckedAuthenticator {
+        authenticator,
+        tag: *sealed.tag(),
+    })
 }
 
 #[cfg(test)]
@@ -101,14 +109,21 @@ mod tests {
     use super::*;
     use crate::keys::{Kvno, LongTermKey};
     use crate::signing::{JwkSet, KdcSigningKey, KdcVerifier};
-    use crate::ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, mint_ticket, open_ticket};
+    use crate::ticket::{
+        SealedTicket, TicketCheck, TicketClaims, TicketFlags, mint_ticket, open_ticket,
+    };
 
     const NOW: u64 = 1_800_000_000;
 
     fn verified(client: &str) -> VerifiedTicket {
         let signer = KdcSigningKey::generate();
-        let verifier = KdcVerifier::from_jwks(&JwkSet { keys: vec![signer.public_jwk()] });
-        let key = LongTermKey { kvno: Kvno(1), key: SecretKey::generate() };
+        let verifier = KdcVerifier::from_jwks(&JwkSet {
+            keys: vec![signer.public_jwk()],
+        });
+        let key = LongTermKey {
+            kvno: Kvno(1),
+            key: SecretKey::generate(),
+        };
         let svc: Principal = "HTTP/a@EXAMPLE.TEST".parse().unwrap();
         let claims = TicketClaims {
             jti: "j".into(),
@@ -127,7 +142,12 @@ mod tests {
         };
         let t = mint_ticket(&claims, &signer, &key).unwrap();
         let st = SealedTicket::parse(&t).unwrap();
-        let check = TicketCheck { service: &svc, kdc: &verifier, now: UnixMillis::from_secs(NOW), max_skew_secs: 300 };
+        let check = TicketCheck {
+            service: &svc,
+            kdc: &verifier,
+            now: UnixMillis::from_secs(NOW),
+            max_skew_secs: 300,
+        };
         open_ticket(&st, &key.key, &check).unwrap()
     }
 
@@ -140,7 +160,15 @@ mod tests {
         let t = verified("alice@EXAMPLE.TEST");
         let a = Authenticator::new(t.client().clone(), UnixMillis::from_secs(NOW), &binding());
         let tok = a.seal(t.session_key(), Usage::Authenticator);
-        let c = open_authenticator(&tok, &t, Usage::Authenticator, &binding(), UnixMillis::from_secs(NOW + 5), 300).unwrap();
+        let c = open_authenticator(
+            &tok,
+            &t,
+            Usage::Authenticator,
+            &binding(),
+            UnixMillis::from_secs(NOW + 5),
+            300,
+        )
+        .unwrap();
         assert_eq!(c.authenticator(), &a);
     }
 
@@ -151,18 +179,47 @@ mod tests {
         let mk = |client: &str, at: UnixMillis, b: &RequestBinding, usage| {
             Authenticator::new(client.parse().unwrap(), at, b).seal(t.session_key(), usage)
         };
-        let open = |tok: &str| open_authenticator(tok, &t, Usage::Authenticator, &binding(), now, 300);
-        assert_eq!(open(&mk("bob@EXAMPLE.TEST", now, &binding(), Usage::Authenticator)).unwrap_err(), ProtoError::ClientMismatch);
+        let open =
+            |tok: &str| open_authenticator(tok, &t, Usage::Authenticator, &binding(), now, 300);
         assert_eq!(
-            open(&mk("alice@EXAMPLE.TEST", now.plus_secs(301), &binding(), Usage::Authenticator)).unwrap_err(),
+            open(&mk(
+                "bob@EXAMPLE.TEST",
+                now,
+                &binding(),
+                Usage::Authenticator
+            ))
+            .unwrap_err(),
+            ProtoError::ClientMismatch
+        );
+        assert_eq!(
+            open(&mk(
+                "alice@EXAMPLE.TEST",
+                now.plus_secs(301),
+                &binding(),
+                Usage::Authenticator
+            ))
+            .unwrap_err(),
             ProtoError::ClockSkew { server_time: now }
         );
         let moved = RequestBinding::new("GET", "/hello?moved=1", None);
-        assert_eq!(open(&mk("alice@EXAMPLE.TEST", now, &moved, Usage::Authenticator)).unwrap_err(), ProtoError::BindingMismatch);
-        assert_eq!(open(&mk("alice@EXAMPLE.TEST", now, &binding(), Usage::TgsAuthenticator)).unwrap_err(), ProtoError::Crypto);
+        assert_eq!(
+            open(&mk("alice@EXAMPLE.TEST", now, &moved, Usage::Authenticator)).unwrap_err(),
+            ProtoError::BindingMismatch
+        );
+        assert_eq!(
+            open(&mk(
+                "alice@EXAMPLE.TEST",
+                now,
+                &binding(),
+                Usage::TgsAuthenticator
+            ))
+            .unwrap_err(),
+            ProtoError::Crypto
+        );
         // Under another session key (another client's ticket).
         let other = verified("alice@EXAMPLE.TEST");
-        let tok = Authenticator::new(other.client().clone(), now, &binding()).seal(other.session_key(), Usage::Authenticator);
+        let tok = Authenticator::new(other.client().clone(), now, &binding())
+            .seal(other.session_key(), Usage::Authenticator);
         assert_eq!(open(&tok).unwrap_err(), ProtoError::Crypto);
     }
 }

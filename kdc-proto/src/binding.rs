@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn known_answers() {
         let cases = [
-            (RequestBinding::new("GET", "/hello", None), "yNcXXikJND5f-IostuvBV6YuJEZltrtkbnuyb4QzxGY"),
+            (
+                RequestBinding::new("GET", "/hello", None),
+                "yNcXXikJND5f-IostuvBV6YuJEZltrtkbnuyb4QzxGY",
+            ),
             (
                 RequestBinding::new("get", "/hello?name=alice&x=1", None),
                 "gGsqwGG-RQwScZ4U9I-g7Pck1EE4E9t81HkU7pksKT8",

@@ -62,5 +62,7 @@ pub use keys::{Kvno, LongTermKey, SecretKey};
 pub use password::{Argon2Params, derive_password_key, password_salt};
 pub use principal::{Principal, Realm};
 pub use signing::{JwkSet, KdcSigningKey, KdcVerifier, PublicJwk};
-pub use ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket};
+pub use ticket::{
+    SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket,
+};
 pub use time::{Clock, SystemClock, UnixMillis};

@@ -227,7 +227,11 @@ mod tests {
 
     #[test]
     fn round_trips_names() {
-        for s in ["alice@EXAMPLE.TEST", "HTTP/hello.example.test@EXAMPLE.TEST", "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST"] {
+        for s in [
+            "alice@EXAMPLE.TEST",
+            "HTTP/hello.example.test@EXAMPLE.TEST",
+            "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST",
+        ] {
             let p: Principal = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
         }
@@ -236,8 +240,17 @@ mod tests {
     #[test]
     fn refuses_bad_names() {
         for s in [
-            "", "@EXAMPLE.TEST", "alice@", "alice@example.test", "a/b/c@R", "al ice@R", "alice@R..X",
-            "/x@R", "x/@R", "al\u{e9}ce@R", "a@b@R",
+            "",
+            "@EXAMPLE.TEST",
+            "alice@",
+            "alice@example.test",
+            "a/b/c@R",
+            "al ice@R",
+            "alice@R..X",
+            "/x@R",
+            "x/@R",
+            "al\u{e9}ce@R",
+            "a@b@R",
         ] {
             assert!(s.parse::<Principal>().is_err(), "{s:?} accepted");
         }
@@ -256,6 +269,11 @@ mod tests {
     #[test]
     fn ticket_granting_is_recognised() {
         assert!(Principal::ticket_granting(&realm()).is_ticket_granting());
-        assert!(!"krbtgt/OTHER.TEST@EXAMPLE.TEST".parse::<Principal>().unwrap().is_ticket_granting());
+        assert!(
+            !"krbtgt/OTHER.TEST@EXAMPLE.TEST"
+                .parse::<Principal>()
+                .unwrap()
+                .is_ticket_granting()
+        );
     }
 }

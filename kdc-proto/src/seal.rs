@@ -175,7 +175,10 @@ impl<'a> SealedObject<'a> {
     /// a non-empty encrypted-key part and non-canonical base64.
     pub fn parse(token: &'a str, max_len: usize) -> Result<Self, ProtoError> {
         if token.len() > max_len {
-            return Err(ProtoError::TooLarge { what: "sealed object", max: max_len });
+            return Err(ProtoError::TooLarge {
+                what: "sealed object",
+                max: max_len,
+            });
         }
         let mut parts = token.split('.');
         let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) = (
@@ -193,7 +196,10 @@ impl<'a> SealedObject<'a> {
         }
         let header_json = b64::decode(h, "sealed object header")?;
         if header_json.len() > MAX_HEADER_LEN {
-            return Err(ProtoError::TooLarge { what: "sealed object header", max: MAX_HEADER_LEN });
+            return Err(ProtoError::TooLarge {
+                what: "sealed object header",
+                max: MAX_HEADER_LEN,
+            });
         }
         let header: SealedHeader = serde_json::from_slice(&header_json)
             .map_err(|_| ProtoError::Malformed("sealed object header"))?;
@@ -210,7 +216,14 @@ impl<'a> SealedObject<'a> {
             .try_into()
             .map_err(|_| ProtoError::Malformed("tag"))?;
         let ciphertext = b64::decode(ct, "ciphertext")?;
-        Ok(Self { header_b64: h, header, salt, iv, ciphertext, tag })
+        Ok(Self {
+            header_b64: h,
+            header,
+            salt,
+            iv,
+            ciphertext,
+            tag,
+        })
     }
 
     /// The key id named in the header (unauthenticated until opened).
@@ -255,7 +268,12 @@ mod tests {
 
     fn sample() -> (SecretKey, String) {
         let key = SecretKey::generate();
-        let token = seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, b"{\"hello\":1}");
+        let token = seal(
+            &key,
+            "alice@EXAMPLE.TEST#1",
+            Usage::AsReply,
+            b"{\"hello\":1}",
+        );
         (key, token)
     }
 
@@ -263,7 +281,10 @@ mod tests {
     fn round_trip() {
         let (key, token) = sample();
         let obj = SealedObject::parse(&token, 4096).unwrap();
-        assert_eq!(&obj.open(&key, Usage::AsReply).unwrap()[..], b"{\"hello\":1}");
+        assert_eq!(
+            &obj.open(&key, Usage::AsReply).unwrap()[..],
+            b"{\"hello\":1}"
+        );
     }
 
     #[test]
@@ -286,7 +307,10 @@ mod tests {
     fn wrong_key_and_wrong_usage_are_refused() {
         let (key, token) = sample();
         let obj = SealedObject::parse(&token, 4096).unwrap();
-        assert_eq!(obj.open(&SecretKey::generate(), Usage::AsReply), Err(ProtoError::Crypto));
+        assert_eq!(
+            obj.open(&SecretKey::generate(), Usage::AsReply),
+            Err(ProtoError::Crypto)
+        );
         assert_eq!(obj.open(&key, Usage::TgsReply), Err(ProtoError::Crypto));
     }
 
@@ -308,13 +332,20 @@ mod tests {
         let (_, token) = sample();
         let (h, rest) = token.split_once('.').unwrap();
         let json = String::from_utf8(b64::decode(h, "h").unwrap()).unwrap();
-        for (from, to) in [("\"dir\"", "\"none\""), ("\"A256GCM\"", "\"A128GCM\""), ("\"dir\"", "\"A256KW\"")] {
+        for (from, to) in [
+            ("\"dir\"", "\"none\""),
+            ("\"A256GCM\"", "\"A128GCM\""),
+            ("\"dir\"", "\"A256KW\""),
+        ] {
             let t = format!("{}.{rest}", b64::encode(json.replace(from, to)));
             assert!(SealedObject::parse(&t, 4096).is_err(), "{to} accepted");
         }
         let with_extra = json.replacen('{', "{\"zip\":\"DEF\",", 1);
         let t = format!("{}.{rest}", b64::encode(with_extra));
-        assert!(SealedObject::parse(&t, 4096).is_err(), "unknown header field accepted");
+        assert!(
+            SealedObject::parse(&t, 4096).is_err(),
+            "unknown header field accepted"
+        );
     }
 
     #[test]
@@ -330,6 +361,9 @@ mod tests {
     #[test]
     fn two_seals_differ() {
         let key = SecretKey::generate();
-        assert_ne!(seal(&key, "k", Usage::Ticket, b"x"), seal(&key, "k", Usage::Ticket, b"x"));
+        assert_ne!(
+            seal(&key, "k", Usage::Ticket, b"x"),
+            seal(&key, "k", Usage::Ticket, b"x")
+        );
     }
 }

@@ -30,7 +30,9 @@ pub struct KdcSigningKey {
 
 impl fmt::Debug for KdcSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KdcSigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("KdcSigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -52,7 +54,12 @@ impl KdcSigningKey {
         der.extend_from_slice(&seed[..]);
         let digest = Sha256::digest(public);
         let kid = b64::encode(digest.get(..12).unwrap_or_default());
-        Self { kid, seed, public, encoding: EncodingKey::from_ed_der(&der) }
+        Self {
+            kid,
+            seed,
+            public,
+            encoding: EncodingKey::from_ed_der(&der),
+        }
     }
 
     /// The seed, for sealing at rest.
@@ -119,7 +126,9 @@ pub struct KdcVerifier {
 
 impl fmt::Debug for KdcVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KdcVerifier").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
+        f.debug_struct("KdcVerifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -175,26 +184,42 @@ mod tests {
     #[test]
     fn sign_and_verify() {
         let k = KdcSigningKey::generate();
-        let v = KdcVerifier::from_jwks(&JwkSet { keys: vec![k.public_jwk()] });
+        let v = KdcVerifier::from_jwks(&JwkSet {
+            keys: vec![k.public_jwk()],
+        });
         let jws = k.sign(&C { sub: "a".into() }).unwrap();
         assert_eq!(v.verify::<C>(&jws).unwrap(), C { sub: "a".into() });
         let again = KdcSigningKey::from_seed(*k.seed());
         assert_eq!(again.kid(), k.kid());
-        assert_eq!(v.verify::<C>(&again.sign(&C { sub: "b".into() }).unwrap()).unwrap().sub, "b");
+        assert_eq!(
+            v.verify::<C>(&again.sign(&C { sub: "b".into() }).unwrap())
+                .unwrap()
+                .sub,
+            "b"
+        );
     }
 
     #[test]
     fn other_keys_and_tampering_are_refused() {
         let k = KdcSigningKey::generate();
         let other = KdcSigningKey::generate();
-        let v = KdcVerifier::from_jwks(&JwkSet { keys: vec![k.public_jwk()] });
-        assert!(v.verify::<C>(&other.sign(&C { sub: "a".into() }).unwrap()).is_err());
+        let v = KdcVerifier::from_jwks(&JwkSet {
+            keys: vec![k.public_jwk()],
+        });
+        assert!(
+            v.verify::<C>(&other.sign(&C { sub: "a".into() }).unwrap())
+                .is_err()
+        );
         let jws = k.sign(&C { sub: "a".into() }).unwrap();
         let (h, rest) = jws.split_once('.').unwrap();
         let (_, sig) = rest.split_once('.').unwrap();
         let forged = format!("{h}.{}.{sig}", b64::encode(br#"{"sub":"root"}"#));
         assert!(v.verify::<C>(&forged).is_err());
-        let none = format!("{}.{}.", b64::encode(br#"{"alg":"none"}"#), b64::encode(br#"{"sub":"a"}"#));
+        let none = format!(
+            "{}.{}.",
+            b64::encode(br#"{"alg":"none"}"#),
+            b64::encode(br#"{"sub":"a"}"#)
+        );
         assert!(v.verify::<C>(&none).is_err());
     }
 

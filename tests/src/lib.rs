@@ -1,1 +1,534 @@
+//! Test harness: boots real KDCs on ephemeral loopback ports (in-process, or
+//! as a `kdc` process) and speaks the protocol to them over HTTP with
+//! `kdc-proto`, the way any client would.
 
+// Test support: a panic on malformed test data is the right outcome.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use anyhow::{Context as _, bail};
+use kdc_proto::authenticator::Authenticator;
+use kdc_proto::keys::long_term_kid;
+use kdc_proto::limits::MAX_SEALED_LEN;
+use kdc_proto::messages::{
+    EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
+};
+use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::{
+    Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key,
+};
+use kdc_server::http::AppState;
+use kdc_server::kdc::{Credential, PrincipalSpec};
+use kdc_server::master_key::MasterKey;
+use kdc_server::policy::Policy;
+use kdc_server::store::SqliteStore;
+use kdc_server::throttle::ThrottlePolicy;
+use kdc_server::{Kdc, http};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use zeroize::Zeroizing;
+
+/// Alice's password in every test realm.
+pub const ALICE_PW: &str = "correct horse battery staple";
+/// Bob's password.
+pub const BOB_PW: &str = "tr0ub4dor&3";
+/// The bootstrap admin's password.
+pub const ADMIN_PW: &str = "bootstrap-admin-pass-123";
+/// The realm.
+pub const REALM: &str = "EXAMPLE.TEST";
+/// Service A.
+pub const SVC_A: &str = "HTTP/a.example.test@EXAMPLE.TEST";
+/// Service B.
+pub const SVC_B: &str = "HTTP/b.example.test@EXAMPLE.TEST";
+
+/// A clock the test can move: the system clock plus an offset.
+#[derive(Debug, Default)]
+pub struct TestClock {
+    offset_ms: AtomicI64,
+}
+
+impl TestClock {
+    /// Moves the KDC's time forward (or back, with a negative value).
+    pub fn advance_secs(&self, secs: i64) {
+        self.offset_ms.fetch_add(secs * 1000, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> UnixMillis {
+        let base = SystemClock.now().0 as i64;
+        UnixMillis((base + self.offset_ms.load(Ordering::SeqCst)).max(0) as u64)
+    }
+}
+
+/// The current wall-clock time.
+pub fn now() -> UnixMillis {
+    SystemClock.now()
+}
+
+/// A KDC served in-process on `127.0.0.1:0`, with alice and bob (users),
+/// services A and B, and a movable clock.
+pub struct TestKdc {
+    /// Base URL.
+    pub url: String,
+    /// The KDC, for direct administration in tests.
+    pub kdc: Arc<Kdc>,
+    /// Its clock.
+    pub clock: Arc<TestClock>,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestKdc {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Creates the standard test principals in `kdc`.
+pub async fn add_standard_principals(kdc: &Kdc) -> anyhow::Result<()> {
+    let now = now().as_secs();
+    for (name, pw, roles) in [
+        ("alice", ALICE_PW, vec!["reader".to_owned()]),
+        ("bob", BOB_PW, vec![]),
+    ] {
+        let spec = PrincipalSpec {
+            name: kdc.principal_name(name)?,
+            credential: Credential::Password(Zeroizing::new(pw.to_owned())),
+            roles,
+            max_life_secs: None,
+            max_renew_secs: None,
+        };
+        kdc.create_principal(spec, now).await?;
+    }
+    for svc in [SVC_A, SVC_B] {
+        let spec = PrincipalSpec {
+            name: svc.parse()?,
+            credential: Credential::Random,
+            roles: vec![],
+            max_life_secs: None,
+            max_renew_secs: None,
+        };
+        kdc.create_principal(spec, now).await?;
+    }
+    Ok(())
+}
+
+impl TestKdc {
+    /// Starts a KDC with the default policy.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Policy::default(), ThrottlePolicy::default()).await
+    }
+
+    /// Starts a KDC with the given policy and throttling.
+    pub async fn start_with(policy: Policy, throttle: ThrottlePolicy) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
+        let master = SecretKey::generate();
+        Kdc::initialize(
+            store.as_ref(),
+            &MasterKey::new(master.clone()),
+            &REALM.parse()?,
+            Zeroizing::new(ADMIN_PW.to_owned()),
+            now().as_secs(),
+        )
+        .await?;
+        let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle).await?);
+        add_standard_principals(&kdc).await?;
+        let clock = Arc::new(TestClock::default());
+        let state = AppState {
+            kdc: kdc.clone(),
+            clock: clock.clone(),
+            public_url: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = http::serve(listener, state, std::future::pending()).await;
+        });
+        Ok(Self {
+            url: format!("http://{addr}"),
+            kdc,
+            clock,
+            _dir: dir,
+            task,
+        })
+    }
+
+    /// A protocol client for this KDC.
+    pub fn client(&self) -> ProtoClient {
+        ProtoClient::new(&self.url)
+    }
+
+    /// The live keys of a service, as its keytab would hold them.
+    pub async fn service_key(&self, name: &str) -> anyhow::Result<SecretKey> {
+        let kt = self.kdc.keytab(&name.parse()?, now().as_secs()).await?;
+        Ok(kt.keys.first().context("no key")?.key.clone())
+    }
+}
+
+/// A `kdc` process (the real binary) serving a data directory.
+pub struct KdcProcess {
+    /// Base URL.
+    pub url: String,
+    child: tokio::process::Child,
+}
+
+/// Runs `kdc ARGS` (the binary at `bin`) to completion with `stdin`,
+/// returning stdout; fails on a non-zero exit.
+pub async fn kdc_command(bin: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(bin)
+        .args(args)
+        .env_remove("KDC_MASTER_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let (Some(mut i), Some(s)) = (child.stdin.take(), stdin) {
+        i.write_all(s.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "kdc {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+impl KdcProcess {
+    /// Starts `kdc serve` (the binary at `bin`) on `data` at an ephemeral
+    /// loopback port.
+    pub async fn start(bin: &Path, data: &Path) -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(bin)
+            .args(["serve", "--data"])
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("KDC_LOG", "warn")
+            .env_remove("KDC_MASTER_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+                .await
+                .context("kdc did not start in time")??
+                .context("kdc exited before serving")?;
+            if let Some(idx) = line.find("http://") {
+                break line[idx..].trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { url, child })
+    }
+
+    /// `kill -9`.
+    pub async fn kill9(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// What a login or ticket exchange gave the client.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// The ticket.
+    pub ticket: String,
+    /// The decrypted client part.
+    pub enc: EncTicketPart,
+    /// The client.
+    pub client: Principal,
+}
+
+/// An HTTP response reduced to what tests look at.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Content type.
+    pub content_type: String,
+    /// `WWW-Authenticate`, if any.
+    pub www_authenticate: Option<String>,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<String>,
+    /// Body as JSON (Null if it is not JSON).
+    pub body: Value,
+}
+
+/// A minimal protocol client built on `kdc-proto` and reqwest.
+#[derive(Debug, Clone)]
+pub struct ProtoClient {
+    /// Base URL.
+    pub url: String,
+    http: reqwest::Client,
+}
+
+/// A fresh random nonce.
+pub fn nonce() -> String {
+    b64::encode(&SecretKey::generate().expose()[..12])
+}
+
+impl ProtoClient {
+    /// A client for the KDC at `url`.
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// POSTs a JSON value (or raw bytes) to `path`.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Answer> {
+        self.post_raw(path, "application/json", serde_json::to_vec(body)?)
+            .await
+    }
+
+    /// GETs `path`.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        Self::answer(self.http.get(format!("{}{path}", self.url)).send().await?).await
+    }
+
+    async fn answer(r: reqwest::Response) -> anyhow::Result<Answer> {
+        let h = |n: &str| {
+            r.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let status = r.status().as_u16();
+        let content_type = h("content-type").unwrap_or_default();
+        let www_authenticate = h("www-authenticate");
+        let retry_after = h("retry-after");
+        let bytes = r.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Answer {
+            status,
+            content_type,
+            www_authenticate,
+            retry_after,
+            body,
+        })
+    }
+
+    /// The pre-auth challenge for `client` (the first leg of a login).
+    pub async fn challenge(&self, client: &str) -> anyhow::Result<Answer> {
+        let req = InitialTicketRequest {
+            client: client.parse()?,
+            service: None,
+            nonce: nonce(),
+            lifetime_secs: None,
+            renewable: None,
+            pre_auth: None,
+        };
+        self.post("/tickets/initial", &req).await
+    }
+
+    /// Derives `client`'s key from `password` with the challenge's parameters.
+    pub async fn derive_key(&self, client: &str, password: &str) -> anyhow::Result<SecretKey> {
+        let ch = self.challenge(client).await?;
+        let salt = ch.body["salt"]
+            .as_str()
+            .context("challenge without salt")?
+            .to_owned();
+        let params: Argon2Params = serde_json::from_value(ch.body["argon2"].clone())?;
+        let pw = password.to_owned();
+        Ok(
+            tokio::task::spawn_blocking(move || derive_password_key(pw.as_bytes(), &salt, params))
+                .await??,
+        )
+    }
+
+    /// Builds a pre-authenticated initial-ticket request.
+    pub fn initial_request(
+        key: &SecretKey,
+        client: &str,
+        at: UnixMillis,
+    ) -> anyhow::Result<InitialTicketRequest> {
+        let client: Principal = client.parse()?;
+        let n = nonce();
+        let pa = serde_json::to_vec(&PreAuthTimestamp {
+            ts: at,
+            nonce: n.clone(),
+        })?;
+        let pre_auth = seal::seal(
+            key,
+            &long_term_kid(&client, kdc_proto::Kvno(1)),
+            Usage::PreAuth,
+            &pa,
+        );
+        Ok(InitialTicketRequest {
+            client,
+            service: None,
+            nonce: n,
+            lifetime_secs: None,
+            renewable: None,
+            pre_auth: Some(pre_auth),
+        })
+    }
+
+    /// Sends an initial-ticket request and opens the reply with `key`.
+    pub async fn initial(
+        &self,
+        key: &SecretKey,
+        req: &InitialTicketRequest,
+    ) -> anyhow::Result<Result<Credentials, Answer>> {
+        let a = self.post("/tickets/initial", req).await?;
+        if a.status != 200 {
+            return Ok(Err(a));
+        }
+        let reply: TicketReply = serde_json::from_value(a.body)?;
+        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
+        if enc.nonce != req.nonce {
+            bail!("nonce mismatch in the AS reply");
+        }
+        Ok(Ok(Credentials {
+            ticket: reply.ticket,
+            enc,
+            client: req.client.clone(),
+        }))
+    }
+
+    /// Full login: challenge, key derivation, pre-authenticated request.
+    pub async fn login(&self, client: &str, password: &str) -> anyhow::Result<Credentials> {
+        let key = self.derive_key(client, password).await?;
+        let req = Self::initial_request(&key, client, now())?;
+        match self.initial(&key, &req).await? {
+            Ok(c) => Ok(c),
+            Err(a) => bail!("login failed: {} {}", a.status, a.body),
+        }
+    }
+
+    /// Builds a service-ticket request for `service` from `tgt`.
+    pub fn tgs_request(
+        tgt: &Credentials,
+        service: &str,
+        at: UnixMillis,
+    ) -> anyhow::Result<ServiceTicketRequest> {
+        let service: Principal = service.parse()?;
+        let n = nonce();
+        let binding = ServiceTicketRequest::binding_for(&service, &n, None, None);
+        let authenticator = Authenticator::new(tgt.client.clone(), at, &binding)
+            .seal(&tgt.enc.session_key, Usage::TgsAuthenticator);
+        Ok(ServiceTicketRequest {
+            tgt: tgt.ticket.clone(),
+            authenticator,
+            service,
+            nonce: n,
+            lifetime_secs: None,
+            renewable: None,
+        })
+    }
+
+    /// Sends a service-ticket request and opens the reply.
+    pub async fn tgs(
+        &self,
+        tgt: &Credentials,
+        req: &ServiceTicketRequest,
+    ) -> anyhow::Result<Result<Credentials, Answer>> {
+        let a = self.post("/tickets", req).await?;
+        if a.status != 200 {
+            return Ok(Err(a));
+        }
+        let reply: TicketReply = serde_json::from_value(a.body)?;
+        let enc = open_enc(&reply.enc_part, &tgt.enc.session_key, Usage::TgsReply)?;
+        if enc.nonce != req.nonce || enc.service != req.service {
+            bail!("nonce or service mismatch in the TGS reply");
+        }
+        Ok(Ok(Credentials {
+            ticket: reply.ticket,
+            enc,
+            client: tgt.client.clone(),
+        }))
+    }
+
+    /// A service ticket, failing on any refusal.
+    pub async fn service_ticket(
+        &self,
+        tgt: &Credentials,
+        service: &str,
+    ) -> anyhow::Result<Credentials> {
+        let req = Self::tgs_request(tgt, service, now())?;
+        match self.tgs(tgt, &req).await? {
+            Ok(c) => Ok(c),
+            Err(a) => bail!("service ticket refused: {} {}", a.status, a.body),
+        }
+    }
+
+    /// Builds a renewal request for `creds`.
+    pub fn renew_request(creds: &Credentials, at: UnixMillis) -> RenewRequest {
+        let n = nonce();
+        let authenticator =
+            Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
+                .seal(&creds.enc.session_key, Usage::TgsAuthenticator);
+        RenewRequest {
+            ticket: creds.ticket.clone(),
+            authenticator,
+            nonce: n,
+        }
+    }
+
+    /// Renews `creds`.
+    pub async fn renew(
+        &self,
+        creds: &Credentials,
+        at: UnixMillis,
+    ) -> anyhow::Result<Result<Credentials, Answer>> {
+        let req = Self::renew_request(creds, at);
+        let a = self.post("/tickets/renew", &req).await?;
+        if a.status != 200 {
+            return Ok(Err(a));
+        }
+        let reply: TicketReply = serde_json::from_value(a.body)?;
+        let enc = open_enc(&reply.enc_part, &creds.enc.session_key, Usage::TgsReply)?;
+        if enc.nonce != req.nonce {
+            bail!("nonce mismatch in the renewal reply");
+        }
+        Ok(Ok(Credentials {
+            ticket: reply.ticket,
+            enc,
+            client: creds.client.clone(),
+        }))
+    }
+}
+
+/// Opens a sealed reply part.
+pub fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> anyhow::Result<EncTicketPart> {
+    let obj = SealedObject::parse(token, MAX_SEALED_LEN)?;
+    let plain = obj.open(key, usage)?;
+    Ok(serde_json::from_slice(&plain)?)
+}

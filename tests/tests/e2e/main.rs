@@ -1,0 +1,20 @@
+//! End-to-end tests: real KDCs on ephemeral loopback ports, driven over HTTP.
+//! One test binary; each module covers one area.
+
+// Test code: a panic is how a test fails.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod attacks;
+mod contract;
+mod durability;
+mod exchanges;
+
+/// The `kdc` command under test.
+pub fn kdc_bin() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_kdc-under-test"))
+}
