@@ -29,6 +29,9 @@ pub struct Authenticator {
     pub nonce: String,
     /// The request binding digest (see [`RequestBinding`]).
     pub bnd: String,
+    /// Whether the binding covers the body, so a verifier knows to read it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body: bool,
 }
 
 impl Authenticator {
@@ -36,12 +39,7 @@ impl Authenticator {
     pub fn new(client: Principal, now: UnixMillis, binding: &RequestBinding) -> Self {
         let mut n = [0u8; 12];
         rand::fill(&mut n[..]);
-        Self {
-            client,
-            ts: now,
-            nonce: b64::encode(n),
-            bnd: binding.digest(),
-        }
+        Self { client, ts: now, nonce: b64::encode(n), bnd: binding.digest(), body: binding.binds_body() }
     }
 
     /// Seals it under the session key for `usage` ([`Usage::Authenticator`]
@@ -74,6 +72,57 @@ impl CheckedAuthenticator {
     }
 }
 
+/// An authenticator that opened under the ticket's session key and names the
+/// ticket's client, with its time within the skew. Its request binding is
+/// still to be checked ([`TimelyAuthenticator::check_binding`]).
+#[derive(Debug, Clone)]
+pub struct TimelyAuthenticator {
+    authenticator: Authenticator,
+    tag: [u8; 16],
+}
+
+impl TimelyAuthenticator {
+    /// The authenticator's contents.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// Whether the client bound the request body (so the verifier must read it).
+    pub fn binds_body(&self) -> bool {
+        self.authenticator.body
+    }
+
+    /// Checks the binding against the request as received.
+    pub fn check_binding(self, binding: &RequestBinding) -> Result<CheckedAuthenticator, ProtoError> {
+        if binding.binds_body() != self.authenticator.body || !binding.matches(&self.authenticator.bnd) {
+            return Err(ProtoError::BindingMismatch);
+        }
+        Ok(CheckedAuthenticator { authenticator: self.authenticator, tag: self.tag })
+    }
+}
+
+/// Opens `token` with the ticket's session key and checks that it names the
+/// ticket's client and that its time is within `max_skew_secs` of `now`.
+pub fn open_authenticator_timely(
+    token: &str,
+    ticket: &VerifiedTicket,
+    usage: Usage,
+    now: UnixMillis,
+    max_skew_secs: u64,
+) -> Result<TimelyAuthenticator, ProtoError> {
+    let sealed = SealedObject::parse(token, MAX_AUTHENTICATOR_LEN)?;
+    let plain = sealed.open(ticket.session_key(), usage)?;
+    let authenticator: Authenticator =
+        serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("authenticator"))?;
+    if &authenticator.client != ticket.client() {
+        return Err(ProtoError::ClientMismatch);
+    }
+    if authenticator.ts.abs_diff(now) > max_skew_secs.saturating_mul(1000) {
+        return Err(ProtoError::ClockSkew { server_time: now, nonce: authenticator.nonce });
+    }
+    Ok(TimelyAuthenticator { authenticator, tag: *sealed.tag() })
+}
+
 /// Opens `token` with the ticket's session key and checks that it names the
 /// ticket's client, that its time is within `max_skew_secs` of `now`, and that
 /// it is bound to `binding`.
@@ -85,23 +134,7 @@ pub fn open_authenticator(
     now: UnixMillis,
     max_skew_secs: u64,
 ) -> Result<CheckedAuthenticator, ProtoError> {
-    let sealed = SealedObject::parse(token, MAX_AUTHENTICATOR_LEN)?;
-    let plain = sealed.open(ticket.session_key(), usage)?;
-    let authenticator: Authenticator =
-        serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("authenticator"))?;
-    if &authenticator.client != ticket.client() {
-        return Err(ProtoError::ClientMismatch);
-    }
-    if authenticator.ts.abs_diff(now) > max_skew_secs.saturating_mul(1000) {
-        return Err(ProtoError::ClockSkew { server_time: now });
-    }
-    if !binding.matches(&authenticator.bnd) {
-        return Err(ProtoError::BindingMismatch);
-    }
-    Ok(CheckedAuthenticator {
-        authenticator,
-        tag: *sealed.tag(),
-    })
+    open_authenticator_timely(token, ticket, usage, now, max_skew_secs)?.check_binding(binding)
 }
 
 #[cfg(test)]
@@ -109,21 +142,14 @@ mod tests {
     use super::*;
     use crate::keys::{Kvno, LongTermKey};
     use crate::signing::{JwkSet, KdcSigningKey, KdcVerifier};
-    use crate::ticket::{
-        SealedTicket, TicketCheck, TicketClaims, TicketFlags, mint_ticket, open_ticket,
-    };
+    use crate::ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, mint_ticket, open_ticket};
 
     const NOW: u64 = 1_800_000_000;
 
     fn verified(client: &str) -> VerifiedTicket {
         let signer = KdcSigningKey::generate();
-        let verifier = KdcVerifier::from_jwks(&JwkSet {
-            keys: vec![signer.public_jwk()],
-        });
-        let key = LongTermKey {
-            kvno: Kvno(1),
-            key: SecretKey::generate(),
-        };
+        let verifier = KdcVerifier::from_jwks(&JwkSet { keys: vec![signer.public_jwk()] });
+        let key = LongTermKey { kvno: Kvno(1), key: SecretKey::generate() };
         let svc: Principal = "HTTP/a@EXAMPLE.TEST".parse().unwrap();
         let claims = TicketClaims {
             jti: "j".into(),
@@ -142,12 +168,7 @@ mod tests {
         };
         let t = mint_ticket(&claims, &signer, &key).unwrap();
         let st = SealedTicket::parse(&t).unwrap();
-        let check = TicketCheck {
-            service: &svc,
-            kdc: &verifier,
-            now: UnixMillis::from_secs(NOW),
-            max_skew_secs: 300,
-        };
+        let check = TicketCheck { service: &svc, kdc: &verifier, now: UnixMillis::from_secs(NOW), max_skew_secs: 300 };
         open_ticket(&st, &key.key, &check).unwrap()
     }
 
@@ -160,15 +181,8 @@ mod tests {
         let t = verified("alice@EXAMPLE.TEST");
         let a = Authenticator::new(t.client().clone(), UnixMillis::from_secs(NOW), &binding());
         let tok = a.seal(t.session_key(), Usage::Authenticator);
-        let c = open_authenticator(
-            &tok,
-            &t,
-            Usage::Authenticator,
-            &binding(),
-            UnixMillis::from_secs(NOW + 5),
-            300,
-        )
-        .unwrap();
+        let c = open_authenticator(&tok, &t, Usage::Authenticator, &binding(), UnixMillis::from_secs(NOW + 5), 300)
+            .unwrap();
         assert_eq!(c.authenticator(), &a);
     }
 
@@ -179,47 +193,27 @@ mod tests {
         let mk = |client: &str, at: UnixMillis, b: &RequestBinding, usage| {
             Authenticator::new(client.parse().unwrap(), at, b).seal(t.session_key(), usage)
         };
-        let open =
-            |tok: &str| open_authenticator(tok, &t, Usage::Authenticator, &binding(), now, 300);
+        let open = |tok: &str| open_authenticator(tok, &t, Usage::Authenticator, &binding(), now, 300);
         assert_eq!(
-            open(&mk(
-                "bob@EXAMPLE.TEST",
-                now,
-                &binding(),
-                Usage::Authenticator
-            ))
-            .unwrap_err(),
+            open(&mk("bob@EXAMPLE.TEST", now, &binding(), Usage::Authenticator)).unwrap_err(),
             ProtoError::ClientMismatch
         );
-        assert_eq!(
-            open(&mk(
-                "alice@EXAMPLE.TEST",
-                now.plus_secs(301),
-                &binding(),
-                Usage::Authenticator
-            ))
-            .unwrap_err(),
-            ProtoError::ClockSkew { server_time: now }
-        );
+        let skewed = Authenticator::new("alice@EXAMPLE.TEST".parse().unwrap(), now.plus_secs(301), &binding());
+        let tok = skewed.seal(t.session_key(), Usage::Authenticator);
+        assert_eq!(open(&tok).unwrap_err(), ProtoError::ClockSkew { server_time: now, nonce: skewed.nonce.clone() });
         let moved = RequestBinding::new("GET", "/hello?moved=1", None);
         assert_eq!(
             open(&mk("alice@EXAMPLE.TEST", now, &moved, Usage::Authenticator)).unwrap_err(),
             ProtoError::BindingMismatch
         );
         assert_eq!(
-            open(&mk(
-                "alice@EXAMPLE.TEST",
-                now,
-                &binding(),
-                Usage::TgsAuthenticator
-            ))
-            .unwrap_err(),
+            open(&mk("alice@EXAMPLE.TEST", now, &binding(), Usage::TgsAuthenticator)).unwrap_err(),
             ProtoError::Crypto
         );
         // Under another session key (another client's ticket).
         let other = verified("alice@EXAMPLE.TEST");
-        let tok = Authenticator::new(other.client().clone(), now, &binding())
-            .seal(other.session_key(), Usage::Authenticator);
+        let tok =
+            Authenticator::new(other.client().clone(), now, &binding()).seal(other.session_key(), Usage::Authenticator);
         assert_eq!(open(&tok).unwrap_err(), ProtoError::Crypto);
     }
 }

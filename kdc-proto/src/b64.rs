@@ -14,7 +14,5 @@ pub fn encode(bytes: impl AsRef<[u8]>) -> String {
 /// Decodes unpadded base64url, refusing padding, other alphabets and
 /// non-zero trailing bits.
 pub fn decode(s: impl AsRef<[u8]>, what: &'static str) -> Result<Vec<u8>, ProtoError> {
-    URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| ProtoError::Malformed(what))
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| ProtoError::Malformed(what))
 }

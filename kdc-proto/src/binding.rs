@@ -33,17 +33,21 @@ pub const BINDING_VERSION: &str = "kdc-http-binding/v1";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestBinding {
     canonical: String,
+    binds_body: bool,
 }
 
 impl RequestBinding {
     /// The binding of a request. Pass `Some(body)` to bind the body too.
     pub fn new(method: &str, path_and_query: &str, body: Option<&[u8]>) -> Self {
         let body_digest = body.map(body_digest).unwrap_or_default();
-        let canonical = format!(
-            "{BINDING_VERSION}\n{}\n{path_and_query}\n{body_digest}\n",
-            method.to_ascii_uppercase()
-        );
-        Self { canonical }
+        let canonical =
+            format!("{BINDING_VERSION}\n{}\n{path_and_query}\n{body_digest}\n", method.to_ascii_uppercase());
+        Self { canonical, binds_body: body.is_some() }
+    }
+
+    /// Whether the body is part of this binding.
+    pub fn binds_body(&self) -> bool {
+        self.binds_body
     }
 
     /// The canonical string.
@@ -76,22 +80,10 @@ mod tests {
     #[test]
     fn known_answers() {
         let cases = [
-            (
-                RequestBinding::new("GET", "/hello", None),
-                "yNcXXikJND5f-IostuvBV6YuJEZltrtkbnuyb4QzxGY",
-            ),
-            (
-                RequestBinding::new("get", "/hello?name=alice&x=1", None),
-                "gGsqwGG-RQwScZ4U9I-g7Pck1EE4E9t81HkU7pksKT8",
-            ),
-            (
-                RequestBinding::new("POST", "/items", Some(b"{\"a\":1}")),
-                "XNuLEzwEMi8qZFu9VbVd0PkNTW-lntb0VZkudMzpV2Y",
-            ),
-            (
-                RequestBinding::new("PUT", "/empty", Some(b"")),
-                "IVsYqRuX6_91pOds21vXZ43HUej11VUgdVMk0_zPfYA",
-            ),
+            (RequestBinding::new("GET", "/hello", None), "yNcXXikJND5f-IostuvBV6YuJEZltrtkbnuyb4QzxGY"),
+            (RequestBinding::new("get", "/hello?name=alice&x=1", None), "gGsqwGG-RQwScZ4U9I-g7Pck1EE4E9t81HkU7pksKT8"),
+            (RequestBinding::new("POST", "/items", Some(b"{\"a\":1}")), "XNuLEzwEMi8qZFu9VbVd0PkNTW-lntb0VZkudMzpV2Y"),
+            (RequestBinding::new("PUT", "/empty", Some(b"")), "IVsYqRuX6_91pOds21vXZ43HUej11VUgdVMk0_zPfYA"),
         ];
         for (b, want) in cases {
             assert_eq!(b.digest(), want, "canonical: {:?}", b.canonical());

@@ -51,6 +51,9 @@ pub enum ProtoError {
     ClockSkew {
         /// The receiver's time, so an honest sender can correct its offset.
         server_time: crate::time::UnixMillis,
+        /// The refused authenticator's nonce, so the receiver can bind an
+        /// authenticated answer to it.
+        nonce: String,
     },
     /// The authenticator names a different client than the ticket.
     #[error("authenticator does not match the ticket")]

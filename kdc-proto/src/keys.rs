@@ -34,9 +34,7 @@ impl SecretKey {
 
     /// Reads a key from a byte slice that must be exactly [`KEY_LEN`] long.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtoError> {
-        let arr: [u8; KEY_LEN] = bytes
-            .try_into()
-            .map_err(|_| ProtoError::Malformed("key length"))?;
+        let arr: [u8; KEY_LEN] = bytes.try_into().map_err(|_| ProtoError::Malformed("key length"))?;
         Ok(Self(arr))
     }
 
@@ -117,12 +115,8 @@ pub fn long_term_kid(principal: &Principal, kvno: Kvno) -> String {
 
 /// Splits a `PRINCIPAL#KVNO` key id.
 pub fn parse_long_term_kid(kid: &str) -> Result<(Principal, Kvno), ProtoError> {
-    let (p, v) = kid
-        .rsplit_once('#')
-        .ok_or(ProtoError::Malformed("key id"))?;
-    let kvno = v
-        .parse::<u32>()
-        .map_err(|_| ProtoError::Malformed("key id"))?;
+    let (p, v) = kid.rsplit_once('#').ok_or(ProtoError::Malformed("key id"))?;
+    let kvno = v.parse::<u32>().map_err(|_| ProtoError::Malformed("key id"))?;
     Ok((p.parse()?, Kvno(kvno)))
 }
 

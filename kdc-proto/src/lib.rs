@@ -48,6 +48,7 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod messages;
+pub mod mutual;
 pub mod password;
 pub mod principal;
 pub mod seal;
@@ -55,14 +56,15 @@ pub mod signing;
 pub mod ticket;
 pub mod time;
 
-pub use authenticator::{Authenticator, CheckedAuthenticator, open_authenticator};
+pub use authenticator::{
+    Authenticator, CheckedAuthenticator, TimelyAuthenticator, open_authenticator, open_authenticator_timely,
+};
 pub use binding::RequestBinding;
 pub use error::ProtoError;
 pub use keys::{Kvno, LongTermKey, SecretKey};
+pub use mutual::{ErrorDetail, MutualReply, verify_mutual_reply};
 pub use password::{Argon2Params, derive_password_key, password_salt};
 pub use principal::{Principal, Realm};
 pub use signing::{JwkSet, KdcSigningKey, KdcVerifier, PublicJwk};
-pub use ticket::{
-    SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket,
-};
+pub use ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket};
 pub use time::{Clock, SystemClock, UnixMillis};

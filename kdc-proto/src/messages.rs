@@ -85,12 +85,7 @@ impl ServiceTicketRequest {
     /// What the authenticator must be bound to: `POST /tickets` with the
     /// request's choices as the body (see `docs/request-binding.md`).
     pub fn binding(&self) -> RequestBinding {
-        Self::binding_for(
-            &self.service,
-            &self.nonce,
-            self.lifetime_secs,
-            self.renewable,
-        )
+        Self::binding_for(&self.service, &self.nonce, self.lifetime_secs, self.renewable)
     }
 
     /// [`Self::binding`] from the parts, for a client building the request.
@@ -130,11 +125,7 @@ impl RenewRequest {
 
     /// [`Self::binding`] from the nonce alone.
     pub fn binding_for(nonce: &str) -> RequestBinding {
-        RequestBinding::new(
-            "POST",
-            "/tickets/renew",
-            Some(format!("{nonce}\n").as_bytes()),
-        )
+        RequestBinding::new("POST", "/tickets/renew", Some(format!("{nonce}\n").as_bytes()))
     }
 }
 
@@ -240,10 +231,7 @@ impl std::fmt::Debug for Keytab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keytab")
             .field("principal", &self.principal)
-            .field(
-                "kvnos",
-                &self.keys.iter().map(|k| k.kvno).collect::<Vec<_>>(),
-            )
+            .field("kvnos", &self.keys.iter().map(|k| k.kvno).collect::<Vec<_>>())
             .finish()
     }
 }

@@ -23,33 +23,20 @@ pub struct Argon2Params {
 impl Argon2Params {
     /// The KDC's default for new passwords: 19 MiB, 2 passes, 1 lane (OWASP's
     /// Argon2id baseline; about 11 ms on these machines).
-    pub const DEFAULT: Self = Self {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
+    pub const DEFAULT: Self = Self { m_kib: 19 * 1024, t: 2, p: 1 };
     /// The weakest cost a client accepts from a challenge. A KDC or a man in
     /// the middle cannot talk a client into anything cheaper.
-    pub const FLOOR: Self = Self {
-        m_kib: 19 * 1024,
-        t: 2,
-        p: 1,
-    };
+    pub const FLOOR: Self = Self { m_kib: 19 * 1024, t: 2, p: 1 };
     /// The most expensive cost a client accepts (bounds memory a hostile
     /// challenge can make it spend): 1 GiB, 16 passes, 8 lanes.
-    pub const CEILING: Self = Self {
-        m_kib: 1024 * 1024,
-        t: 16,
-        p: 8,
-    };
+    pub const CEILING: Self = Self { m_kib: 1024 * 1024, t: 16, p: 8 };
 
     /// Refuses parameters below [`Self::FLOOR`] or above [`Self::CEILING`].
     pub fn check_acceptable(&self) -> Result<(), ProtoError> {
         if self.m_kib < Self::FLOOR.m_kib || self.t < Self::FLOOR.t || self.p < Self::FLOOR.p {
             return Err(ProtoError::WeakKeyDerivation("below the floor"));
         }
-        if self.m_kib > Self::CEILING.m_kib || self.t > Self::CEILING.t || self.p > Self::CEILING.p
-        {
+        if self.m_kib > Self::CEILING.m_kib || self.t > Self::CEILING.t || self.p > Self::CEILING.p {
             return Err(ProtoError::WeakKeyDerivation("above the ceiling"));
         }
         Ok(())
@@ -72,11 +59,7 @@ pub fn password_salt(principal: &Principal) -> String {
 /// Derives a 256-bit long-term key from a password with Argon2id.
 ///
 /// Costs tens of milliseconds by design: call it off any async runtime.
-pub fn derive_password_key(
-    password: &[u8],
-    salt: &str,
-    params: Argon2Params,
-) -> Result<SecretKey, ProtoError> {
+pub fn derive_password_key(password: &[u8], salt: &str, params: Argon2Params) -> Result<SecretKey, ProtoError> {
     params.check_acceptable()?;
     let p = Params::new(params.m_kib, params.t, params.p, Some(KEY_LEN))
         .map_err(|_| ProtoError::WeakKeyDerivation("invalid parameters"))?;
@@ -106,26 +89,10 @@ mod tests {
     #[test]
     fn weak_and_absurd_costs_are_refused() {
         for p in [
-            Argon2Params {
-                m_kib: 8,
-                t: 2,
-                p: 1,
-            },
-            Argon2Params {
-                m_kib: 19 * 1024,
-                t: 1,
-                p: 1,
-            },
-            Argon2Params {
-                m_kib: 19 * 1024,
-                t: 2,
-                p: 0,
-            },
-            Argon2Params {
-                m_kib: 4 * 1024 * 1024,
-                t: 2,
-                p: 1,
-            },
+            Argon2Params { m_kib: 8, t: 2, p: 1 },
+            Argon2Params { m_kib: 19 * 1024, t: 1, p: 1 },
+            Argon2Params { m_kib: 19 * 1024, t: 2, p: 0 },
+            Argon2Params { m_kib: 4 * 1024 * 1024, t: 2, p: 1 },
         ] {
             assert!(derive_password_key(b"pw", "salt-salt", p).is_err(), "{p:?}");
         }

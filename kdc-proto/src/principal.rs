@@ -29,13 +29,8 @@ impl FromStr for Realm {
         if s.len() > 128 {
             return Err(ProtoError::InvalidPrincipal("realm longer than 128 bytes"));
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-        {
-            return Err(ProtoError::InvalidPrincipal(
-                "realm may hold only A-Z, 0-9, '.' and '-'",
-            ));
+        if !s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.' || b == b'-') {
+            return Err(ProtoError::InvalidPrincipal("realm may hold only A-Z, 0-9, '.' and '-'"));
         }
         if s.starts_with('.') || s.ends_with('.') || s.contains("..") {
             return Err(ProtoError::InvalidPrincipal("realm has an empty label"));
@@ -74,13 +69,8 @@ fn check_component(c: &str) -> Result<(), ProtoError> {
     if c.is_empty() {
         return Err(ProtoError::InvalidPrincipal("empty name component"));
     }
-    if !c
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(ProtoError::InvalidPrincipal(
-            "name components may hold only letters, digits, '.', '_' and '-'",
-        ));
+    if !c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(ProtoError::InvalidPrincipal("name components may hold only letters, digits, '.', '_' and '-'"));
     }
     Ok(())
 }
@@ -92,11 +82,7 @@ impl Principal {
         if let Some(i) = instance {
             check_component(i)?;
         }
-        let p = Self {
-            name: name.to_owned(),
-            instance: instance.map(str::to_owned),
-            realm,
-        };
+        let p = Self { name: name.to_owned(), instance: instance.map(str::to_owned), realm };
         if p.to_string().len() > MAX_PRINCIPAL_LEN {
             return Err(ProtoError::InvalidPrincipal("name longer than 255 bytes"));
         }
@@ -105,30 +91,18 @@ impl Principal {
 
     /// The ticket-granting service of a realm, `krbtgt/REALM@REALM`.
     pub fn ticket_granting(realm: &Realm) -> Self {
-        Self {
-            name: "krbtgt".to_owned(),
-            instance: Some(realm.as_str().to_owned()),
-            realm: realm.clone(),
-        }
+        Self { name: "krbtgt".to_owned(), instance: Some(realm.as_str().to_owned()), realm: realm.clone() }
     }
 
     /// The administration service of a realm, `kadmin/admin@REALM`.
     pub fn admin_service(realm: &Realm) -> Self {
-        Self {
-            name: "kadmin".to_owned(),
-            instance: Some("admin".to_owned()),
-            realm: realm.clone(),
-        }
+        Self { name: "kadmin".to_owned(), instance: Some("admin".to_owned()), realm: realm.clone() }
     }
 
     /// Parses `name[/instance][@REALM]`, filling in `default_realm` when the
     /// realm is left out (how the `kdc` command reads a bare NAME).
     pub fn parse_with_default_realm(s: &str, default_realm: &Realm) -> Result<Self, ProtoError> {
-        if s.contains('@') {
-            s.parse()
-        } else {
-            Self::parse_parts(s, default_realm.clone())
-        }
+        if s.contains('@') { s.parse() } else { Self::parse_parts(s, default_realm.clone()) }
     }
 
     fn parse_parts(s: &str, realm: Realm) -> Result<Self, ProtoError> {
@@ -174,9 +148,7 @@ impl FromStr for Principal {
         if s.len() > MAX_PRINCIPAL_LEN {
             return Err(ProtoError::InvalidPrincipal("name longer than 255 bytes"));
         }
-        let (names, realm) = s
-            .rsplit_once('@')
-            .ok_or(ProtoError::InvalidPrincipal("missing '@REALM'"))?;
+        let (names, realm) = s.rsplit_once('@').ok_or(ProtoError::InvalidPrincipal("missing '@REALM'"))?;
         Self::parse_parts(names, realm.parse()?)
     }
 }
@@ -227,11 +199,7 @@ mod tests {
 
     #[test]
     fn round_trips_names() {
-        for s in [
-            "alice@EXAMPLE.TEST",
-            "HTTP/hello.example.test@EXAMPLE.TEST",
-            "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST",
-        ] {
+        for s in ["alice@EXAMPLE.TEST", "HTTP/hello.example.test@EXAMPLE.TEST", "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST"] {
             let p: Principal = s.parse().unwrap();
             assert_eq!(p.to_string(), s);
         }
@@ -269,11 +237,6 @@ mod tests {
     #[test]
     fn ticket_granting_is_recognised() {
         assert!(Principal::ticket_granting(&realm()).is_ticket_granting());
-        assert!(
-            !"krbtgt/OTHER.TEST@EXAMPLE.TEST"
-                .parse::<Principal>()
-                .unwrap()
-                .is_ticket_granting()
-        );
+        assert!(!"krbtgt/OTHER.TEST@EXAMPLE.TEST".parse::<Principal>().unwrap().is_ticket_granting());
     }
 }

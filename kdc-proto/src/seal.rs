@@ -144,12 +144,7 @@ pub fn seal(key: &SecretKey, kid: &str, usage: Usage, plaintext: &[u8]) -> Strin
     let tag = cipher(&ck)
         .encrypt_inout_detached(&iv.into(), header_b64.as_bytes(), buf.as_mut_slice().into())
         .unwrap_or_default(); // AES-GCM encryption of < 64 GiB cannot fail
-    let out = format!(
-        "{header_b64}..{}.{}.{}",
-        b64::encode(iv),
-        b64::encode(&buf),
-        b64::encode(tag)
-    );
+    let out = format!("{header_b64}..{}.{}.{}", b64::encode(iv), b64::encode(&buf), b64::encode(tag));
     buf.zeroize();
     out
 }
@@ -175,20 +170,12 @@ impl<'a> SealedObject<'a> {
     /// a non-empty encrypted-key part and non-canonical base64.
     pub fn parse(token: &'a str, max_len: usize) -> Result<Self, ProtoError> {
         if token.len() > max_len {
-            return Err(ProtoError::TooLarge {
-                what: "sealed object",
-                max: max_len,
-            });
+            return Err(ProtoError::TooLarge { what: "sealed object", max: max_len });
         }
         let mut parts = token.split('.');
-        let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        let (Some(h), Some(ek), Some(iv), Some(ct), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(ProtoError::Malformed("sealed object framing"));
         };
         if !ek.is_empty() {
@@ -196,34 +183,19 @@ impl<'a> SealedObject<'a> {
         }
         let header_json = b64::decode(h, "sealed object header")?;
         if header_json.len() > MAX_HEADER_LEN {
-            return Err(ProtoError::TooLarge {
-                what: "sealed object header",
-                max: MAX_HEADER_LEN,
-            });
+            return Err(ProtoError::TooLarge { what: "sealed object header", max: MAX_HEADER_LEN });
         }
-        let header: SealedHeader = serde_json::from_slice(&header_json)
-            .map_err(|_| ProtoError::Malformed("sealed object header"))?;
+        let header: SealedHeader =
+            serde_json::from_slice(&header_json).map_err(|_| ProtoError::Malformed("sealed object header"))?;
         if header.alg != ALG || header.enc != ENC {
             return Err(ProtoError::Malformed("unsupported algorithm"));
         }
-        let salt: [u8; SALT_LEN] = b64::decode(&header.salt, "salt")?
-            .try_into()
-            .map_err(|_| ProtoError::Malformed("salt"))?;
-        let iv: [u8; IV_LEN] = b64::decode(iv, "iv")?
-            .try_into()
-            .map_err(|_| ProtoError::Malformed("iv"))?;
-        let tag: [u8; TAG_LEN] = b64::decode(tag, "tag")?
-            .try_into()
-            .map_err(|_| ProtoError::Malformed("tag"))?;
+        let salt: [u8; SALT_LEN] =
+            b64::decode(&header.salt, "salt")?.try_into().map_err(|_| ProtoError::Malformed("salt"))?;
+        let iv: [u8; IV_LEN] = b64::decode(iv, "iv")?.try_into().map_err(|_| ProtoError::Malformed("iv"))?;
+        let tag: [u8; TAG_LEN] = b64::decode(tag, "tag")?.try_into().map_err(|_| ProtoError::Malformed("tag"))?;
         let ciphertext = b64::decode(ct, "ciphertext")?;
-        Ok(Self {
-            header_b64: h,
-            header,
-            salt,
-            iv,
-            ciphertext,
-            tag,
-        })
+        Ok(Self { header_b64: h, header, salt, iv, ciphertext, tag })
     }
 
     /// The key id named in the header (unauthenticated until opened).
@@ -268,12 +240,7 @@ mod tests {
 
     fn sample() -> (SecretKey, String) {
         let key = SecretKey::generate();
-        let token = seal(
-            &key,
-            "alice@EXAMPLE.TEST#1",
-            Usage::AsReply,
-            b"{\"hello\":1}",
-        );
+        let token = seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, b"{\"hello\":1}");
         (key, token)
     }
 
@@ -281,10 +248,7 @@ mod tests {
     fn round_trip() {
         let (key, token) = sample();
         let obj = SealedObject::parse(&token, 4096).unwrap();
-        assert_eq!(
-            &obj.open(&key, Usage::AsReply).unwrap()[..],
-            b"{\"hello\":1}"
-        );
+        assert_eq!(&obj.open(&key, Usage::AsReply).unwrap()[..], b"{\"hello\":1}");
     }
 
     #[test]
@@ -307,10 +271,7 @@ mod tests {
     fn wrong_key_and_wrong_usage_are_refused() {
         let (key, token) = sample();
         let obj = SealedObject::parse(&token, 4096).unwrap();
-        assert_eq!(
-            obj.open(&SecretKey::generate(), Usage::AsReply),
-            Err(ProtoError::Crypto)
-        );
+        assert_eq!(obj.open(&SecretKey::generate(), Usage::AsReply), Err(ProtoError::Crypto));
         assert_eq!(obj.open(&key, Usage::TgsReply), Err(ProtoError::Crypto));
     }
 
@@ -332,20 +293,13 @@ mod tests {
         let (_, token) = sample();
         let (h, rest) = token.split_once('.').unwrap();
         let json = String::from_utf8(b64::decode(h, "h").unwrap()).unwrap();
-        for (from, to) in [
-            ("\"dir\"", "\"none\""),
-            ("\"A256GCM\"", "\"A128GCM\""),
-            ("\"dir\"", "\"A256KW\""),
-        ] {
+        for (from, to) in [("\"dir\"", "\"none\""), ("\"A256GCM\"", "\"A128GCM\""), ("\"dir\"", "\"A256KW\"")] {
             let t = format!("{}.{rest}", b64::encode(json.replace(from, to)));
             assert!(SealedObject::parse(&t, 4096).is_err(), "{to} accepted");
         }
         let with_extra = json.replacen('{', "{\"zip\":\"DEF\",", 1);
         let t = format!("{}.{rest}", b64::encode(with_extra));
-        assert!(
-            SealedObject::parse(&t, 4096).is_err(),
-            "unknown header field accepted"
-        );
+        assert!(SealedObject::parse(&t, 4096).is_err(), "unknown header field accepted");
     }
 
     #[test]
@@ -361,9 +315,6 @@ mod tests {
     #[test]
     fn two_seals_differ() {
         let key = SecretKey::generate();
-        assert_ne!(
-            seal(&key, "k", Usage::Ticket, b"x"),
-            seal(&key, "k", Usage::Ticket, b"x")
-        );
+        assert_ne!(seal(&key, "k", Usage::Ticket, b"x"), seal(&key, "k", Usage::Ticket, b"x"));
     }
 }

@@ -15,9 +15,8 @@ use crate::b64;
 use crate::error::ProtoError;
 
 /// RFC 8410 PKCS#8 prefix of an Ed25519 private key; the 32-byte seed follows.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
+const PKCS8_ED25519_PREFIX: [u8; 16] =
+    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// The KDC's Ed25519 ticket-signing key. Its seed is zeroized on drop and
 /// never printed.
@@ -30,9 +29,7 @@ pub struct KdcSigningKey {
 
 impl fmt::Debug for KdcSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KdcSigningKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
+        f.debug_struct("KdcSigningKey").field("kid", &self.kid).finish_non_exhaustive()
     }
 }
 
@@ -54,12 +51,7 @@ impl KdcSigningKey {
         der.extend_from_slice(&seed[..]);
         let digest = Sha256::digest(public);
         let kid = b64::encode(digest.get(..12).unwrap_or_default());
-        Self {
-            kid,
-            seed,
-            public,
-            encoding: EncodingKey::from_ed_der(&der),
-        }
+        Self { kid, seed, public, encoding: EncodingKey::from_ed_der(&der) }
     }
 
     /// The seed, for sealing at rest.
@@ -126,9 +118,7 @@ pub struct KdcVerifier {
 
 impl fmt::Debug for KdcVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KdcVerifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("KdcVerifier").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
     }
 }
 
@@ -161,14 +151,8 @@ impl KdcVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(ProtoError::Signature);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(ProtoError::Signature)?;
-        jsonwebtoken::decode::<T>(jws, key, &self.validation)
-            .map(|d| d.claims)
-            .map_err(|_| ProtoError::Signature)
+        let key = header.kid.as_deref().and_then(|kid| self.keys.get(kid)).ok_or(ProtoError::Signature)?;
+        jsonwebtoken::decode::<T>(jws, key, &self.validation).map(|d| d.claims).map_err(|_| ProtoError::Signature)
     }
 }
 
@@ -184,42 +168,26 @@ mod tests {
     #[test]
     fn sign_and_verify() {
         let k = KdcSigningKey::generate();
-        let v = KdcVerifier::from_jwks(&JwkSet {
-            keys: vec![k.public_jwk()],
-        });
+        let v = KdcVerifier::from_jwks(&JwkSet { keys: vec![k.public_jwk()] });
         let jws = k.sign(&C { sub: "a".into() }).unwrap();
         assert_eq!(v.verify::<C>(&jws).unwrap(), C { sub: "a".into() });
         let again = KdcSigningKey::from_seed(*k.seed());
         assert_eq!(again.kid(), k.kid());
-        assert_eq!(
-            v.verify::<C>(&again.sign(&C { sub: "b".into() }).unwrap())
-                .unwrap()
-                .sub,
-            "b"
-        );
+        assert_eq!(v.verify::<C>(&again.sign(&C { sub: "b".into() }).unwrap()).unwrap().sub, "b");
     }
 
     #[test]
     fn other_keys_and_tampering_are_refused() {
         let k = KdcSigningKey::generate();
         let other = KdcSigningKey::generate();
-        let v = KdcVerifier::from_jwks(&JwkSet {
-            keys: vec![k.public_jwk()],
-        });
-        assert!(
-            v.verify::<C>(&other.sign(&C { sub: "a".into() }).unwrap())
-                .is_err()
-        );
+        let v = KdcVerifier::from_jwks(&JwkSet { keys: vec![k.public_jwk()] });
+        assert!(v.verify::<C>(&other.sign(&C { sub: "a".into() }).unwrap()).is_err());
         let jws = k.sign(&C { sub: "a".into() }).unwrap();
         let (h, rest) = jws.split_once('.').unwrap();
         let (_, sig) = rest.split_once('.').unwrap();
         let forged = format!("{h}.{}.{sig}", b64::encode(br#"{"sub":"root"}"#));
         assert!(v.verify::<C>(&forged).is_err());
-        let none = format!(
-            "{}.{}.",
-            b64::encode(br#"{"alg":"none"}"#),
-            b64::encode(br#"{"sub":"a"}"#)
-        );
+        let none = format!("{}.{}.", b64::encode(br#"{"alg":"none"}"#), b64::encode(br#"{"sub":"a"}"#));
         assert!(v.verify::<C>(&none).is_err());
     }
 

@@ -72,10 +72,7 @@ pub fn mint_ticket(
     let kid = long_term_kid(&claims.aud, service_key.kvno);
     let token = seal::seal(&service_key.key, &kid, Usage::Ticket, jws.as_bytes());
     if token.len() > MAX_TICKET_LEN {
-        return Err(ProtoError::TicketTooLarge {
-            size: token.len(),
-            max: MAX_TICKET_LEN,
-        });
+        return Err(ProtoError::TicketTooLarge { size: token.len(), max: MAX_TICKET_LEN });
     }
     Ok(token)
 }
@@ -100,11 +97,7 @@ impl<'a> SealedTicket<'a> {
             return Err(ProtoError::Crypto);
         }
         let (service, kvno) = parse_long_term_kid(sealed.kid())?;
-        Ok(Self {
-            sealed,
-            service,
-            kvno,
-        })
+        Ok(Self { sealed, service, kvno })
     }
 }
 
@@ -212,20 +205,12 @@ mod tests {
 
     fn fixture() -> Fixture {
         let signer = KdcSigningKey::generate();
-        let verifier = KdcVerifier::from_jwks(&JwkSet {
-            keys: vec![signer.public_jwk()],
-        });
+        let verifier = KdcVerifier::from_jwks(&JwkSet { keys: vec![signer.public_jwk()] });
         Fixture {
             signer,
             verifier,
-            key_a: LongTermKey {
-                kvno: Kvno(1),
-                key: SecretKey::generate(),
-            },
-            key_b: LongTermKey {
-                kvno: Kvno(1),
-                key: SecretKey::generate(),
-            },
+            key_a: LongTermKey { kvno: Kvno(1), key: SecretKey::generate() },
+            key_b: LongTermKey { kvno: Kvno(1), key: SecretKey::generate() },
             a: "HTTP/a.example.test@EXAMPLE.TEST".parse().unwrap(),
             b: "HTTP/b.example.test@EXAMPLE.TEST".parse().unwrap(),
         }
@@ -234,12 +219,7 @@ mod tests {
     const NOW: u64 = 1_800_000_000;
 
     fn check<'a>(f: &'a Fixture, service: &'a Principal, now: u64) -> TicketCheck<'a> {
-        TicketCheck {
-            service,
-            kdc: &f.verifier,
-            now: UnixMillis::from_secs(now),
-            max_skew_secs: 300,
-        }
+        TicketCheck { service, kdc: &f.verifier, now: UnixMillis::from_secs(now), max_skew_secs: 300 }
     }
 
     #[test]
@@ -256,61 +236,31 @@ mod tests {
     #[test]
     fn ticket_for_a_cannot_be_opened_by_b() {
         let f = fixture();
-        let t = mint_ticket(
-            &claims("HTTP/a.example.test@EXAMPLE.TEST", NOW),
-            &f.signer,
-            &f.key_a,
-        )
-        .unwrap();
+        let t = mint_ticket(&claims("HTTP/a.example.test@EXAMPLE.TEST", NOW), &f.signer, &f.key_a).unwrap();
         let st = SealedTicket::parse(&t).unwrap();
         // B, checking as itself: the ticket names A.
-        assert_eq!(
-            open_ticket(&st, &f.key_b.key, &check(&f, &f.b, NOW)).unwrap_err(),
-            ProtoError::WrongService
-        );
+        assert_eq!(open_ticket(&st, &f.key_b.key, &check(&f, &f.b, NOW)).unwrap_err(), ProtoError::WrongService);
         // B's key, even when told the ticket is for A: cannot decrypt.
-        assert_eq!(
-            open_ticket(&st, &f.key_b.key, &check(&f, &f.a, NOW)).unwrap_err(),
-            ProtoError::Crypto
-        );
+        assert_eq!(open_ticket(&st, &f.key_b.key, &check(&f, &f.a, NOW)).unwrap_err(), ProtoError::Crypto);
     }
 
     #[test]
     fn silver_ticket_without_kdc_signature_is_refused() {
         let f = fixture();
         let rogue = KdcSigningKey::generate();
-        let t = mint_ticket(
-            &claims("HTTP/a.example.test@EXAMPLE.TEST", NOW),
-            &rogue,
-            &f.key_a,
-        )
-        .unwrap();
+        let t = mint_ticket(&claims("HTTP/a.example.test@EXAMPLE.TEST", NOW), &rogue, &f.key_a).unwrap();
         let st = SealedTicket::parse(&t).unwrap();
-        assert_eq!(
-            open_ticket(&st, &f.key_a.key, &check(&f, &f.a, NOW)).unwrap_err(),
-            ProtoError::Signature
-        );
+        assert_eq!(open_ticket(&st, &f.key_a.key, &check(&f, &f.a, NOW)).unwrap_err(), ProtoError::Signature);
     }
 
     #[test]
     fn validity_window_is_enforced() {
         let f = fixture();
-        let t = mint_ticket(
-            &claims("HTTP/a.example.test@EXAMPLE.TEST", NOW),
-            &f.signer,
-            &f.key_a,
-        )
-        .unwrap();
+        let t = mint_ticket(&claims("HTTP/a.example.test@EXAMPLE.TEST", NOW), &f.signer, &f.key_a).unwrap();
         let st = SealedTicket::parse(&t).unwrap();
         let k = &f.key_a.key;
-        assert_eq!(
-            open_ticket(&st, k, &check(&f, &f.a, NOW + 3600 + 300)).unwrap_err(),
-            ProtoError::TicketExpired
-        );
-        assert_eq!(
-            open_ticket(&st, k, &check(&f, &f.a, NOW - 301)).unwrap_err(),
-            ProtoError::TicketNotYetValid
-        );
+        assert_eq!(open_ticket(&st, k, &check(&f, &f.a, NOW + 3600 + 300)).unwrap_err(), ProtoError::TicketExpired);
+        assert_eq!(open_ticket(&st, k, &check(&f, &f.a, NOW - 301)).unwrap_err(), ProtoError::TicketNotYetValid);
         assert!(open_ticket(&st, k, &check(&f, &f.a, NOW + 3600 + 299)).is_ok());
     }
 
@@ -318,22 +268,15 @@ mod tests {
     fn oversized_ticket_is_not_minted() {
         let f = fixture();
         let mut c = claims("HTTP/a.example.test@EXAMPLE.TEST", NOW);
-        c.roles = (0..200)
-            .map(|i| format!("role-with-a-long-name-{i:04}"))
-            .collect();
-        assert!(matches!(
-            mint_ticket(&c, &f.signer, &f.key_a),
-            Err(ProtoError::TicketTooLarge { .. })
-        ));
+        c.roles = (0..200).map(|i| format!("role-with-a-long-name-{i:04}")).collect();
+        assert!(matches!(mint_ticket(&c, &f.signer, &f.key_a), Err(ProtoError::TicketTooLarge { .. })));
     }
 
     #[test]
     fn ticket_with_many_roles_stays_under_header_limits() {
         let f = fixture();
         let mut c = claims("HTTP/a.example.test@EXAMPLE.TEST", NOW);
-        c.roles = (0..crate::limits::MAX_ROLES)
-            .map(|i| format!("r{i:02}-{}", "x".repeat(30)))
-            .collect();
+        c.roles = (0..crate::limits::MAX_ROLES).map(|i| format!("r{i:02}-{}", "x".repeat(30))).collect();
         let t = mint_ticket(&c, &f.signer, &f.key_a).unwrap();
         assert!(t.len() <= MAX_TICKET_LEN, "{}", t.len());
     }

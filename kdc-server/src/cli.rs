@@ -136,10 +136,7 @@ enum KeytabCommand {
 /// Entry point of the `kdc` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kdc: error: cannot start the runtime: {e}");
@@ -166,21 +163,9 @@ struct Settings {
 fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let file = FileConfig::load(cli.config.as_deref())?;
     Ok(Settings {
-        data: cli
-            .data
-            .clone()
-            .or_else(|| file.data.clone())
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-        listen: cli
-            .listen
-            .clone()
-            .or_else(|| file.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-        realm: cli
-            .realm
-            .clone()
-            .or_else(|| file.realm.clone())
-            .unwrap_or_else(|| DEFAULT_REALM.into()),
+        data: cli.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        listen: cli.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+        realm: cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.into()),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         file,
     })
@@ -211,10 +196,7 @@ async fn open_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
 
 fn read_secret_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
     let mut line = Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .with_context(|| format!("reading the {what} from standard input"))?;
+    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("reading the {what} from standard input"))?;
     let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
     if trimmed.is_empty() {
         bail!("the {what} on standard input is empty");
@@ -243,23 +225,12 @@ async fn initialize(
     let master = MasterKey::load(data, master_key_env().as_deref().map(String::as_str), true)?;
     let generated = admin_password.is_none();
     let password = admin_password.unwrap_or_else(random_password);
-    Kdc::initialize(
-        store,
-        &master,
-        &realm,
-        password.clone(),
-        SystemClock.now().as_secs(),
-    )
-    .await?;
+    Kdc::initialize(store, &master, &realm, password.clone(), SystemClock.now().as_secs()).await?;
     Ok(generated.then_some(password))
 }
 
 async fn open_kdc(s: &Settings, store: Arc<SqliteStore>) -> anyhow::Result<Kdc> {
-    let master = MasterKey::load(
-        &s.data,
-        master_key_env().as_deref().map(String::as_str),
-        false,
-    )?;
+    let master = MasterKey::load(&s.data, master_key_env().as_deref().map(String::as_str), false)?;
     Ok(Kdc::open(store, master, s.file.policy, s.file.throttle).await?)
 }
 
@@ -267,18 +238,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let s = settings(&cli)?;
     match cli.command {
         None | Some(Command::Serve) => serve(&s).await,
-        Some(Command::Init {
-            admin_password_stdin,
-        }) => {
+        Some(Command::Init { admin_password_stdin }) => {
             let store = open_store(&s.data).await?;
             if store.realm().await?.is_some() {
                 bail!("{} already holds a realm", s.data.display());
             }
-            let pw = if admin_password_stdin {
-                Some(read_secret_line("admin password")?)
-            } else {
-                None
-            };
+            let pw = if admin_password_stdin { Some(read_secret_line("admin password")?) } else { None };
             let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
             println!("initialised realm {} in {}", s.realm, s.data.display());
             print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
@@ -296,11 +261,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let keytab = kdc.keytab(&name, SystemClock.now().as_secs()).await?;
             let json = Zeroizing::new(serde_json::to_vec_pretty(&keytab)?);
             write_private_file(&out, &json)?;
-            println!(
-                "wrote {} key version(s) of {name} to {}",
-                keytab.keys.len(),
-                out.display()
-            );
+            println!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display());
             Ok(())
         }
     }
@@ -308,22 +269,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn print_bootstrap(realm: &str, password: Option<&str>) {
     match password {
-        Some(pw) => println!(
-            "bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm}\npassword (shown once, store it now): {pw}"
-        ),
-        None => println!(
-            "bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm} (password from standard input)"
-        ),
+        Some(pw) => {
+            println!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm}\npassword (shown once, store it now): {pw}")
+        }
+        None => println!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm} (password from standard input)"),
     }
 }
 
 /// Writes `bytes` to `path` with mode 0600: into a new temporary file beside
 /// it (never following a symlink), synced, then renamed over `path`.
 fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut suffix = [0u8; 6];
     rand::fill(&mut suffix[..]);
     let tmp = dir.join(format!(".keytab-{}.tmp", b64::encode(suffix)));
@@ -351,11 +307,8 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
     match cmd {
         PrincipalCommand::Add(a) => {
             let name = kdc.principal_name(&a.name)?;
-            let credential = if a.service {
-                Credential::Random
-            } else {
-                Credential::Password(read_secret_line("password")?)
-            };
+            let credential =
+                if a.service { Credential::Random } else { Credential::Password(read_secret_line("password")?) };
             let rec = kdc
                 .create_principal(
                     PrincipalSpec {
@@ -376,12 +329,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
                 let page = kdc.store().list_principals(after.as_deref(), 500).await?;
                 for r in &page {
                     let status = if r.disabled { "disabled" } else { "enabled" };
-                    println!(
-                        "{}\t{}\t{status}\t{}",
-                        r.name,
-                        r.kind.as_str(),
-                        r.roles.join(",")
-                    );
+                    println!("{}\t{}\t{status}\t{}", r.name, r.kind.as_str(), r.roles.join(","));
                 }
                 match page.last() {
                     Some(last) if page.len() == 500 => after = Some(last.name.clone()),
@@ -396,25 +344,12 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
             println!("name:       {}", r.name);
             println!("id:         {}", r.id);
             println!("kind:       {}", r.kind.as_str());
-            println!(
-                "status:     {}",
-                if r.disabled { "disabled" } else { "enabled" }
-            );
+            println!("status:     {}", if r.disabled { "disabled" } else { "enabled" });
             println!("roles:      {}", r.roles.join(", "));
-            println!(
-                "max life:   {}",
-                r.max_life_secs
-                    .map_or("realm default".into(), |s| format!("{s} s"))
-            );
-            println!(
-                "max renew:  {}",
-                r.max_renew_secs
-                    .map_or("realm default".into(), |s| format!("{s} s"))
-            );
+            println!("max life:   {}", r.max_life_secs.map_or("realm default".into(), |s| format!("{s} s")));
+            println!("max renew:  {}", r.max_renew_secs.map_or("realm default".into(), |s| format!("{s} s")));
             for k in keys {
-                let until = k
-                    .expires_at
-                    .map_or("current".to_owned(), |e| format!("retires at {e}"));
+                let until = k.expires_at.map_or("current".to_owned(), |e| format!("retires at {e}"));
                 println!("key:        kvno {} ({until})", k.kvno);
             }
         }
@@ -423,16 +358,10 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
         PrincipalCommand::Delete { name } => {
             let name = kdc.principal_name(&name)?;
             protect_builtin(kdc, &name)?;
-            kdc.store()
-                .delete_principal(&name.to_string())
-                .await
-                .map_err(not_found)?;
+            kdc.store().delete_principal(&name.to_string()).await.map_err(not_found)?;
             println!("deleted {name}");
         }
-        PrincipalCommand::Rotate {
-            name,
-            password_stdin,
-        } => {
+        PrincipalCommand::Rotate { name, password_stdin } => {
             let name = kdc.principal_name(&name)?;
             let rec = kdc.get(&name).await?;
             let pw = match (rec.kind, password_stdin) {
@@ -463,9 +392,7 @@ fn not_found(e: crate::store::StoreError) -> anyhow::Error {
 }
 
 fn protect_builtin(kdc: &Kdc, name: &Principal) -> anyhow::Result<()> {
-    if name == &Principal::ticket_granting(kdc.realm())
-        || name == &Principal::admin_service(kdc.realm())
-    {
+    if name == &Principal::ticket_granting(kdc.realm()) || name == &Principal::admin_service(kdc.realm()) {
         bail!("{name} is built in and cannot be deleted or disabled");
     }
     Ok(())
@@ -476,14 +403,8 @@ async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool) -> anyhow::Result<(
     if disabled {
         protect_builtin(kdc, &name)?;
     }
-    let update = PrincipalUpdate {
-        disabled: Some(disabled),
-        ..Default::default()
-    };
-    kdc.store()
-        .update_principal(&name.to_string(), &update)
-        .await
-        .map_err(not_found)?;
+    let update = PrincipalUpdate { disabled: Some(disabled), ..Default::default() };
+    kdc.store().update_principal(&name.to_string(), &update).await.map_err(not_found)?;
     println!("{} {name}", if disabled { "disabled" } else { "enabled" });
     Ok(())
 }
@@ -491,9 +412,7 @@ async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool) -> anyhow::Result<(
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KDC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -509,22 +428,13 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
     }
     let kdc = open_kdc(s, store).await?;
-    let addr: SocketAddr = s
-        .listen
-        .parse()
-        .with_context(|| format!("listen address {:?}", s.listen))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     println!("kdc serving realm {} on http://{local}", kdc.realm());
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
-    let state = AppState {
-        kdc: Arc::new(kdc),
-        clock: Arc::new(SystemClock),
-        public_url: s.file.public_url.clone(),
-    };
+    let state = AppState { kdc: Arc::new(kdc), clock: Arc::new(SystemClock), public_url: s.file.public_url.clone() };
     http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }

@@ -105,10 +105,7 @@ pub enum KdcError {
 impl KdcError {
     /// Attaches the realm, which `401` answers name in `WWW-Authenticate`.
     pub fn in_realm(self, realm: &Realm) -> ApiError {
-        ApiError {
-            error: self,
-            realm: Some(realm.as_str().to_owned()),
-        }
+        ApiError { error: self, realm: Some(realm.as_str().to_owned()) }
     }
 
     fn status_and_slug(&self) -> (StatusCode, &'static str) {
@@ -188,10 +185,7 @@ impl IntoResponse for ApiError {
         let (status, slug) = self.error.status_and_slug();
         let mut body = Map::new();
         body.insert("type".into(), json!(format!("{PROBLEM_TYPE_PREFIX}{slug}")));
-        body.insert(
-            "title".into(),
-            json!(status.canonical_reason().unwrap_or("error")),
-        );
+        body.insert("title".into(), json!(status.canonical_reason().unwrap_or("error")));
         body.insert("status".into(), json!(status.as_u16()));
         let detail = match &self.error {
             KdcError::Store(_) | KdcError::Keys(_) | KdcError::Internal(_) => {
@@ -217,10 +211,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, axum::Json(Value::Object(body))).into_response();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(s) = retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }

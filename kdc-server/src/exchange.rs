@@ -7,15 +7,14 @@ use kdc_proto::authenticator::SESSION_KID;
 use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::MAX_SEALED_LEN;
 use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest,
-    ServiceTicketRequest, TicketReply,
+    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
 };
 use kdc_proto::password::password_salt;
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{
-    Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck,
-    TicketClaims, TicketFlags, UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator,
-    open_ticket,
+    Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags,
+    UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator, open_ticket,
 };
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -31,9 +30,7 @@ const MAX_NONCE_LEN: usize = 64;
 
 fn check_nonce(nonce: &str) -> Result<(), KdcError> {
     if nonce.is_empty() || nonce.len() > MAX_NONCE_LEN {
-        return Err(KdcError::Malformed(format!(
-            "nonce must be 1 to {MAX_NONCE_LEN} characters"
-        )));
+        return Err(KdcError::Malformed(format!("nonce must be 1 to {MAX_NONCE_LEN} characters")));
     }
     Ok(())
 }
@@ -67,12 +64,10 @@ impl Kdc {
 
     fn remember(&self, tag: &[u8; 16], ts: UnixMillis, now: UnixMillis) -> Result<(), KdcError> {
         let expires = ts.max(now).plus_secs(self.policy().max_skew_secs);
-        self.replay
-            .check_and_insert(tag, expires, now)
-            .map_err(|v| match v {
-                ReplayVerdict::Replay => KdcError::Replay,
-                ReplayVerdict::Full => KdcError::ReplayCacheFull,
-            })
+        self.replay.check_and_insert(tag, expires, now).map_err(|v| match v {
+            ReplayVerdict::Replay => KdcError::Replay,
+            ReplayVerdict::Full => KdcError::ReplayCacheFull,
+        })
     }
 
     /// A principal tickets may be issued for: a live service of this realm.
@@ -112,11 +107,10 @@ impl Kdc {
             flags: issue.flags,
             roles: issue.client.roles.clone(),
         };
-        let ticket =
-            mint_ticket(&claims, self.signer(), issue.service_key).map_err(|e| match e {
-                ProtoError::TicketTooLarge { .. } => KdcError::TicketTooLarge,
-                _ => KdcError::Internal("ticket signing failed"),
-            })?;
+        let ticket = mint_ticket(&claims, self.signer(), issue.service_key).map_err(|e| match e {
+            ProtoError::TicketTooLarge { .. } => KdcError::TicketTooLarge,
+            _ => KdcError::Internal("ticket signing failed"),
+        })?;
         let enc = EncTicketPart {
             session_key,
             nonce: issue.nonce,
@@ -158,25 +152,17 @@ impl Kdc {
         if let Some(retry_after) = self.throttle.retry_after(&client_str, addr, now_s) {
             return Err(KdcError::Throttled { retry_after });
         }
-        let user = self
-            .find(&client_name)
-            .await?
-            .filter(|r| r.kind == PrincipalKind::User);
+        let user = self.find(&client_name).await?.filter(|r| r.kind == PrincipalKind::User);
         let (client_key, salt, params) = match &user {
             Some(rec) => {
                 let (key, stored) = self.current_key(rec, now_s).await?;
-                let pw = stored
-                    .password
-                    .ok_or(KdcError::Internal("user key without derivation parameters"))?;
+                let pw = stored.password.ok_or(KdcError::Internal("user key without derivation parameters"))?;
                 (key, pw.salt, pw.params)
             }
             None => {
                 // Same number of store round trips as a real user.
                 let _ = self.store().live_keys("", now_s).await?;
-                let key = LongTermKey {
-                    kvno: kdc_proto::Kvno(1),
-                    key: self.fake_key(&client_name),
-                };
+                let key = LongTermKey { kvno: kdc_proto::Kvno(1), key: self.fake_key(&client_name) };
                 (key, password_salt(&client_name), Argon2Params::DEFAULT)
             }
         };
@@ -194,8 +180,7 @@ impl Kdc {
         };
         let opened = SealedObject::parse(pre_auth, MAX_SEALED_LEN).and_then(|obj| {
             let plain = obj.open(&client_key.key, Usage::PreAuth)?;
-            let ts: PreAuthTimestamp =
-                serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("pre-auth"))?;
+            let ts: PreAuthTimestamp = serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("pre-auth"))?;
             Ok((ts, *obj.tag()))
         });
         let (ts, tag) = match (opened, &user) {
@@ -217,10 +202,7 @@ impl Kdc {
         if client.disabled {
             return Err(KdcError::ClientNotPermitted);
         }
-        let service_name = req
-            .service
-            .clone()
-            .unwrap_or_else(|| Principal::ticket_granting(self.realm()));
+        let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
         let service = self.ticket_target(&service_name).await?;
         let (service_key, _) = self.current_key(&service, now_s).await?;
         let times = self.policy().ticket_times(
@@ -236,11 +218,7 @@ impl Kdc {
                 parent_renew_till: None,
             },
         );
-        let flags = TicketFlags {
-            initial: true,
-            pre_authent: true,
-            renewable: times.renew_till.is_some(),
-        };
+        let flags = TicketFlags { initial: true, pre_authent: true, renewable: times.renew_till.is_some() };
         let (ticket, enc) = self.issue(Issue {
             client: &client,
             client_name: client_name.clone(),
@@ -255,11 +233,7 @@ impl Kdc {
         let kid = long_term_kid(&client_name, client_key.kvno);
         let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc);
         tracing::info!(client = %client_name, service = %enc.service, "initial ticket issued");
-        Ok(TicketReply {
-            client: client_name,
-            ticket,
-            enc_part,
-        })
+        Ok(TicketReply { client: client_name, ticket, enc_part })
     }
 
     /// Opens a presented ticket of this realm under the right key version of
@@ -274,20 +248,10 @@ impl Kdc {
         if expected.is_some_and(|e| e != &st.service) || st.service.realm() != self.realm() {
             return Err(KdcError::InvalidTicket);
         }
-        let service = self
-            .find(&st.service)
-            .await?
-            .ok_or(KdcError::InvalidTicket)?;
-        let key = self
-            .key_version(&service, st.kvno, now.as_secs())
-            .await?
-            .ok_or(KdcError::InvalidTicket)?;
-        let check = TicketCheck {
-            service: &st.service,
-            kdc: self.verifier(),
-            now,
-            max_skew_secs: self.policy().max_skew_secs,
-        };
+        let service = self.find(&st.service).await?.ok_or(KdcError::InvalidTicket)?;
+        let key = self.key_version(&service, st.kvno, now.as_secs()).await?.ok_or(KdcError::InvalidTicket)?;
+        let check =
+            TicketCheck { service: &st.service, kdc: self.verifier(), now, max_skew_secs: self.policy().max_skew_secs };
         let ticket = open_ticket(&st, &key.key, &check).map_err(|e| match e {
             ProtoError::TicketExpired => KdcError::TicketExpired,
             _ => KdcError::InvalidTicket,
@@ -306,29 +270,19 @@ impl Kdc {
         binding: &kdc_proto::RequestBinding,
         now: UnixMillis,
     ) -> Result<(), KdcError> {
-        let checked = open_authenticator(
-            token,
-            ticket,
-            Usage::TgsAuthenticator,
-            binding,
-            now,
-            self.policy().max_skew_secs,
-        )
-        .map_err(|e| match e {
-            ProtoError::ClockSkew { server_time } => KdcError::ClockSkew { server_time },
-            _ => KdcError::InvalidAuthenticator,
-        })?;
+        let checked =
+            open_authenticator(token, ticket, Usage::TgsAuthenticator, binding, now, self.policy().max_skew_secs)
+                .map_err(|e| match e {
+                    ProtoError::ClockSkew { server_time, .. } => KdcError::ClockSkew { server_time },
+                    _ => KdcError::InvalidAuthenticator,
+                })?;
         self.remember(checked.replay_key(), checked.authenticator().ts, now)
     }
 
     /// The service-ticket (TGS) exchange: a TGT and an authenticator buy a
     /// ticket for a service. The client is re-read from the store: nothing
     /// the TGT carries about authorization is trusted.
-    pub async fn service_ticket(
-        &self,
-        req: ServiceTicketRequest,
-        now: UnixMillis,
-    ) -> Result<TicketReply, KdcError> {
+    pub async fn service_ticket(&self, req: ServiceTicketRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
         check_nonce(&req.nonce)?;
         let tgs = Principal::ticket_granting(self.realm());
         let (tgt, _) = self.presented_ticket(&req.tgt, Some(&tgs), now).await?;
@@ -372,20 +326,12 @@ impl Kdc {
         })?;
         let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc);
         tracing::info!(client = %parent.sub, service = %req.service, "service ticket issued");
-        Ok(TicketReply {
-            client: parent.sub.clone(),
-            ticket,
-            enc_part,
-        })
+        Ok(TicketReply { client: parent.sub.clone(), ticket, enc_part })
     }
 
     /// Renewal: a renewable, unexpired ticket gets a fresh session key and a
     /// new end time, never past its renew-till.
-    pub async fn renew_ticket(
-        &self,
-        req: RenewRequest,
-        now: UnixMillis,
-    ) -> Result<TicketReply, KdcError> {
+    pub async fn renew_ticket(&self, req: RenewRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
         check_nonce(&req.nonce)?;
         let (old, service) = self.presented_ticket(&req.ticket, None, now).await?;
         self.check_authenticator(&req.authenticator, &old, &req.binding(), now)?;
@@ -403,12 +349,7 @@ impl Kdc {
             return Err(KdcError::UnknownService);
         }
         let (service_key, _) = self.current_key(&service, now_s).await?;
-        let end = self.policy().renewed_end(
-            now_s,
-            renew_till,
-            client.max_life_secs,
-            service.max_life_secs,
-        );
+        let end = self.policy().renewed_end(now_s, renew_till, client.max_life_secs, service.max_life_secs);
         let (ticket, enc) = self.issue(Issue {
             client: &client,
             client_name: claims.sub.clone(),
@@ -416,23 +357,12 @@ impl Kdc {
             service_name: claims.aud.clone(),
             service_key: &service_key,
             auth_time: claims.auth_time,
-            times: TicketTimes {
-                start: now_s,
-                end,
-                renew_till: Some(renew_till),
-            },
-            flags: TicketFlags {
-                initial: false,
-                ..claims.flags
-            },
+            times: TicketTimes { start: now_s, end, renew_till: Some(renew_till) },
+            flags: TicketFlags { initial: false, ..claims.flags },
             nonce: req.nonce,
         })?;
         let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc);
         tracing::info!(client = %claims.sub, service = %claims.aud, "ticket renewed");
-        Ok(TicketReply {
-            client: claims.sub.clone(),
-            ticket,
-            enc_part,
-        })
+        Ok(TicketReply { client: claims.sub.clone(), ticket, enc_part })
     }
 }

@@ -12,8 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use kdc_proto::messages::{
-    InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest,
-    TicketReply,
+    InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{ALG, ENC};
 use kdc_proto::{Argon2Params, Clock, JwkSet, limits};
@@ -49,9 +48,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(rejection) => Err(match rejection {
                 JsonRejection::MissingJsonContentType(_) => KdcError::UnsupportedMediaType,
                 JsonRejection::JsonDataError(e) => KdcError::Malformed(e.body_text()),
-                JsonRejection::JsonSyntaxError(_) => {
-                    KdcError::Malformed("body is not valid JSON".to_owned())
-                }
+                JsonRejection::JsonSyntaxError(_) => KdcError::Malformed("body is not valid JSON".to_owned()),
                 JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                     KdcError::PayloadTooLarge
                 }
@@ -71,12 +68,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
     }
 }
 
@@ -86,11 +78,7 @@ async fn initial_ticket(
     ApiJson(req): ApiJson<InitialTicketRequest>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc
-        .initial_ticket(req, addr, now)
-        .await
-        .map(Json)
-        .map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.initial_ticket(req, addr, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
 }
 
 async fn service_ticket(
@@ -98,23 +86,12 @@ async fn service_ticket(
     ApiJson(req): ApiJson<ServiceTicketRequest>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc
-        .service_ticket(req, now)
-        .await
-        .map(Json)
-        .map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.service_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
 }
 
-async fn renew(
-    State(s): State<AppState>,
-    ApiJson(req): ApiJson<RenewRequest>,
-) -> Result<Json<TicketReply>, ApiError> {
+async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc
-        .renew_ticket(req, now)
-        .await
-        .map(Json)
-        .map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
 }
 
 fn base_url(s: &AppState, headers: &HeaderMap) -> String {
@@ -124,11 +101,7 @@ fn base_url(s: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.len() <= 255
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
+        .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
         .unwrap_or("localhost");
     format!("http://{host}")
 }
@@ -144,11 +117,7 @@ async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Json<Kd
         ticket_endpoint: format!("{base}/tickets"),
         renew_endpoint: format!("{base}/tickets/renew"),
         jwks_uri: format!("{base}/.well-known/jwks.json"),
-        sealing: SealingAlgorithms {
-            alg: ALG.to_owned(),
-            enc: ENC.to_owned(),
-            kdf: "HKDF-SHA256".to_owned(),
-        },
+        sealing: SealingAlgorithms { alg: ALG.to_owned(), enc: ENC.to_owned(), kdf: "HKDF-SHA256".to_owned() },
         signing_alg_values_supported: vec!["EdDSA".to_owned()],
         argon2_defaults: Argon2Params::DEFAULT,
         argon2_floor: Argon2Params::FLOOR,
@@ -172,11 +141,7 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Re
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),
         Err(e) => {
             tracing::warn!(error = %e, "store not ready");
-            Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "unavailable" })),
-            )
-                .into_response())
+            Err((StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" }))).into_response())
         }
     }
 }
@@ -193,31 +158,11 @@ async fn method_not_allowed() -> ApiError {
 /// from this table alone, and a test checks it against `openapi.yaml`.
 pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
-        (
-            Method::POST,
-            "/tickets/initial",
-            on(MethodFilter::POST, initial_ticket),
-        ),
-        (
-            Method::POST,
-            "/tickets",
-            on(MethodFilter::POST, service_ticket),
-        ),
-        (
-            Method::POST,
-            "/tickets/renew",
-            on(MethodFilter::POST, renew),
-        ),
-        (
-            Method::GET,
-            "/.well-known/kdc-configuration",
-            on(MethodFilter::GET, configuration),
-        ),
-        (
-            Method::GET,
-            "/.well-known/jwks.json",
-            on(MethodFilter::GET, jwks),
-        ),
+        (Method::POST, "/tickets/initial", on(MethodFilter::POST, initial_ticket)),
+        (Method::POST, "/tickets", on(MethodFilter::POST, service_ticket)),
+        (Method::POST, "/tickets/renew", on(MethodFilter::POST, renew)),
+        (Method::GET, "/.well-known/kdc-configuration", on(MethodFilter::GET, configuration)),
+        (Method::GET, "/.well-known/jwks.json", on(MethodFilter::GET, jwks)),
         (Method::GET, "/healthz", on(MethodFilter::GET, healthz)),
         (Method::GET, "/readyz", on(MethodFilter::GET, readyz)),
     ]
@@ -242,10 +187,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

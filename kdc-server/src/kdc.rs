@@ -7,8 +7,8 @@ use std::sync::Arc;
 use kdc_proto::messages::{Keytab, KeytabEntry};
 use kdc_proto::password::password_salt;
 use kdc_proto::{
-    Argon2Params, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, Principal, Realm,
-    SecretKey, b64, derive_password_key, limits,
+    Argon2Params, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, Principal, Realm, SecretKey, b64,
+    derive_password_key, limits,
 };
 use zeroize::Zeroizing;
 
@@ -17,8 +17,8 @@ use crate::master_key::MasterKey;
 use crate::policy::Policy;
 use crate::replay::ReplayCache;
 use crate::store::{
-    NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit,
-    StoreError, StoredKey, StoredSigningKey,
+    NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
+    StoredSigningKey,
 };
 use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
 
@@ -69,9 +69,7 @@ pub struct Kdc {
 
 impl std::fmt::Debug for Kdc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kdc")
-            .field("realm", &self.realm)
-            .finish_non_exhaustive()
+        f.debug_struct("Kdc").field("realm", &self.realm).finish_non_exhaustive()
     }
 }
 
@@ -87,17 +85,12 @@ fn key_owner(principal_id: &str, kvno: Kvno) -> String {
 
 fn check_roles(roles: &[String]) -> Result<(), KdcError> {
     if roles.len() > limits::MAX_ROLES {
-        return Err(KdcError::Malformed(format!(
-            "at most {} roles",
-            limits::MAX_ROLES
-        )));
+        return Err(KdcError::Malformed(format!("at most {} roles", limits::MAX_ROLES)));
     }
     for r in roles {
         if r.is_empty()
             || r.len() > limits::MAX_ROLE_LEN
-            || !r
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         {
             return Err(KdcError::Malformed(format!(
                 "invalid role {r:?}: 1-{} of letters, digits, '-', '_', '.', ':'",
@@ -132,26 +125,13 @@ impl Kdc {
         let signer = KdcSigningKey::generate();
         let signing_key = StoredSigningKey {
             kid: signer.kid().to_owned(),
-            sealed: master.seal_key(
-                &format!("signing#{}", signer.kid()),
-                &SecretKey::from_bytes(*signer.seed()),
-            ),
+            sealed: master.seal_key(&format!("signing#{}", signer.kid()), &SecretKey::from_bytes(*signer.seed())),
             created_at: now_secs,
         };
-        let tgs = Self::prepare(
-            master,
-            service_spec(Principal::ticket_granting(realm)),
-            now_secs,
-        )
-        .await?;
-        let kadmin = Self::prepare(
-            master,
-            service_spec(Principal::admin_service(realm)),
-            now_secs,
-        )
-        .await?;
-        let admin_name = Principal::new(BOOTSTRAP_ADMIN, None, realm.clone())
-            .map_err(|_| KdcError::Internal("admin name"))?;
+        let tgs = Self::prepare(master, service_spec(Principal::ticket_granting(realm)), now_secs).await?;
+        let kadmin = Self::prepare(master, service_spec(Principal::admin_service(realm)), now_secs).await?;
+        let admin_name =
+            Principal::new(BOOTSTRAP_ADMIN, None, realm.clone()).map_err(|_| KdcError::Internal("admin name"))?;
         let admin = Self::prepare(
             master,
             PrincipalSpec {
@@ -164,15 +144,9 @@ impl Kdc {
             now_secs,
         )
         .await?;
-        let init = RealmInit {
-            realm: realm.to_string(),
-            signing_key,
-            principals: vec![tgs, kadmin, admin],
-        };
+        let init = RealmInit { realm: realm.to_string(), signing_key, principals: vec![tgs, kadmin, admin] };
         store.initialize(&init).await.map_err(|e| match e {
-            StoreError::AlreadyInitialized => {
-                KdcError::InvalidOperation("this data directory already holds a realm")
-            }
+            StoreError::AlreadyInitialized => KdcError::InvalidOperation("this data directory already holds a realm"),
             e => e.into(),
         })
     }
@@ -187,9 +161,7 @@ impl Kdc {
         let realm: Realm = store
             .realm()
             .await?
-            .ok_or(KdcError::InvalidOperation(
-                "the data directory holds no realm: run `kdc init`",
-            ))?
+            .ok_or(KdcError::InvalidOperation("the data directory holds no realm: run `kdc init`"))?
             .parse()
             .map_err(|_| KdcError::Store(StoreError::Corrupt("realm")))?;
         let stored = store.signing_keys().await?;
@@ -198,14 +170,9 @@ impl Kdc {
             let seed = master.open_key(&format!("signing#{}", s.kid), &s.sealed)?;
             signers.push(KdcSigningKey::from_seed(*seed.expose()));
         }
-        let jwks = JwkSet {
-            keys: signers.iter().map(KdcSigningKey::public_jwk).collect(),
-        };
+        let jwks = JwkSet { keys: signers.iter().map(KdcSigningKey::public_jwk).collect() };
         let verifier = KdcVerifier::from_jwks(&jwks);
-        let signer = signers
-            .into_iter()
-            .next()
-            .ok_or(KdcError::Store(StoreError::Corrupt("no signing key")))?;
+        let signer = signers.into_iter().next().ok_or(KdcError::Store(StoreError::Corrupt("no signing key")))?;
         Ok(Self {
             store,
             realm,
@@ -251,19 +218,15 @@ impl Kdc {
     /// Parses a principal name, filling in this realm for a bare name, and
     /// refuses other realms.
     pub fn principal_name(&self, name: &str) -> Result<Principal, KdcError> {
-        let p = Principal::parse_with_default_realm(name, &self.realm)
-            .map_err(|e| KdcError::Malformed(e.to_string()))?;
+        let p =
+            Principal::parse_with_default_realm(name, &self.realm).map_err(|e| KdcError::Malformed(e.to_string()))?;
         if p.realm() != &self.realm {
             return Err(KdcError::WrongRealm);
         }
         Ok(p)
     }
 
-    async fn prepare(
-        master: &MasterKey,
-        spec: PrincipalSpec,
-        now_secs: u64,
-    ) -> Result<NewPrincipal, KdcError> {
+    async fn prepare(master: &MasterKey, spec: PrincipalSpec, now_secs: u64) -> Result<NewPrincipal, KdcError> {
         check_roles(&spec.roles)?;
         let id = new_principal_id();
         let (kind, key, password) = match spec.credential {
@@ -271,11 +234,7 @@ impl Kdc {
                 let salt = password_salt(&spec.name);
                 let params = Argon2Params::DEFAULT;
                 let key = derive_blocking(pw, salt.clone(), params).await?;
-                (
-                    PrincipalKind::User,
-                    key,
-                    Some(PasswordDerivation { salt, params }),
-                )
+                (PrincipalKind::User, key, Some(PasswordDerivation { salt, params }))
             }
             Credential::Random => (PrincipalKind::Service, SecretKey::generate(), None),
         };
@@ -301,22 +260,15 @@ impl Kdc {
     }
 
     /// Creates a principal; durable when it returns.
-    pub async fn create_principal(
-        &self,
-        spec: PrincipalSpec,
-        now_secs: u64,
-    ) -> Result<PrincipalRecord, KdcError> {
+    pub async fn create_principal(&self, spec: PrincipalSpec, now_secs: u64) -> Result<PrincipalRecord, KdcError> {
         if spec.name.realm() != &self.realm {
             return Err(KdcError::WrongRealm);
         }
         let new = Self::prepare(&self.master, spec, now_secs).await?;
-        self.store
-            .create_principal(&new)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => KdcError::PrincipalExists,
-                e => e.into(),
-            })?;
+        self.store.create_principal(&new).await.map_err(|e| match e {
+            StoreError::AlreadyExists => KdcError::PrincipalExists,
+            e => e.into(),
+        })?;
         Ok(new.record)
     }
 
@@ -331,23 +283,13 @@ impl Kdc {
     }
 
     /// Opens one stored key version.
-    pub(crate) fn open_key(
-        &self,
-        principal_id: &str,
-        k: &StoredKey,
-    ) -> Result<LongTermKey, KdcError> {
-        let key = self
-            .master
-            .open_key(&key_owner(principal_id, k.kvno), &k.sealed)?;
+    pub(crate) fn open_key(&self, principal_id: &str, k: &StoredKey) -> Result<LongTermKey, KdcError> {
+        let key = self.master.open_key(&key_owner(principal_id, k.kvno), &k.sealed)?;
         Ok(LongTermKey { kvno: k.kvno, key })
     }
 
     /// Live key versions of a principal at `now`, newest first.
-    pub(crate) async fn live_keys(
-        &self,
-        rec: &PrincipalRecord,
-        now_secs: u64,
-    ) -> Result<Vec<StoredKey>, KdcError> {
+    pub(crate) async fn live_keys(&self, rec: &PrincipalRecord, now_secs: u64) -> Result<Vec<StoredKey>, KdcError> {
         Ok(self.store.live_keys(&rec.id, now_secs).await?)
     }
 
@@ -358,12 +300,8 @@ impl Kdc {
         now_secs: u64,
     ) -> Result<(LongTermKey, StoredKey), KdcError> {
         let keys = self.live_keys(rec, now_secs).await?;
-        let newest = keys
-            .into_iter()
-            .next()
-            .ok_or(KdcError::Store(StoreError::Corrupt(
-                "principal without a live key",
-            )))?;
+        let newest =
+            keys.into_iter().next().ok_or(KdcError::Store(StoreError::Corrupt("principal without a live key")))?;
         Ok((self.open_key(&rec.id, &newest)?, newest))
     }
 
@@ -375,10 +313,7 @@ impl Kdc {
         now_secs: u64,
     ) -> Result<Option<LongTermKey>, KdcError> {
         let keys = self.live_keys(rec, now_secs).await?;
-        keys.iter()
-            .find(|k| k.kvno == kvno)
-            .map(|k| self.open_key(&rec.id, k))
-            .transpose()
+        keys.iter().find(|k| k.kvno == kvno).map(|k| self.open_key(&rec.id, k)).transpose()
     }
 
     /// Rotates a principal's key: services get a new random key, users a key
@@ -392,36 +327,19 @@ impl Kdc {
     ) -> Result<Kvno, KdcError> {
         let rec = self.get(name).await?;
         let (_, current) = self.current_key(&rec, now_secs).await?;
-        let next = Kvno(
-            current
-                .kvno
-                .0
-                .checked_add(1)
-                .ok_or(KdcError::Internal("kvno overflow"))?,
-        );
+        let next = Kvno(current.kvno.0.checked_add(1).ok_or(KdcError::Internal("kvno overflow"))?);
         let (key, password) = match (rec.kind, new_password) {
             (PrincipalKind::Service, None) => (SecretKey::generate(), None),
             (PrincipalKind::User, Some(pw)) => {
                 let salt = password_salt(name);
-                let params = current
-                    .password
-                    .as_ref()
-                    .map(|p| p.params)
-                    .unwrap_or_default();
-                (
-                    derive_blocking(pw, salt.clone(), params).await?,
-                    Some(PasswordDerivation { salt, params }),
-                )
+                let params = current.password.as_ref().map(|p| p.params).unwrap_or_default();
+                (derive_blocking(pw, salt.clone(), params).await?, Some(PasswordDerivation { salt, params }))
             }
             (PrincipalKind::Service, Some(_)) => {
-                return Err(KdcError::InvalidOperation(
-                    "service principals have random keys, never passwords",
-                ));
+                return Err(KdcError::InvalidOperation("service principals have random keys, never passwords"));
             }
             (PrincipalKind::User, None) => {
-                return Err(KdcError::InvalidOperation(
-                    "rotating a user's key needs a new password",
-                ));
+                return Err(KdcError::InvalidOperation("rotating a user's key needs a new password"));
             }
         };
         let stored = StoredKey {
@@ -432,15 +350,10 @@ impl Kdc {
             expires_at: None,
         };
         let retire_at = now_secs.saturating_add(self.policy.key_grace_secs);
-        self.store
-            .rotate_key(&rec.id, &stored, retire_at)
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists => {
-                    KdcError::InvalidOperation("a concurrent rotation happened; retry")
-                }
-                e => e.into(),
-            })?;
+        self.store.rotate_key(&rec.id, &stored, retire_at).await.map_err(|e| match e {
+            StoreError::AlreadyExists => KdcError::InvalidOperation("a concurrent rotation happened; retry"),
+            e => e.into(),
+        })?;
         Ok(next)
     }
 
@@ -448,33 +361,17 @@ impl Kdc {
     pub async fn keytab(&self, name: &Principal, now_secs: u64) -> Result<Keytab, KdcError> {
         let rec = self.get(name).await?;
         if rec.kind != PrincipalKind::Service {
-            return Err(KdcError::InvalidOperation(
-                "keytabs are for service principals only",
-            ));
+            return Err(KdcError::InvalidOperation("keytabs are for service principals only"));
         }
         let mut keys = Vec::new();
         for k in self.live_keys(&rec, now_secs).await? {
             let lt = self.open_key(&rec.id, &k)?;
-            keys.push(KeytabEntry {
-                kvno: lt.kvno,
-                key: lt.key,
-                expires_at: k.expires_at,
-            });
+            keys.push(KeytabEntry { kvno: lt.kvno, key: lt.key, expires_at: k.expires_at });
         }
-        Ok(Keytab {
-            version: 1,
-            principal: name.clone(),
-            keys,
-        })
+        Ok(Keytab { version: 1, principal: name.clone(), keys })
     }
 }
 
 fn service_spec(name: Principal) -> PrincipalSpec {
-    PrincipalSpec {
-        name,
-        credential: Credential::Random,
-        roles: vec![],
-        max_life_secs: None,
-        max_renew_secs: None,
-    }
+    PrincipalSpec { name, credential: Credential::Random, roles: vec![], max_life_secs: None, max_renew_secs: None }
 }

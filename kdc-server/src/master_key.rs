@@ -30,9 +30,7 @@ pub enum MasterKeyError {
         source: std::io::Error,
     },
     /// The key file is readable or writable by others.
-    #[error(
-        "master key file {0} must be mode 0600 (it is readable or writable by group or others)"
-    )]
+    #[error("master key file {0} must be mode 0600 (it is readable or writable by group or others)")]
     Permissions(PathBuf),
     /// The key is not 32 bytes of base64url.
     #[error("master key is not a base64url-encoded 256-bit key")]
@@ -55,39 +53,23 @@ impl MasterKey {
     /// Reads the key from `env_value` when given, else from the data
     /// directory's key file, creating that file (0600) if `create` is set and
     /// it does not exist yet.
-    pub fn load(
-        data_dir: &Path,
-        env_value: Option<&str>,
-        create: bool,
-    ) -> Result<Self, MasterKeyError> {
+    pub fn load(data_dir: &Path, env_value: Option<&str>, create: bool) -> Result<Self, MasterKeyError> {
         if let Some(v) = env_value {
-            return SecretKey::from_b64(v.trim())
-                .map(Self)
-                .map_err(|_| MasterKeyError::Malformed);
+            return SecretKey::from_b64(v.trim()).map(Self).map_err(|_| MasterKeyError::Malformed);
         }
         let path = data_dir.join(MASTER_KEY_FILE);
-        let io = |source| MasterKeyError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| MasterKeyError::Io { path: path.clone(), source };
         match fs::metadata(&path) {
             Ok(meta) => {
                 if meta.permissions().mode() & 0o077 != 0 {
                     return Err(MasterKeyError::Permissions(path));
                 }
                 let text = Zeroizing::new(fs::read_to_string(&path).map_err(io)?);
-                SecretKey::from_b64(text.trim())
-                    .map(Self)
-                    .map_err(|_| MasterKeyError::Malformed)
+                SecretKey::from_b64(text.trim()).map(Self).map_err(|_| MasterKeyError::Malformed)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let key = SecretKey::generate();
-                let mut f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
+                let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
                 let text = Zeroizing::new(format!("{}\n", key.to_b64()));
                 f.write_all(text.as_bytes()).map_err(io)?;
                 f.sync_all().map_err(io)?;
@@ -106,14 +88,11 @@ impl MasterKey {
 
     /// Opens a key sealed by [`Self::seal_key`] for the same `owner`.
     pub fn open_key(&self, owner: &str, sealed: &str) -> Result<SecretKey, MasterKeyError> {
-        let obj =
-            SealedObject::parse(sealed, MAX_SEALED_LEN).map_err(|_| MasterKeyError::WrongKey)?;
+        let obj = SealedObject::parse(sealed, MAX_SEALED_LEN).map_err(|_| MasterKeyError::WrongKey)?;
         if obj.kid() != owner {
             return Err(MasterKeyError::WrongKey);
         }
-        let plain = obj
-            .open(&self.0, Usage::KeyAtRest)
-            .map_err(|_| MasterKeyError::WrongKey)?;
+        let plain = obj.open(&self.0, Usage::KeyAtRest).map_err(|_| MasterKeyError::WrongKey)?;
         SecretKey::from_slice(&plain).map_err(|_| MasterKeyError::WrongKey)
     }
 }
@@ -126,10 +105,7 @@ mod tests {
     fn creates_0600_and_reloads() {
         let dir = tempfile::tempdir().unwrap();
         let a = MasterKey::load(dir.path(), None, true).unwrap();
-        let mode = fs::metadata(dir.path().join(MASTER_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(dir.path().join(MASTER_KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = MasterKey::load(dir.path(), None, false).unwrap();
         assert_eq!(a.0, b.0);
@@ -141,10 +117,7 @@ mod tests {
         MasterKey::load(dir.path(), None, true).unwrap();
         let p = dir.path().join(MASTER_KEY_FILE);
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            MasterKey::load(dir.path(), None, false),
-            Err(MasterKeyError::Permissions(_))
-        ));
+        assert!(matches!(MasterKey::load(dir.path(), None, false), Err(MasterKeyError::Permissions(_))));
     }
 
     #[test]
@@ -154,10 +127,6 @@ mod tests {
         let s = m.seal_key("p1#1", &k);
         assert_eq!(m.open_key("p1#1", &s).unwrap(), k);
         assert!(m.open_key("p2#1", &s).is_err());
-        assert!(
-            MasterKey::new(SecretKey::generate())
-                .open_key("p1#1", &s)
-                .is_err()
-        );
+        assert!(MasterKey::new(SecretKey::generate()).open_key("p1#1", &s).is_err());
     }
 }

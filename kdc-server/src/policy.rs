@@ -69,32 +69,21 @@ pub struct LifetimeRequest {
 impl Policy {
     /// The times of a new ticket issued at `now`.
     pub fn ticket_times(&self, now: u64, req: &LifetimeRequest) -> TicketTimes {
-        let max_life = [
-            Some(self.max_life_secs),
-            req.client_max_life,
-            req.service_max_life,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.max_life_secs);
-        let life = req
-            .lifetime_secs
-            .unwrap_or(max_life)
-            .clamp(self.min_life_secs.min(max_life), max_life);
+        let max_life = [Some(self.max_life_secs), req.client_max_life, req.service_max_life]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.max_life_secs);
+        let life = req.lifetime_secs.unwrap_or(max_life).clamp(self.min_life_secs.min(max_life), max_life);
         let mut end = now.saturating_add(life);
         if let Some(pe) = req.parent_end {
             end = end.min(pe);
         }
-        let max_renew = [
-            Some(self.max_renew_secs),
-            req.client_max_renew,
-            req.service_max_renew,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(self.max_renew_secs);
+        let max_renew = [Some(self.max_renew_secs), req.client_max_renew, req.service_max_renew]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.max_renew_secs);
         let mut renew_till = now.saturating_add(max_renew);
         let parent_allows = match (req.parent_end, req.parent_renew_till) {
             (Some(_), None) => false,
@@ -105,11 +94,7 @@ impl Policy {
             (None, None) => true,
         };
         let renewable = req.renewable.unwrap_or(true) && parent_allows && renew_till > end;
-        TicketTimes {
-            start: now,
-            end,
-            renew_till: renewable.then_some(renew_till),
-        }
+        TicketTimes { start: now, end, renew_till: renewable.then_some(renew_till) }
     }
 
     /// The new end time of a ticket renewed at `now`.
@@ -138,51 +123,22 @@ mod tests {
     #[test]
     fn defaults_are_ten_hours_renewable_seven_days() {
         let t = Policy::default().ticket_times(NOW, &LifetimeRequest::default());
-        assert_eq!(
-            t,
-            TicketTimes {
-                start: NOW,
-                end: NOW + 36_000,
-                renew_till: Some(NOW + 604_800)
-            }
-        );
+        assert_eq!(t, TicketTimes { start: NOW, end: NOW + 36_000, renew_till: Some(NOW + 604_800) });
     }
 
     #[test]
     fn requests_are_clamped_and_overrides_win() {
         let p = Policy::default();
-        let t = p.ticket_times(
-            NOW,
-            &LifetimeRequest {
-                lifetime_secs: Some(10 * 36_000),
-                ..Default::default()
-            },
-        );
+        let t = p.ticket_times(NOW, &LifetimeRequest { lifetime_secs: Some(10 * 36_000), ..Default::default() });
         assert_eq!(t.end, NOW + 36_000);
-        let t = p.ticket_times(
-            NOW,
-            &LifetimeRequest {
-                lifetime_secs: Some(1),
-                ..Default::default()
-            },
-        );
+        let t = p.ticket_times(NOW, &LifetimeRequest { lifetime_secs: Some(1), ..Default::default() });
         assert_eq!(t.end, NOW + 60);
         let t = p.ticket_times(
             NOW,
-            &LifetimeRequest {
-                client_max_life: Some(600),
-                service_max_life: Some(900),
-                ..Default::default()
-            },
+            &LifetimeRequest { client_max_life: Some(600), service_max_life: Some(900), ..Default::default() },
         );
         assert_eq!(t.end, NOW + 600);
-        let t = p.ticket_times(
-            NOW,
-            &LifetimeRequest {
-                renewable: Some(false),
-                ..Default::default()
-            },
-        );
+        let t = p.ticket_times(NOW, &LifetimeRequest { renewable: Some(false), ..Default::default() });
         assert_eq!(t.renew_till, None);
     }
 
@@ -191,27 +147,12 @@ mod tests {
         let p = Policy::default();
         let t = p.ticket_times(
             NOW,
-            &LifetimeRequest {
-                parent_end: Some(NOW + 100),
-                parent_renew_till: None,
-                ..Default::default()
-            },
+            &LifetimeRequest { parent_end: Some(NOW + 100), parent_renew_till: None, ..Default::default() },
         );
-        assert_eq!(
-            t,
-            TicketTimes {
-                start: NOW,
-                end: NOW + 100,
-                renew_till: None
-            }
-        );
+        assert_eq!(t, TicketTimes { start: NOW, end: NOW + 100, renew_till: None });
         let t = p.ticket_times(
             NOW,
-            &LifetimeRequest {
-                parent_end: Some(NOW + 100),
-                parent_renew_till: Some(NOW + 200),
-                ..Default::default()
-            },
+            &LifetimeRequest { parent_end: Some(NOW + 100), parent_renew_till: Some(NOW + 200), ..Default::default() },
         );
         assert_eq!(t.renew_till, Some(NOW + 200));
         assert_eq!(p.renewed_end(NOW, NOW + 50, None, None), NOW + 50);

@@ -32,10 +32,7 @@ impl ReplayCache {
     /// A cache holding at most about `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         let per_shard_capacity = capacity.div_ceil(SHARDS).max(1);
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard_capacity,
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), per_shard_capacity }
     }
 
     /// Records `tag` as seen until `expires_at`, or says why not.
@@ -65,10 +62,7 @@ impl ReplayCache {
 
     /// Entries currently held (expired ones included until swept).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
-            .sum()
+        self.shards.iter().map(|s| s.lock().map(|m| m.len()).unwrap_or(0)).sum()
     }
 
     /// Whether the cache holds nothing.
@@ -85,18 +79,9 @@ mod tests {
     fn second_sighting_is_a_replay_until_expiry() {
         let c = ReplayCache::new(100);
         let t = [1u8; 16];
-        assert_eq!(
-            c.check_and_insert(&t, UnixMillis(1000), UnixMillis(0)),
-            Ok(())
-        );
-        assert_eq!(
-            c.check_and_insert(&t, UnixMillis(1000), UnixMillis(500)),
-            Err(ReplayVerdict::Replay)
-        );
-        assert_eq!(
-            c.check_and_insert(&t, UnixMillis(3000), UnixMillis(1001)),
-            Ok(())
-        );
+        assert_eq!(c.check_and_insert(&t, UnixMillis(1000), UnixMillis(0)), Ok(()));
+        assert_eq!(c.check_and_insert(&t, UnixMillis(1000), UnixMillis(500)), Err(ReplayVerdict::Replay));
+        assert_eq!(c.check_and_insert(&t, UnixMillis(3000), UnixMillis(1001)), Ok(()));
     }
 
     #[test]
@@ -108,13 +93,7 @@ mod tests {
             let _ = c.check_and_insert(&t, UnixMillis(1000), UnixMillis(0));
         }
         let fresh = [7u8; 16];
-        assert_eq!(
-            c.check_and_insert(&fresh, UnixMillis(1000), UnixMillis(0)),
-            Err(ReplayVerdict::Full)
-        );
-        assert_eq!(
-            c.check_and_insert(&fresh, UnixMillis(3000), UnixMillis(2000)),
-            Ok(())
-        );
+        assert_eq!(c.check_and_insert(&fresh, UnixMillis(1000), UnixMillis(0)), Err(ReplayVerdict::Full));
+        assert_eq!(c.check_and_insert(&fresh, UnixMillis(3000), UnixMillis(2000)), Ok(()));
     }
 }

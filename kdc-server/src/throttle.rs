@@ -22,11 +22,7 @@ pub struct ThrottlePolicy {
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
-        Self {
-            per_principal: 10,
-            per_address: 50,
-            window_secs: 300,
-        }
+        Self { per_principal: 10, per_address: 50, window_secs: 300 }
     }
 }
 
@@ -45,9 +41,7 @@ struct Counter<K> {
 
 impl<K: Hash + Eq + Clone> Counter<K> {
     fn new() -> Self {
-        Self {
-            map: Mutex::new(HashMap::new()),
-        }
+        Self { map: Mutex::new(HashMap::new()) }
     }
 
     fn blocked_for(&self, key: &K, limit: u32, window: u64, now: u64) -> Option<u64> {
@@ -66,15 +60,9 @@ impl<K: Hash + Eq + Clone> Counter<K> {
                 map.clear();
             }
         }
-        let w = map.entry(key.clone()).or_insert(Window {
-            start: now,
-            failures: 0,
-        });
+        let w = map.entry(key.clone()).or_insert(Window { start: now, failures: 0 });
         if now >= w.start.saturating_add(window) {
-            *w = Window {
-                start: now,
-                failures: 0,
-            };
+            *w = Window { start: now, failures: 0 };
         }
         w.failures = w.failures.saturating_add(1);
     }
@@ -91,33 +79,20 @@ pub struct PreAuthThrottle {
 impl PreAuthThrottle {
     /// A throttle with `policy`.
     pub fn new(policy: ThrottlePolicy) -> Self {
-        Self {
-            policy,
-            principals: Counter::new(),
-            addresses: Counter::new(),
-        }
+        Self { policy, principals: Counter::new(), addresses: Counter::new() }
     }
 
     /// Seconds until `principal` from `addr` may try again, if blocked now.
     pub fn retry_after(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) -> Option<u64> {
         let p = &self.policy;
-        let by_name = self.principals.blocked_for(
-            &principal.to_owned(),
-            p.per_principal,
-            p.window_secs,
-            now_secs,
-        );
-        let by_addr = addr.and_then(|a| {
-            self.addresses
-                .blocked_for(&a, p.per_address, p.window_secs, now_secs)
-        });
+        let by_name = self.principals.blocked_for(&principal.to_owned(), p.per_principal, p.window_secs, now_secs);
+        let by_addr = addr.and_then(|a| self.addresses.blocked_for(&a, p.per_address, p.window_secs, now_secs));
         by_name.max(by_addr)
     }
 
     /// Records one failure.
     pub fn record_failure(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) {
-        self.principals
-            .record(&principal.to_owned(), self.policy.window_secs, now_secs);
+        self.principals.record(&principal.to_owned(), self.policy.window_secs, now_secs);
         if let Some(a) = addr {
             self.addresses.record(&a, self.policy.window_secs, now_secs);
         }
@@ -130,11 +105,7 @@ mod tests {
 
     #[test]
     fn blocks_after_the_limit_until_the_window_ends() {
-        let t = PreAuthThrottle::new(ThrottlePolicy {
-            per_principal: 3,
-            per_address: 100,
-            window_secs: 60,
-        });
+        let t = PreAuthThrottle::new(ThrottlePolicy { per_principal: 3, per_address: 100, window_secs: 60 });
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         for _ in 0..3 {
             assert_eq!(t.retry_after("alice", Some(a), 10), None);
@@ -147,19 +118,12 @@ mod tests {
 
     #[test]
     fn blocks_an_address_spraying_many_names() {
-        let t = PreAuthThrottle::new(ThrottlePolicy {
-            per_principal: 100,
-            per_address: 5,
-            window_secs: 60,
-        });
+        let t = PreAuthThrottle::new(ThrottlePolicy { per_principal: 100, per_address: 5, window_secs: 60 });
         let a: IpAddr = "10.0.0.9".parse().unwrap();
         for i in 0..5 {
             t.record_failure(&format!("user{i}"), Some(a), 0);
         }
         assert!(t.retry_after("someone-new", Some(a), 1).is_some());
-        assert!(
-            t.retry_after("someone-new", Some("10.0.0.10".parse().unwrap()), 1)
-                .is_none()
-        );
+        assert!(t.retry_after("someone-new", Some("10.0.0.10".parse().unwrap()), 1).is_none());
     }
 }

@@ -7,12 +7,7 @@
 //! POST /tickets over a kept-alive connection, parse the reply and open the
 //! sealed part. Prints the median, p90 and p99 of per-iteration wall time.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    missing_docs
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::time::{Duration, Instant};
 
@@ -36,8 +31,7 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> Duration {
 }
 
 async fn bare_axum() -> String {
-    let app =
-        axum::Router::new().route("/echo", post(|Json(v): Json<Value>| async move { Json(v) }));
+    let app = axum::Router::new().route("/echo", post(|Json(v): Json<Value>| async move { Json(v) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -45,14 +39,8 @@ async fn bare_axum() -> String {
 }
 
 fn main() {
-    let iterations: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5_000);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let iterations: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let kdc = TestKdc::start().await.unwrap();
         let client = kdc.client();
@@ -65,38 +53,19 @@ fn main() {
 
         for _ in 0..200 {
             client.service_ticket(&tgt, SVC_A).await.unwrap();
-            http.post(format!("{baseline_url}/echo"))
-                .json(&payload)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            http.post(format!("{baseline_url}/echo")).json(&payload).send().await.unwrap().bytes().await.unwrap();
         }
-        let (mut kdc_samples, mut base_samples) = (
-            Vec::with_capacity(iterations),
-            Vec::with_capacity(iterations),
-        );
+        let (mut kdc_samples, mut base_samples) = (Vec::with_capacity(iterations), Vec::with_capacity(iterations));
         // Interleave the two so machine noise hits both alike.
         for _ in 0..iterations {
             let t = Instant::now();
             client.service_ticket(&tgt, SVC_A).await.unwrap();
             kdc_samples.push(t.elapsed());
             let t = Instant::now();
-            http.post(format!("{baseline_url}/echo"))
-                .json(&payload)
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            http.post(format!("{baseline_url}/echo")).json(&payload).send().await.unwrap().bytes().await.unwrap();
             base_samples.push(t.elapsed());
         }
-        println!(
-            "service-ticket exchange over HTTP on loopback ({iterations} runs each, interleaved)"
-        );
+        println!("service-ticket exchange over HTTP on loopback ({iterations} runs each, interleaved)");
         let k = summary("POST /tickets (full TGS exchange)", kdc_samples);
         let b = summary("bare axum JSON echo (baseline)", base_samples);
         println!(

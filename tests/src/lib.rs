@@ -3,12 +3,7 @@
 //! `kdc-proto`, the way any client would.
 
 // Test support: a panic on malformed test data is the right outcome.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,13 +16,10 @@ use kdc_proto::authenticator::Authenticator;
 use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::MAX_SEALED_LEN;
 use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
-    TicketReply,
+    EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{self, SealedObject, Usage};
-use kdc_proto::{
-    Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key,
-};
+use kdc_proto::{Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key};
 use kdc_server::http::AppState;
 use kdc_server::kdc::{Credential, PrincipalSpec};
 use kdc_server::master_key::MasterKey;
@@ -99,10 +91,7 @@ impl Drop for TestKdc {
 /// Creates the standard test principals in `kdc`.
 pub async fn add_standard_principals(kdc: &Kdc) -> anyhow::Result<()> {
     let now = now().as_secs();
-    for (name, pw, roles) in [
-        ("alice", ALICE_PW, vec!["reader".to_owned()]),
-        ("bob", BOB_PW, vec![]),
-    ] {
+    for (name, pw, roles) in [("alice", ALICE_PW, vec!["reader".to_owned()]), ("bob", BOB_PW, vec![])] {
         let spec = PrincipalSpec {
             name: kdc.principal_name(name)?,
             credential: Credential::Password(Zeroizing::new(pw.to_owned())),
@@ -147,23 +136,13 @@ impl TestKdc {
         let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle).await?);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
-        let state = AppState {
-            kdc: kdc.clone(),
-            clock: clock.clone(),
-            public_url: None,
-        };
+        let state = AppState { kdc: kdc.clone(), clock: clock.clone(), public_url: None };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = http::serve(listener, state, std::future::pending()).await;
         });
-        Ok(Self {
-            url: format!("http://{addr}"),
-            kdc,
-            clock,
-            _dir: dir,
-            task,
-        })
+        Ok(Self { url: format!("http://{addr}"), kdc, clock, _dir: dir, task })
     }
 
     /// A protocol client for this KDC.
@@ -201,10 +180,7 @@ pub async fn kdc_command(bin: &Path, args: &[&str], stdin: Option<&str>) -> anyh
     }
     let out = child.wait_with_output().await?;
     if !out.status.success() {
-        bail!(
-            "kdc {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("kdc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8(out.stdout)?)
 }
@@ -289,19 +265,11 @@ pub fn nonce() -> String {
 impl ProtoClient {
     /// A client for the KDC at `url`.
     pub fn new(url: &str) -> Self {
-        Self {
-            url: url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
-        }
+        Self { url: url.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
     }
 
     /// POSTs a JSON value (or raw bytes) to `path`.
-    pub async fn post_raw(
-        &self,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> anyhow::Result<Answer> {
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
         let r = self
             .http
             .post(format!("{}{path}", self.url))
@@ -314,8 +282,7 @@ impl ProtoClient {
 
     /// POSTs JSON.
     pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Answer> {
-        self.post_raw(path, "application/json", serde_json::to_vec(body)?)
-            .await
+        self.post_raw(path, "application/json", serde_json::to_vec(body)?).await
     }
 
     /// GETs `path`.
@@ -324,25 +291,14 @@ impl ProtoClient {
     }
 
     async fn answer(r: reqwest::Response) -> anyhow::Result<Answer> {
-        let h = |n: &str| {
-            r.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let status = r.status().as_u16();
         let content_type = h("content-type").unwrap_or_default();
         let www_authenticate = h("www-authenticate");
         let retry_after = h("retry-after");
         let bytes = r.bytes().await?;
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Answer {
-            status,
-            content_type,
-            www_authenticate,
-            retry_after,
-            body,
-        })
+        Ok(Answer { status, content_type, www_authenticate, retry_after, body })
     }
 
     /// The pre-auth challenge for `client` (the first leg of a login).
@@ -361,36 +317,18 @@ impl ProtoClient {
     /// Derives `client`'s key from `password` with the challenge's parameters.
     pub async fn derive_key(&self, client: &str, password: &str) -> anyhow::Result<SecretKey> {
         let ch = self.challenge(client).await?;
-        let salt = ch.body["salt"]
-            .as_str()
-            .context("challenge without salt")?
-            .to_owned();
+        let salt = ch.body["salt"].as_str().context("challenge without salt")?.to_owned();
         let params: Argon2Params = serde_json::from_value(ch.body["argon2"].clone())?;
         let pw = password.to_owned();
-        Ok(
-            tokio::task::spawn_blocking(move || derive_password_key(pw.as_bytes(), &salt, params))
-                .await??,
-        )
+        Ok(tokio::task::spawn_blocking(move || derive_password_key(pw.as_bytes(), &salt, params)).await??)
     }
 
     /// Builds a pre-authenticated initial-ticket request.
-    pub fn initial_request(
-        key: &SecretKey,
-        client: &str,
-        at: UnixMillis,
-    ) -> anyhow::Result<InitialTicketRequest> {
+    pub fn initial_request(key: &SecretKey, client: &str, at: UnixMillis) -> anyhow::Result<InitialTicketRequest> {
         let client: Principal = client.parse()?;
         let n = nonce();
-        let pa = serde_json::to_vec(&PreAuthTimestamp {
-            ts: at,
-            nonce: n.clone(),
-        })?;
-        let pre_auth = seal::seal(
-            key,
-            &long_term_kid(&client, kdc_proto::Kvno(1)),
-            Usage::PreAuth,
-            &pa,
-        );
+        let pa = serde_json::to_vec(&PreAuthTimestamp { ts: at, nonce: n.clone() })?;
+        let pre_auth = seal::seal(key, &long_term_kid(&client, kdc_proto::Kvno(1)), Usage::PreAuth, &pa);
         Ok(InitialTicketRequest {
             client,
             service: None,
@@ -416,11 +354,7 @@ impl ProtoClient {
         if enc.nonce != req.nonce {
             bail!("nonce mismatch in the AS reply");
         }
-        Ok(Ok(Credentials {
-            ticket: reply.ticket,
-            enc,
-            client: req.client.clone(),
-        }))
+        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: req.client.clone() }))
     }
 
     /// Full login: challenge, key derivation, pre-authenticated request.
@@ -434,16 +368,12 @@ impl ProtoClient {
     }
 
     /// Builds a service-ticket request for `service` from `tgt`.
-    pub fn tgs_request(
-        tgt: &Credentials,
-        service: &str,
-        at: UnixMillis,
-    ) -> anyhow::Result<ServiceTicketRequest> {
+    pub fn tgs_request(tgt: &Credentials, service: &str, at: UnixMillis) -> anyhow::Result<ServiceTicketRequest> {
         let service: Principal = service.parse()?;
         let n = nonce();
         let binding = ServiceTicketRequest::binding_for(&service, &n, None, None);
-        let authenticator = Authenticator::new(tgt.client.clone(), at, &binding)
-            .seal(&tgt.enc.session_key, Usage::TgsAuthenticator);
+        let authenticator =
+            Authenticator::new(tgt.client.clone(), at, &binding).seal(&tgt.enc.session_key, Usage::TgsAuthenticator);
         Ok(ServiceTicketRequest {
             tgt: tgt.ticket.clone(),
             authenticator,
@@ -469,19 +399,11 @@ impl ProtoClient {
         if enc.nonce != req.nonce || enc.service != req.service {
             bail!("nonce or service mismatch in the TGS reply");
         }
-        Ok(Ok(Credentials {
-            ticket: reply.ticket,
-            enc,
-            client: tgt.client.clone(),
-        }))
+        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: tgt.client.clone() }))
     }
 
     /// A service ticket, failing on any refusal.
-    pub async fn service_ticket(
-        &self,
-        tgt: &Credentials,
-        service: &str,
-    ) -> anyhow::Result<Credentials> {
+    pub async fn service_ticket(&self, tgt: &Credentials, service: &str) -> anyhow::Result<Credentials> {
         let req = Self::tgs_request(tgt, service, now())?;
         match self.tgs(tgt, &req).await? {
             Ok(c) => Ok(c),
@@ -492,22 +414,13 @@ impl ProtoClient {
     /// Builds a renewal request for `creds`.
     pub fn renew_request(creds: &Credentials, at: UnixMillis) -> RenewRequest {
         let n = nonce();
-        let authenticator =
-            Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
-                .seal(&creds.enc.session_key, Usage::TgsAuthenticator);
-        RenewRequest {
-            ticket: creds.ticket.clone(),
-            authenticator,
-            nonce: n,
-        }
+        let authenticator = Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
+            .seal(&creds.enc.session_key, Usage::TgsAuthenticator);
+        RenewRequest { ticket: creds.ticket.clone(), authenticator, nonce: n }
     }
 
     /// Renews `creds`.
-    pub async fn renew(
-        &self,
-        creds: &Credentials,
-        at: UnixMillis,
-    ) -> anyhow::Result<Result<Credentials, Answer>> {
+    pub async fn renew(&self, creds: &Credentials, at: UnixMillis) -> anyhow::Result<Result<Credentials, Answer>> {
         let req = Self::renew_request(creds, at);
         let a = self.post("/tickets/renew", &req).await?;
         if a.status != 200 {
@@ -518,11 +431,7 @@ impl ProtoClient {
         if enc.nonce != req.nonce {
             bail!("nonce mismatch in the renewal reply");
         }
-        Ok(Ok(Credentials {
-            ticket: reply.ticket,
-            enc,
-            client: creds.client.clone(),
-        }))
+        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: creds.client.clone() }))
     }
 }
 
@@ -531,4 +440,166 @@ pub fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> anyhow::Result<En
     let obj = SealedObject::parse(token, MAX_SEALED_LEN)?;
     let plain = obj.open(key, usage)?;
     Ok(serde_json::from_slice(&plain)?)
+}
+
+/// A service behind `TicketAuthLayer`, served in-process on `127.0.0.1:0`,
+/// sharing the KDC's movable clock. Routes: `GET /hello` → `hello, <name>`,
+/// `GET /roles` → the roles, `POST /echo` → the body, `GET /admin/x`
+/// (role `admin` required).
+pub struct TestService {
+    /// Base URL.
+    pub url: String,
+    /// The layer (keytab reload, cache sizes).
+    pub layer: auth_middleware::TicketAuthLayer,
+    /// The keytab file the layer reads.
+    pub keytab_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes a service's current keytab from the KDC to `path`.
+pub async fn write_keytab(kdc: &TestKdc, service: &str, path: &Path) -> anyhow::Result<()> {
+    let kt = kdc.kdc.keytab(&service.parse()?, now().as_secs()).await?;
+    std::fs::write(path, serde_json::to_vec(&kt)?)?;
+    Ok(())
+}
+
+impl TestService {
+    /// Starts `service` with its keytab from `kdc` and a default layer.
+    pub async fn start(kdc: &TestKdc, service: &str) -> anyhow::Result<Self> {
+        Self::start_with(kdc, service, |b| b).await
+    }
+
+    /// Starts `service`, letting the test adjust the layer's configuration.
+    pub async fn start_with(
+        kdc: &TestKdc,
+        service: &str,
+        configure: impl FnOnce(auth_middleware::TicketAuthBuilder) -> auth_middleware::TicketAuthBuilder,
+    ) -> anyhow::Result<Self> {
+        use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
+        use axum::routing::{get, post};
+        let dir = tempfile::tempdir()?;
+        let keytab_path = dir.path().join("service.keytab");
+        write_keytab(kdc, service, &keytab_path).await?;
+        let builder = TicketAuthLayer::builder()
+            .keytab_file(&keytab_path)
+            .kdc_jwks_uri(format!("{}/.well-known/jwks.json", kdc.url))
+            .require_role("/admin", "admin")
+            .clock(kdc.clock.clone());
+        let layer = configure(builder).build().await?;
+        let app = axum::Router::new()
+            .route("/hello", get(|who: AuthenticatedPrincipal| async move { format!("hello, {}", who.name()) }))
+            .route("/roles", get(|who: AuthenticatedPrincipal| async move { who.roles().join(",") }))
+            .route("/echo", post(|body: axum::body::Bytes| async move { body }))
+            .route("/admin/x", get(|| async { "admin area" }))
+            .layer(layer.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, layer, keytab_path, _dir: dir, task })
+    }
+}
+
+/// A response from a service, with the raw body.
+#[derive(Debug, Clone)]
+pub struct ServiceAnswer {
+    /// Status.
+    pub status: u16,
+    /// `WWW-Authenticate`.
+    pub www_authenticate: Option<String>,
+    /// `Authentication-Info`.
+    pub authentication_info: Option<String>,
+    /// `Retry-After`.
+    pub retry_after: Option<String>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl ServiceAnswer {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `error` parameter of `WWW-Authenticate`.
+    pub fn error_code(&self) -> Option<String> {
+        let h = self.www_authenticate.as_deref()?;
+        let i = h.find("error=\"")? + 7;
+        Some(h[i..].split('"').next()?.to_owned())
+    }
+
+    /// A named parameter of `WWW-Authenticate`.
+    pub fn www_param(&self, name: &str) -> Option<String> {
+        let h = self.www_authenticate.as_deref()?;
+        let pat = format!("{name}=\"");
+        let i = h.find(&pat)? + pat.len();
+        Some(h[i..].split('"').next()?.to_owned())
+    }
+
+    /// The sealed mutual reply.
+    pub fn mutual(&self) -> Option<String> {
+        let h = self.authentication_info.as_deref()?;
+        let i = h.find("mutual=\"")? + 8;
+        Some(h[i..].split('"').next()?.to_owned())
+    }
+}
+
+/// Builds `Authorization` for one request with `creds`, at time `at`.
+pub fn ap_authorization(
+    creds: &Credentials,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&[u8]>,
+    at: UnixMillis,
+) -> (String, Authenticator) {
+    let binding = kdc_proto::RequestBinding::new(method, path_and_query, body);
+    let a = Authenticator::new(creds.client.clone(), at, &binding);
+    let sealed = a.seal(&creds.enc.session_key, Usage::Authenticator);
+    (auth_middleware::authorization_value(&creds.ticket, &sealed), a)
+}
+
+/// Sends one request with an explicit `Authorization` value (or none).
+pub async fn send(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<ServiceAnswer> {
+    let mut req = http.request(method.parse()?, url);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let r = req.send().await?;
+    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (status, www_authenticate, authentication_info, retry_after) =
+        (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
+    let body = r.bytes().await?.to_vec();
+    Ok(ServiceAnswer { status, www_authenticate, authentication_info, retry_after, body })
+}
+
+/// One authenticated call: builds the authenticator (binding the body when
+/// given), sends, and returns the answer and the authenticator sent.
+pub async fn call_service(
+    http: &reqwest::Client,
+    creds: &Credentials,
+    method: &str,
+    base: &str,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<(ServiceAnswer, Authenticator)> {
+    let (authz, a) = ap_authorization(creds, method, path_and_query, body.as_deref(), now());
+    let ans = send(http, method, &format!("{base}{path_and_query}"), Some(&authz), body).await?;
+    Ok((ans, a))
 }

@@ -164,29 +164,16 @@ pub trait PrincipalStore: Send + Sync + 'static {
     /// Its key versions still alive at `now` (Unix seconds), newest first.
     async fn live_keys(&self, principal_id: &str, now: u64) -> Result<Vec<StoredKey>, StoreError>;
     /// Principals ordered by name, those after `after`, at most `limit`.
-    async fn list_principals(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<PrincipalRecord>, StoreError>;
+    async fn list_principals(&self, after: Option<&str>, limit: u32) -> Result<Vec<PrincipalRecord>, StoreError>;
     /// Applies `update` to the named principal.
-    async fn update_principal(
-        &self,
-        name: &str,
-        update: &PrincipalUpdate,
-    ) -> Result<(), StoreError>;
+    async fn update_principal(&self, name: &str, update: &PrincipalUpdate) -> Result<(), StoreError>;
     /// Deletes the named principal and its keys.
     async fn delete_principal(&self, name: &str) -> Result<(), StoreError>;
     /// Rotation: gives every live version without an expiry the expiry
     /// `retire_at`, and adds `key` as the next version, atomically.
     /// `key.kvno` must be one more than the highest stored version; if a
     /// concurrent rotation took it, [`StoreError::AlreadyExists`].
-    async fn rotate_key(
-        &self,
-        principal_id: &str,
-        key: &StoredKey,
-        retire_at: u64,
-    ) -> Result<(), StoreError>;
+    async fn rotate_key(&self, principal_id: &str, key: &StoredKey, retire_at: u64) -> Result<(), StoreError>;
     /// All signing keys, newest first.
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Checks the store answers.

@@ -7,14 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kdc_proto::{Argon2Params, Kvno};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
 use super::{
-    NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore,
-    PrincipalUpdate, RealmInit, StoreError, StoredKey, StoredSigningKey,
+    NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, PrincipalUpdate, RealmInit,
+    StoreError, StoredKey, StoredSigningKey,
 };
 
 const SCHEMA: &str = r#"
@@ -80,10 +78,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(Self { pool })
     }
@@ -117,16 +112,11 @@ fn key(row: &SqliteRow) -> Result<StoredKey, StoreError> {
         Some(salt) => {
             let p = |c: &str| -> Result<u32, StoreError> {
                 let v: Option<i64> = row.try_get(c)?;
-                v.and_then(|v| u32::try_from(v).ok())
-                    .ok_or(StoreError::Corrupt("argon2 parameters"))
+                v.and_then(|v| u32::try_from(v).ok()).ok_or(StoreError::Corrupt("argon2 parameters"))
             };
             Some(PasswordDerivation {
                 salt,
-                params: Argon2Params {
-                    m_kib: p("argon2_m")?,
-                    t: p("argon2_t")?,
-                    p: p("argon2_p")?,
-                },
+                params: Argon2Params { m_kib: p("argon2_m")?, t: p("argon2_t")?, p: p("argon2_p")? },
             })
         }
         None => None,
@@ -149,10 +139,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-async fn insert_principal(
-    conn: &mut sqlx::SqliteConnection,
-    new: &NewPrincipal,
-) -> Result<(), StoreError> {
+async fn insert_principal(conn: &mut sqlx::SqliteConnection, new: &NewPrincipal) -> Result<(), StoreError> {
     let r = &new.record;
     sqlx::query(
         "INSERT INTO principals (id, name, kind, disabled, roles, max_life_secs, max_renew_secs, created_at) \
@@ -200,17 +187,13 @@ async fn insert_key(
 #[async_trait]
 impl PrincipalStore for SqliteStore {
     async fn realm(&self) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT name FROM realm WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query("SELECT name FROM realm WHERE id = 1").fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get("name")).transpose()?)
     }
 
     async fn initialize(&self, init: &RealmInit) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM realm WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
+        let exists = sqlx::query("SELECT 1 FROM realm WHERE id = 1").fetch_optional(&mut *tx).await?;
         if exists.is_some() {
             return Err(StoreError::AlreadyInitialized);
         }
@@ -263,11 +246,7 @@ impl PrincipalStore for SqliteStore {
         rows.iter().map(key).collect()
     }
 
-    async fn list_principals(
-        &self,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<PrincipalRecord>, StoreError> {
+    async fn list_principals(&self, after: Option<&str>, limit: u32) -> Result<Vec<PrincipalRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, kind, disabled, roles, max_life_secs, max_renew_secs, created_at FROM principals \
              WHERE name > ? ORDER BY name LIMIT ?",
@@ -285,11 +264,7 @@ impl PrincipalStore for SqliteStore {
             .bind(name)
             .fetch_optional(&mut *tx)
             .await?;
-        let mut r = row
-            .as_ref()
-            .map(record)
-            .transpose()?
-            .ok_or(StoreError::NotFound)?;
+        let mut r = row.as_ref().map(record).transpose()?.ok_or(StoreError::NotFound)?;
         if let Some(d) = u.disabled {
             r.disabled = d;
         }
@@ -302,42 +277,35 @@ impl PrincipalStore for SqliteStore {
         if let Some(l) = u.max_renew_secs {
             r.max_renew_secs = l;
         }
-        sqlx::query("UPDATE principals SET disabled = ?, roles = ?, max_life_secs = ?, max_renew_secs = ? WHERE id = ?")
-            .bind(i64::from(r.disabled))
-            .bind(roles_json(&r.roles))
-            .bind(r.max_life_secs.map(to_i64))
-            .bind(r.max_renew_secs.map(to_i64))
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE principals SET disabled = ?, roles = ?, max_life_secs = ?, max_renew_secs = ? WHERE id = ?",
+        )
+        .bind(i64::from(r.disabled))
+        .bind(roles_json(&r.roles))
+        .bind(r.max_life_secs.map(to_i64))
+        .bind(r.max_renew_secs.map(to_i64))
+        .bind(&r.id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn delete_principal(&self, name: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM principals WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM principals WHERE name = ?").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
     }
 
-    async fn rotate_key(
-        &self,
-        principal_id: &str,
-        k: &StoredKey,
-        retire_at: u64,
-    ) -> Result<(), StoreError> {
+    async fn rotate_key(&self, principal_id: &str, k: &StoredKey, retire_at: u64) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let max: Option<i64> =
-            sqlx::query("SELECT MAX(kvno) AS m FROM principal_keys WHERE principal_id = ?")
-                .bind(principal_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("m")?;
+        let max: Option<i64> = sqlx::query("SELECT MAX(kvno) AS m FROM principal_keys WHERE principal_id = ?")
+            .bind(principal_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("m")?;
         let max = max.ok_or(StoreError::NotFound)?;
         if i64::from(k.kvno.0) != max + 1 {
             // Another rotation got there first; the caller sealed the key for
@@ -355,11 +323,9 @@ impl PrincipalStore for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at DESC, kid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at DESC, kid")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(StoredSigningKey {

@@ -11,10 +11,7 @@ use kdc_server::throttle::ThrottlePolicy;
 use serde_json::{Value, json};
 
 fn keys_of(v: &Value) -> Vec<String> {
-    let mut k: Vec<String> = v
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
     k.sort();
     k
 }
@@ -42,27 +39,15 @@ async fn unknown_user_and_wrong_password_are_indistinguishable() {
     let again = c.challenge("nobody@EXAMPLE.TEST").await.unwrap();
     assert_eq!(again.body["salt"], fake.body["salt"]);
 
-    let wrong = c
-        .derive_key("alice@EXAMPLE.TEST", "wrong password")
-        .await
-        .unwrap();
+    let wrong = c.derive_key("alice@EXAMPLE.TEST", "wrong password").await.unwrap();
     let a = c
-        .initial(
-            &wrong,
-            &ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap(),
-        )
+        .initial(&wrong, &ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap())
         .await
         .unwrap()
         .unwrap_err();
-    let guess = c
-        .derive_key("nobody@EXAMPLE.TEST", "whatever")
-        .await
-        .unwrap();
+    let guess = c.derive_key("nobody@EXAMPLE.TEST", "whatever").await.unwrap();
     let b = c
-        .initial(
-            &guess,
-            &ProtoClient::initial_request(&guess, "nobody@EXAMPLE.TEST", now()).unwrap(),
-        )
+        .initial(&guess, &ProtoClient::initial_request(&guess, "nobody@EXAMPLE.TEST", now()).unwrap())
         .await
         .unwrap()
         .unwrap_err();
@@ -92,17 +77,11 @@ async fn replayed_preauth_is_refused() {
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     c.initial(&key, &req).await.unwrap().unwrap();
-    assert_eq!(
-        problem(&c.initial(&key, &req).await.unwrap().unwrap_err()),
-        (401, "urn:kdc-http:problem:replay")
-    );
+    assert_eq!(problem(&c.initial(&key, &req).await.unwrap().unwrap_err()), (401, "urn:kdc-http:problem:replay"));
     // Pre-auth made for one request's nonce does not serve another.
     let mut other = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     other.nonce = nonce();
-    assert_eq!(
-        c.initial(&key, &other).await.unwrap().unwrap_err().status,
-        401
-    );
+    assert_eq!(c.initial(&key, &other).await.unwrap().unwrap_err().status, 401);
 }
 
 #[tokio::test]
@@ -128,11 +107,7 @@ async fn expired_tgt_is_refused() {
     let req = ProtoClient::tgs_request(&tgt, SVC_A, at).unwrap();
     let a = c.tgs(&tgt, &req).await.unwrap().unwrap_err();
     assert_eq!(problem(&a), (401, "urn:kdc-http:problem:ticket-expired"));
-    assert!(
-        a.www_authenticate
-            .unwrap()
-            .contains("error=\"ticket_expired\"")
-    );
+    assert!(a.www_authenticate.unwrap().contains("error=\"ticket_expired\""));
 }
 
 #[tokio::test]
@@ -141,23 +116,15 @@ async fn skewed_timestamps_are_refused_with_the_server_time() {
     let c = k.client();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let before = now().0;
-    let req =
-        ProtoClient::tgs_request(&tgt, SVC_A, kdc_proto::UnixMillis(before - 600_000)).unwrap();
+    let req = ProtoClient::tgs_request(&tgt, SVC_A, kdc_proto::UnixMillis(before - 600_000)).unwrap();
     let a = c.tgs(&tgt, &req).await.unwrap().unwrap_err();
     assert_eq!(problem(&a), (401, "urn:kdc-http:problem:clock-skew"));
     let server_time = a.body["server_time"].as_u64().unwrap();
-    assert!(
-        server_time >= before && server_time <= now().0,
-        "{server_time}"
-    );
+    assert!(server_time >= before && server_time <= now().0, "{server_time}");
     // Pre-auth too.
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
-    let req = ProtoClient::initial_request(
-        &key,
-        "alice@EXAMPLE.TEST",
-        kdc_proto::UnixMillis(before + 600_000),
-    )
-    .unwrap();
+    let req =
+        ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", kdc_proto::UnixMillis(before + 600_000)).unwrap();
     let a = c.initial(&key, &req).await.unwrap().unwrap_err();
     assert_eq!(problem(&a), (401, "urn:kdc-http:problem:clock-skew"));
     assert!(a.body["server_time"].as_u64().is_some());
@@ -177,19 +144,11 @@ async fn a_ticket_for_service_a_cannot_be_opened_with_service_b_key() {
     let svc_b = SVC_B.parse().unwrap();
     let svc_a = SVC_A.parse().unwrap();
     for service in [&svc_b, &svc_a] {
-        let check = TicketCheck {
-            service,
-            kdc: &verifier,
-            now: now(),
-            max_skew_secs: 300,
-        };
+        let check = TicketCheck { service, kdc: &verifier, now: now(), max_skew_secs: 300 };
         assert!(open_ticket(&sealed, &b_key, &check).is_err());
     }
     // Nor can a service ticket stand in for a TGT.
-    let forged = kdc_e2e::Credentials {
-        ticket: st.ticket.clone(),
-        ..st.clone()
-    };
+    let forged = kdc_e2e::Credentials { ticket: st.ticket.clone(), ..st.clone() };
     let req = ProtoClient::tgs_request(&forged, SVC_B, now()).unwrap();
     assert_eq!(
         problem(&c.tgs(&forged, &req).await.unwrap().unwrap_err()),
@@ -227,14 +186,8 @@ async fn every_flipped_byte_of_a_tgt_or_authenticator_is_refused() {
 
 #[tokio::test]
 async fn every_flipped_byte_of_preauth_is_refused() {
-    let throttle = ThrottlePolicy {
-        per_principal: 100_000,
-        per_address: 100_000,
-        window_secs: 60,
-    };
-    let k = TestKdc::start_with(Policy::default(), throttle)
-        .await
-        .unwrap();
+    let throttle = ThrottlePolicy { per_principal: 100_000, per_address: 100_000, window_secs: 60 };
+    let k = TestKdc::start_with(Policy::default(), throttle).await.unwrap();
     let c = k.client();
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
@@ -257,8 +210,8 @@ async fn a_ciphertext_of_one_usage_is_refused_as_another() {
     let svc: kdc_proto::Principal = SVC_A.parse().unwrap();
     let mut req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
     let binding = ServiceTicketRequest::binding_for(&svc, &req.nonce, None, None);
-    req.authenticator = Authenticator::new(tgt.client.clone(), now(), &binding)
-        .seal(&tgt.enc.session_key, Usage::Authenticator);
+    req.authenticator =
+        Authenticator::new(tgt.client.clone(), now(), &binding).seal(&tgt.enc.session_key, Usage::Authenticator);
     assert_eq!(
         problem(&c.tgs(&tgt, &req).await.unwrap().unwrap_err()),
         (401, "urn:kdc-http:problem:invalid-authenticator")
@@ -267,16 +220,8 @@ async fn a_ciphertext_of_one_usage_is_refused_as_another() {
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let mut r = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     let pa = serde_json::to_vec(&json!({"ts": now(), "nonce": r.nonce})).unwrap();
-    r.pre_auth = Some(seal::seal(
-        &key,
-        "alice@EXAMPLE.TEST#1",
-        Usage::AsReply,
-        &pa,
-    ));
-    assert_eq!(
-        problem(&c.initial(&key, &r).await.unwrap().unwrap_err()),
-        (401, "urn:kdc-http:problem:preauth-failed")
-    );
+    r.pre_auth = Some(seal::seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, &pa));
+    assert_eq!(problem(&c.initial(&key, &r).await.unwrap().unwrap_err()), (401, "urn:kdc-http:problem:preauth-failed"));
     // The AS reply's encrypted part (under alice's key) offered as pre-auth.
     let login_req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     let reply = c.post("/tickets/initial", &login_req).await.unwrap();
@@ -320,11 +265,7 @@ async fn alg_none_and_other_enc_are_refused() {
     }
     // A bare unsigned JWT in place of a ticket.
     let mut req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
-    req.tgt = format!(
-        "{}.{}.",
-        b64::encode(br#"{"alg":"none"}"#),
-        b64::encode(br#"{"sub":"alice@EXAMPLE.TEST"}"#)
-    );
+    req.tgt = format!("{}.{}.", b64::encode(br#"{"alg":"none"}"#), b64::encode(br#"{"sub":"alice@EXAMPLE.TEST"}"#));
     assert_eq!(c.post("/tickets", &req).await.unwrap().status, 401);
 }
 
@@ -333,74 +274,35 @@ async fn malformed_and_oversized_bodies_get_problem_json() {
     let k = TestKdc::start().await.unwrap();
     let c = k.client();
     for path in ["/tickets/initial", "/tickets", "/tickets/renew"] {
-        let a = c
-            .post_raw(path, "application/json", b"{not json".to_vec())
-            .await
-            .unwrap();
+        let a = c.post_raw(path, "application/json", b"{not json".to_vec()).await.unwrap();
         assert_eq!(a.status, 400, "{path}");
-        assert!(
-            a.content_type.starts_with("application/problem+json"),
-            "{}",
-            a.content_type
-        );
+        assert!(a.content_type.starts_with("application/problem+json"), "{}", a.content_type);
         assert_eq!(a.body["type"], "urn:kdc-http:problem:malformed-request");
-        let a = c
-            .post_raw(path, "application/json", vec![b'a'; 3_000_000])
-            .await
-            .unwrap();
+        let a = c.post_raw(path, "application/json", vec![b'a'; 3_000_000]).await.unwrap();
         assert_eq!(a.status, 413, "{path}");
         assert_eq!(a.body["type"], "urn:kdc-http:problem:payload-too-large");
-        let a = c
-            .post_raw(path, "text/plain", b"{}".to_vec())
-            .await
-            .unwrap();
+        let a = c.post_raw(path, "text/plain", b"{}".to_vec()).await.unwrap();
         assert_eq!(a.status, 415, "{path}");
         let a = c.post(path, &json!({})).await.unwrap();
         assert_eq!(a.status, 400, "{path}: missing fields");
     }
     // Client-supplied authorization data is not accepted at all.
     let a = c
-        .post(
-            "/tickets/initial",
-            &json!({"client": "alice@EXAMPLE.TEST", "nonce": "n", "roles": ["admin"]}),
-        )
+        .post("/tickets/initial", &json!({"client": "alice@EXAMPLE.TEST", "nonce": "n", "roles": ["admin"]}))
         .await
         .unwrap();
     assert_eq!(problem(&a), (400, "urn:kdc-http:problem:malformed-request"));
     // Invalid principal names, other realms, absurd nonces.
-    let a = c
-        .post(
-            "/tickets/initial",
-            &json!({"client": "al ice@EXAMPLE.TEST", "nonce": "n"}),
-        )
-        .await
-        .unwrap();
+    let a = c.post("/tickets/initial", &json!({"client": "al ice@EXAMPLE.TEST", "nonce": "n"})).await.unwrap();
     assert_eq!(a.status, 400);
-    let a = c
-        .post(
-            "/tickets/initial",
-            &json!({"client": "alice@OTHER.TEST", "nonce": "n"}),
-        )
-        .await
-        .unwrap();
+    let a = c.post("/tickets/initial", &json!({"client": "alice@OTHER.TEST", "nonce": "n"})).await.unwrap();
     assert_eq!(problem(&a), (400, "urn:kdc-http:problem:wrong-realm"));
-    let a = c
-        .post(
-            "/tickets/initial",
-            &json!({"client": "alice@EXAMPLE.TEST", "nonce": "n".repeat(65)}),
-        )
-        .await
-        .unwrap();
+    let a =
+        c.post("/tickets/initial", &json!({"client": "alice@EXAMPLE.TEST", "nonce": "n".repeat(65)})).await.unwrap();
     assert_eq!(a.status, 400);
     // Unknown routes and methods.
-    assert_eq!(
-        problem(&c.get("/nope").await.unwrap()),
-        (404, "urn:kdc-http:problem:not-found")
-    );
-    assert_eq!(
-        problem(&c.get("/tickets").await.unwrap()),
-        (405, "urn:kdc-http:problem:method-not-allowed")
-    );
+    assert_eq!(problem(&c.get("/nope").await.unwrap()), (404, "urn:kdc-http:problem:not-found"));
+    assert_eq!(problem(&c.get("/tickets").await.unwrap()), (405, "urn:kdc-http:problem:method-not-allowed"));
 }
 
 #[tokio::test]
@@ -408,30 +310,16 @@ async fn a_tgt_of_a_principal_disabled_after_issuance_is_refused() {
     let k = TestKdc::start().await.unwrap();
     let c = k.client();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
-    let upd = PrincipalUpdate {
-        disabled: Some(true),
-        ..Default::default()
-    };
-    k.kdc
-        .store()
-        .update_principal("alice@EXAMPLE.TEST", &upd)
-        .await
-        .unwrap();
+    let upd = PrincipalUpdate { disabled: Some(true), ..Default::default() };
+    k.kdc.store().update_principal("alice@EXAMPLE.TEST", &upd).await.unwrap();
     let req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
     assert_eq!(
         problem(&c.tgs(&tgt, &req).await.unwrap().unwrap_err()),
         (403, "urn:kdc-http:problem:client-not-permitted")
     );
     assert_eq!(c.renew(&tgt, now()).await.unwrap().unwrap_err().status, 403);
-    let upd = PrincipalUpdate {
-        disabled: Some(false),
-        ..Default::default()
-    };
-    k.kdc
-        .store()
-        .update_principal("alice@EXAMPLE.TEST", &upd)
-        .await
-        .unwrap();
+    let upd = PrincipalUpdate { disabled: Some(false), ..Default::default() };
+    k.kdc.store().update_principal("alice@EXAMPLE.TEST", &upd).await.unwrap();
     c.service_ticket(&tgt, SVC_A).await.unwrap();
 }
 
@@ -440,11 +328,7 @@ async fn a_deleted_and_recreated_name_does_not_inherit_old_tickets() {
     let k = TestKdc::start().await.unwrap();
     let c = k.client();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
-    k.kdc
-        .store()
-        .delete_principal("alice@EXAMPLE.TEST")
-        .await
-        .unwrap();
+    k.kdc.store().delete_principal("alice@EXAMPLE.TEST").await.unwrap();
     let spec = PrincipalSpec {
         name: "alice@EXAMPLE.TEST".parse().unwrap(),
         credential: Credential::Password(ALICE_PW.to_owned().into()),

@@ -10,41 +10,19 @@ async fn realm_in(dir: &std::path::Path) -> std::path::PathBuf {
     let d = data.to_str().unwrap();
     kdc_command(
         &kdc_bin(),
-        &[
-            "init",
-            "--data",
-            d,
-            "--realm",
-            "EXAMPLE.TEST",
-            "--admin-password-stdin",
-        ],
+        &["init", "--data", d, "--realm", "EXAMPLE.TEST", "--admin-password-stdin"],
         Some("bootstrap-pw-123\n"),
     )
     .await
     .unwrap();
     kdc_command(
         &kdc_bin(),
-        &[
-            "principal",
-            "add",
-            "alice",
-            "--data",
-            d,
-            "--password-stdin",
-            "--role",
-            "reader",
-        ],
+        &["principal", "add", "alice", "--data", d, "--password-stdin", "--role", "reader"],
         Some(&format!("{ALICE_PW}\n")),
     )
     .await
     .unwrap();
-    kdc_command(
-        &kdc_bin(),
-        &["principal", "add", SVC_A, "--data", d, "--service"],
-        None,
-    )
-    .await
-    .unwrap();
+    kdc_command(&kdc_bin(), &["principal", "add", SVC_A, "--data", d, "--service"], None).await.unwrap();
     data
 }
 
@@ -60,10 +38,7 @@ async fn restart_keeps_principals_keys_and_outstanding_tickets() {
 
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
     let c = ProtoClient::new(&kdc.url);
-    assert_eq!(
-        c.get("/.well-known/jwks.json").await.unwrap().body,
-        jwks_before
-    );
+    assert_eq!(c.get("/.well-known/jwks.json").await.unwrap().body, jwks_before);
     // The TGT from before the restart still buys service tickets.
     c.service_ticket(&tgt, SVC_A).await.unwrap();
     c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
@@ -86,54 +61,26 @@ async fn principal_commands_work_against_a_serving_kdc_and_survive_kill_9() {
     )
     .await
     .unwrap();
-    c.login("carol@EXAMPLE.TEST", "carol's password")
-        .await
-        .unwrap();
-    kdc_command(
-        &kdc_bin(),
-        &["principal", "add", SVC_B, "--data", d, "--service"],
-        None,
-    )
-    .await
-    .unwrap();
+    c.login("carol@EXAMPLE.TEST", "carol's password").await.unwrap();
+    kdc_command(&kdc_bin(), &["principal", "add", SVC_B, "--data", d, "--service"], None).await.unwrap();
     c.service_ticket(&tgt, SVC_B).await.unwrap();
     // Disabled while serving: refused at once, even with the older TGT.
-    kdc_command(
-        &kdc_bin(),
-        &["principal", "disable", "alice", "--data", d],
-        None,
-    )
-    .await
-    .unwrap();
+    kdc_command(&kdc_bin(), &["principal", "disable", "alice", "--data", d], None).await.unwrap();
     let req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
     assert_eq!(c.tgs(&tgt, &req).await.unwrap().unwrap_err().status, 403);
 
     // A write acknowledged right before kill -9 is there after the restart.
-    kdc_command(
-        &kdc_bin(),
-        &["principal", "add", "dave", "--data", d, "--password-stdin"],
-        Some("dave's password\n"),
-    )
-    .await
-    .unwrap();
-    kdc.kill9().await.unwrap();
-    let listed = kdc_command(&kdc_bin(), &["principal", "list", "--data", d], None)
+    kdc_command(&kdc_bin(), &["principal", "add", "dave", "--data", d, "--password-stdin"], Some("dave's password\n"))
         .await
         .unwrap();
+    kdc.kill9().await.unwrap();
+    let listed = kdc_command(&kdc_bin(), &["principal", "list", "--data", d], None).await.unwrap();
     for name in ["carol@EXAMPLE.TEST", "dave@EXAMPLE.TEST", SVC_B] {
         assert!(listed.contains(name), "{name} lost: {listed}");
     }
-    assert!(
-        listed
-            .lines()
-            .any(|l| l.starts_with("alice@EXAMPLE.TEST") && l.contains("disabled")),
-        "{listed}"
-    );
+    assert!(listed.lines().any(|l| l.starts_with("alice@EXAMPLE.TEST") && l.contains("disabled")), "{listed}");
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
-    ProtoClient::new(&kdc.url)
-        .login("dave@EXAMPLE.TEST", "dave's password")
-        .await
-        .unwrap();
+    ProtoClient::new(&kdc.url).login("dave@EXAMPLE.TEST", "dave's password").await.unwrap();
 }
 
 #[tokio::test]
@@ -142,61 +89,21 @@ async fn keytab_export_is_0600_and_holds_every_live_version() {
     let dir = tempfile::tempdir().unwrap();
     let data = realm_in(dir.path()).await;
     let d = data.to_str().unwrap();
-    kdc_command(
-        &kdc_bin(),
-        &["principal", "rotate", SVC_A, "--data", d],
-        None,
-    )
-    .await
-    .unwrap();
+    kdc_command(&kdc_bin(), &["principal", "rotate", SVC_A, "--data", d], None).await.unwrap();
     let out = dir.path().join("a.keytab");
-    kdc_command(
-        &kdc_bin(),
-        &[
-            "keytab",
-            "export",
-            SVC_A,
-            "--data",
-            d,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    )
-    .await
-    .unwrap();
-    assert_eq!(
-        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
-    let kt: kdc_proto::messages::Keytab =
-        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(
-        kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(),
-        vec![2, 1]
-    );
+    kdc_command(&kdc_bin(), &["keytab", "export", SVC_A, "--data", d, "--out", out.to_str().unwrap()], None)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(), vec![2, 1]);
     // Users have no keytab; the master key file is private too.
     assert!(
-        kdc_command(
-            &kdc_bin(),
-            &[
-                "keytab",
-                "export",
-                "alice",
-                "--data",
-                d,
-                "--out",
-                out.to_str().unwrap()
-            ],
-            None
-        )
-        .await
-        .is_err()
+        kdc_command(&kdc_bin(), &["keytab", "export", "alice", "--data", d, "--out", out.to_str().unwrap()], None)
+            .await
+            .is_err()
     );
-    let mk = std::fs::metadata(data.join("master.key"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mk = std::fs::metadata(data.join("master.key")).unwrap().permissions().mode();
     assert_eq!(mk & 0o777, 0o600);
 }
 
@@ -205,13 +112,7 @@ async fn serve_on_an_empty_directory_initialises_and_prints_the_admin_password_o
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("fresh");
     let mut child = tokio::process::Command::new(kdc_bin())
-        .args([
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .env("KDC_LOG", "warn")
         .env_remove("KDC_MASTER_KEY")
         .stdout(std::process::Stdio::piped())
@@ -232,9 +133,7 @@ async fn serve_on_an_empty_directory_initialises_and_prints_the_admin_password_o
         }
     }
     let c = ProtoClient::new(&url.unwrap());
-    c.login("admin@EXAMPLE.TEST", &password.unwrap())
-        .await
-        .unwrap();
+    c.login("admin@EXAMPLE.TEST", &password.unwrap()).await.unwrap();
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     // Second start: no new password.

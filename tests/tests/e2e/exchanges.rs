@@ -14,15 +14,9 @@ async fn login_with_preauth_gives_a_tgt() {
     let ch = c.challenge("alice@EXAMPLE.TEST").await.unwrap();
     assert_eq!(ch.status, 401);
     assert_eq!(ch.body["type"], "urn:kdc-http:problem:preauth-required");
-    assert_eq!(
-        ch.www_authenticate.as_deref(),
-        Some("KDC-PreAuth realm=\"EXAMPLE.TEST\"")
-    );
+    assert_eq!(ch.www_authenticate.as_deref(), Some("KDC-PreAuth realm=\"EXAMPLE.TEST\""));
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
-    assert_eq!(
-        tgt.enc.service.to_string(),
-        "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST"
-    );
+    assert_eq!(tgt.enc.service.to_string(), "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST");
     assert!(tgt.enc.flags.initial && tgt.enc.flags.pre_authent && tgt.enc.flags.renewable);
     assert_eq!(tgt.enc.end_time - tgt.enc.start_time, 10 * 3600);
     assert_eq!(tgt.enc.renew_till, Some(tgt.enc.start_time + 7 * 24 * 3600));
@@ -41,12 +35,7 @@ async fn service_ticket_opens_under_the_service_key_with_store_roles() {
     let sealed = SealedTicket::parse(&st.ticket).unwrap();
     assert_eq!(sealed.kvno, Kvno(1));
     let svc = SVC_A.parse().unwrap();
-    let check = TicketCheck {
-        service: &svc,
-        kdc: &verifier,
-        now: now(),
-        max_skew_secs: 300,
-    };
+    let check = TicketCheck { service: &svc, kdc: &verifier, now: now(), max_skew_secs: 300 };
     let v = open_ticket(&sealed, &k.service_key(SVC_A).await.unwrap(), &check).unwrap();
     assert_eq!(v.client().to_string(), "alice@EXAMPLE.TEST");
     assert_eq!(v.claims().roles, vec!["reader".to_owned()]);
@@ -58,31 +47,15 @@ async fn roles_come_from_the_store_at_issue_time_not_from_the_tgt() {
     let k = TestKdc::start().await.unwrap();
     let c = k.client();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
-    let upd = PrincipalUpdate {
-        roles: Some(vec!["writer".into()]),
-        ..Default::default()
-    };
-    k.kdc
-        .store()
-        .update_principal("alice@EXAMPLE.TEST", &upd)
-        .await
-        .unwrap();
+    let upd = PrincipalUpdate { roles: Some(vec!["writer".into()]), ..Default::default() };
+    k.kdc.store().update_principal("alice@EXAMPLE.TEST", &upd).await.unwrap();
     let st = c.service_ticket(&tgt, SVC_A).await.unwrap();
     let jwks = c.get("/.well-known/jwks.json").await.unwrap();
     let verifier = KdcVerifier::from_jwks(&serde_json::from_value(jwks.body).unwrap());
     let svc = SVC_A.parse().unwrap();
-    let check = TicketCheck {
-        service: &svc,
-        kdc: &verifier,
-        now: now(),
-        max_skew_secs: 300,
-    };
-    let v = open_ticket(
-        &SealedTicket::parse(&st.ticket).unwrap(),
-        &k.service_key(SVC_A).await.unwrap(),
-        &check,
-    )
-    .unwrap();
+    let check = TicketCheck { service: &svc, kdc: &verifier, now: now(), max_skew_secs: 300 };
+    let v =
+        open_ticket(&SealedTicket::parse(&st.ticket).unwrap(), &k.service_key(SVC_A).await.unwrap(), &check).unwrap();
     assert_eq!(v.claims().roles, vec!["writer".to_owned()]);
 }
 
@@ -129,10 +102,7 @@ async fn a_non_renewable_ticket_is_not_renewed() {
     let tgt = c.initial(&key, &req).await.unwrap().unwrap();
     assert!(!tgt.enc.flags.renewable && tgt.enc.renew_till.is_none());
     let a = c.renew(&tgt, now()).await.unwrap().unwrap_err();
-    assert_eq!(
-        (a.status, a.body["type"].as_str()),
-        (400, Some("urn:kdc-http:problem:not-renewable"))
-    );
+    assert_eq!((a.status, a.body["type"].as_str()), (400, Some("urn:kdc-http:problem:not-renewable")));
     // And a service ticket from a non-renewable TGT is not renewable either.
     let st = c.service_ticket(&tgt, SVC_A).await.unwrap();
     assert!(!st.enc.flags.renewable);
@@ -147,20 +117,10 @@ async fn requested_lifetimes_are_clamped_by_policy_and_overrides() {
     req.lifetime_secs = Some(30 * 24 * 3600);
     let t = c.initial(&key, &req).await.unwrap().unwrap();
     assert_eq!(t.enc.end_time - t.enc.start_time, 10 * 3600);
-    let upd = PrincipalUpdate {
-        max_life_secs: Some(Some(600)),
-        ..Default::default()
-    };
-    k.kdc
-        .store()
-        .update_principal("alice@EXAMPLE.TEST", &upd)
-        .await
-        .unwrap();
+    let upd = PrincipalUpdate { max_life_secs: Some(Some(600)), ..Default::default() };
+    k.kdc.store().update_principal("alice@EXAMPLE.TEST", &upd).await.unwrap();
     let t = c
-        .initial(
-            &key,
-            &ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap(),
-        )
+        .initial(&key, &ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap())
         .await
         .unwrap()
         .unwrap();
@@ -174,10 +134,7 @@ async fn tickets_are_never_issued_for_password_principals() {
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let req = ProtoClient::tgs_request(&tgt, "bob@EXAMPLE.TEST", now()).unwrap();
     let a = c.tgs(&tgt, &req).await.unwrap().unwrap_err();
-    assert_eq!(
-        (a.status, a.body["type"].as_str()),
-        (400, Some("urn:kdc-http:problem:unknown-service"))
-    );
+    assert_eq!((a.status, a.body["type"].as_str()), (400, Some("urn:kdc-http:problem:unknown-service")));
     let req = ProtoClient::tgs_request(&tgt, "HTTP/nope.example.test@EXAMPLE.TEST", now()).unwrap();
     assert_eq!(c.tgs(&tgt, &req).await.unwrap().unwrap_err().status, 400);
 }
@@ -188,10 +145,7 @@ async fn key_rotation_keeps_old_tickets_working_and_new_ones_use_the_new_key() {
     let c = k.client();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let krbtgt = "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST".parse().unwrap();
-    assert_eq!(
-        k.kdc.rotate(&krbtgt, None, now().as_secs()).await.unwrap(),
-        Kvno(2)
-    );
+    assert_eq!(k.kdc.rotate(&krbtgt, None, now().as_secs()).await.unwrap(), Kvno(2));
     // The TGT under kvno 1 still buys tickets during the grace period.
     c.service_ticket(&tgt, SVC_A).await.unwrap();
     let svc_a = SVC_A.parse().unwrap();
@@ -200,10 +154,7 @@ async fn key_rotation_keeps_old_tickets_working_and_new_ones_use_the_new_key() {
     assert_eq!(st.enc.kvno, Kvno(2));
     assert_eq!(SealedTicket::parse(&st.ticket).unwrap().kvno, Kvno(2));
     let kt = k.kdc.keytab(&svc_a, now().as_secs()).await.unwrap();
-    assert_eq!(
-        kt.keys.iter().map(|e| e.kvno).collect::<Vec<_>>(),
-        vec![Kvno(2), Kvno(1)]
-    );
+    assert_eq!(kt.keys.iter().map(|e| e.kvno).collect::<Vec<_>>(), vec![Kvno(2), Kvno(1)]);
     // New logins get TGTs under the new krbtgt key.
     let tgt2 = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     assert_eq!(tgt2.enc.kvno, Kvno(2));
@@ -211,36 +162,19 @@ async fn key_rotation_keeps_old_tickets_working_and_new_ones_use_the_new_key() {
 
 #[tokio::test]
 async fn failed_preauth_is_throttled_with_retry_after() {
-    let throttle = ThrottlePolicy {
-        per_principal: 3,
-        per_address: 100,
-        window_secs: 60,
-    };
-    let k = TestKdc::start_with(Policy::default(), throttle)
-        .await
-        .unwrap();
+    let throttle = ThrottlePolicy { per_principal: 3, per_address: 100, window_secs: 60 };
+    let k = TestKdc::start_with(Policy::default(), throttle).await.unwrap();
     let c = k.client();
-    let wrong = c
-        .derive_key("alice@EXAMPLE.TEST", "not the password")
-        .await
-        .unwrap();
+    let wrong = c.derive_key("alice@EXAMPLE.TEST", "not the password").await.unwrap();
     for _ in 0..3 {
         let req = ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap();
-        assert_eq!(
-            c.initial(&wrong, &req).await.unwrap().unwrap_err().status,
-            401
-        );
+        assert_eq!(c.initial(&wrong, &req).await.unwrap().unwrap_err().status, 401);
     }
     let req = ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap();
     let a = c.initial(&wrong, &req).await.unwrap().unwrap_err();
     assert_eq!(a.status, 429);
     assert_eq!(a.body["type"], "urn:kdc-http:problem:too-many-attempts");
-    assert!(
-        a.retry_after
-            .as_deref()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_some_and(|s| s > 0 && s <= 60)
-    );
+    assert!(a.retry_after.as_deref().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0 && s <= 60));
     // Even the right password waits: the point is to slow guessing down.
     assert_eq!(c.challenge("alice@EXAMPLE.TEST").await.unwrap().status, 429);
     // Others are not affected.
@@ -253,22 +187,12 @@ async fn failed_preauth_is_throttled_with_retry_after() {
 async fn disabled_principals_get_nothing() {
     let k = TestKdc::start().await.unwrap();
     let c = k.client();
-    let upd = PrincipalUpdate {
-        disabled: Some(true),
-        ..Default::default()
-    };
-    k.kdc
-        .store()
-        .update_principal("bob@EXAMPLE.TEST", &upd)
-        .await
-        .unwrap();
+    let upd = PrincipalUpdate { disabled: Some(true), ..Default::default() };
+    k.kdc.store().update_principal("bob@EXAMPLE.TEST", &upd).await.unwrap();
     let key = c.derive_key("bob@EXAMPLE.TEST", BOB_PW).await.unwrap();
     let req = ProtoClient::initial_request(&key, "bob@EXAMPLE.TEST", now()).unwrap();
     let a = c.initial(&key, &req).await.unwrap().unwrap_err();
-    assert_eq!(
-        (a.status, a.body["type"].as_str()),
-        (403, Some("urn:kdc-http:problem:client-not-permitted"))
-    );
+    assert_eq!((a.status, a.body["type"].as_str()), (403, Some("urn:kdc-http:problem:client-not-permitted")));
     // A disabled service receives no tickets.
     k.kdc.store().update_principal(SVC_B, &upd).await.unwrap();
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
@@ -279,17 +203,10 @@ async fn disabled_principals_get_nothing() {
 #[tokio::test]
 async fn discovery_names_the_realm_endpoints_and_policy() {
     let k = TestKdc::start().await.unwrap();
-    let a = k
-        .client()
-        .get("/.well-known/kdc-configuration")
-        .await
-        .unwrap();
+    let a = k.client().get("/.well-known/kdc-configuration").await.unwrap();
     assert_eq!(a.status, 200);
     assert_eq!(a.body["realm"], "EXAMPLE.TEST");
-    assert_eq!(
-        a.body["jwks_uri"],
-        format!("{}/.well-known/jwks.json", k.url)
-    );
+    assert_eq!(a.body["jwks_uri"], format!("{}/.well-known/jwks.json", k.url));
     assert_eq!(a.body["max_clock_skew_secs"], 300);
     assert_eq!(a.body["sealing"]["alg"], "dir");
     let j = k.client().get("/.well-known/jwks.json").await.unwrap();

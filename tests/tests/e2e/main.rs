@@ -2,17 +2,13 @@
 //! One test binary; each module covers one area.
 
 // Test code: a panic is how a test fails.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attacks;
 mod contract;
 mod durability;
 mod exchanges;
+mod middleware;
 
 /// The `kdc` command under test.
 pub fn kdc_bin() -> std::path::PathBuf {

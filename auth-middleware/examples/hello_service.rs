@@ -1,0 +1,59 @@
+//! A service behind [`TicketAuthLayer`]: `GET /hello` answers
+//! `hello, <principal>` to any client with a valid ticket for this service.
+//!
+//! ```sh
+//! hello_service --keytab hello.keytab --kdc http://127.0.0.1:8088 --listen 127.0.0.1:8080
+//! ```
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
+use axum::Router;
+use axum::routing::get;
+use clap::Parser;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(name = "hello_service", about = "GET /hello behind the ticket layer")]
+struct Args {
+    /// The service's keytab (`kdc keytab export`); re-read when it changes.
+    #[arg(long)]
+    keytab: std::path::PathBuf,
+    /// The KDC's base URL (its discovery document names the signing keys).
+    #[arg(long)]
+    kdc: String,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+}
+
+async fn hello(who: AuthenticatedPrincipal) -> String {
+    format!("hello, {}\n", who.name())
+}
+
+async fn jwks_uri(kdc: &str) -> anyhow::Result<String> {
+    let url = format!("{}/.well-known/kdc-configuration", kdc.trim_end_matches('/'));
+    let doc: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+    doc.get("jwks_uri").and_then(|v| v.as_str()).map(str::to_owned).context("discovery document without jwks_uri")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let jwks = jwks_uri(&args.kdc).await.with_context(|| format!("discovering the KDC at {}", args.kdc))?;
+    let auth = TicketAuthLayer::builder()
+        .keytab_file(&args.keytab)
+        .keytab_reload_interval(Duration::from_secs(30))
+        .kdc_jwks_uri(jwks)
+        .build()
+        .await?;
+    let service = auth.verifier().service();
+    let app = Router::new().route("/hello", get(hello)).layer(auth);
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    println!("hello_service for {service} on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}

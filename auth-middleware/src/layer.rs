@@ -1,0 +1,273 @@
+//! [`TicketAuthLayer`]: configuration (a builder with secure defaults) and the
+//! shared state every request's validation uses.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use kdc_proto::messages::Keytab;
+use kdc_proto::{Clock, JwkSet, KdcVerifier, Principal, SystemClock};
+use tower::Layer;
+
+use crate::error::ConfigError;
+use crate::keys::{ServiceKeyring, fetch_jwks};
+use crate::replay::{InMemoryReplayCache, ReplayCache};
+use crate::service::TicketAuth;
+use crate::verifier::{RoleRule, TicketVerifier, VerifierSettings};
+
+enum KeytabSource {
+    File(PathBuf),
+    Memory(Box<Keytab>),
+}
+
+enum KdcKeySource {
+    Given(JwkSet),
+    Uri(String),
+}
+
+pub(crate) struct Shared {
+    pub(crate) verifier: TicketVerifier,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) realm: String,
+    keytab_path: Option<PathBuf>,
+}
+
+/// A tower layer that authenticates every request by ticket and
+/// authenticator, refuses what fails (`401`/`403`/`503` problem+json), puts an
+/// [`crate::AuthenticatedPrincipal`] in the extensions of what passes, and
+/// signs each response with an `Authentication-Info: mutual="…"` reply.
+///
+/// Cheap to clone; clones share keys and caches.
+#[derive(Clone)]
+pub struct TicketAuthLayer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for TicketAuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketAuthLayer").field("verifier", &self.shared.verifier).finish()
+    }
+}
+
+impl TicketAuthLayer {
+    /// Starts a configuration.
+    pub fn builder() -> TicketAuthBuilder {
+        TicketAuthBuilder::default()
+    }
+
+    /// Re-reads the keytab file (after `kdc keytab export` of a rotated key),
+    /// without a restart. A no-op for an in-memory keytab.
+    pub fn reload_keytab(&self) -> Result<(), ConfigError> {
+        reload_keytab(&self.shared)
+    }
+
+    /// The validation state (for direct use and for observing cache sizes).
+    pub fn verifier(&self) -> &TicketVerifier {
+        &self.shared.verifier
+    }
+}
+
+fn reload_keytab(shared: &Shared) -> Result<(), ConfigError> {
+    if let Some(path) = &shared.keytab_path {
+        let keyring = ServiceKeyring::from_file(path, shared.clock.now())?;
+        if keyring.principal() != &shared.verifier.service() {
+            return Err(ConfigError::KeytabPrincipal {
+                expected: shared.verifier.service().to_string(),
+                found: keyring.principal().to_string(),
+            });
+        }
+        shared.verifier.set_keyring(keyring);
+    }
+    Ok(())
+}
+
+impl<S> Layer<S> for TicketAuthLayer {
+    type Service = TicketAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TicketAuth::new(inner, self.shared.clone())
+    }
+}
+
+/// Configuration of a [`TicketAuthLayer`].
+pub struct TicketAuthBuilder {
+    service: Option<Principal>,
+    keytab: Option<KeytabSource>,
+    kdc_keys: Option<KdcKeySource>,
+    jwks_refresh: Duration,
+    keytab_reload: Option<Duration>,
+    settings: VerifierSettings,
+    replay: Option<Arc<dyn ReplayCache>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for TicketAuthBuilder {
+    fn default() -> Self {
+        Self {
+            service: None,
+            keytab: None,
+            kdc_keys: None,
+            jwks_refresh: Duration::from_secs(300),
+            keytab_reload: None,
+            settings: VerifierSettings::default(),
+            replay: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl TicketAuthBuilder {
+    /// The service principal. Defaults to the keytab's; when given, the
+    /// keytab must be for it.
+    pub fn service_principal(mut self, p: Principal) -> Self {
+        self.service = Some(p);
+        self
+    }
+
+    /// Reads the keytab from a file (`kdc keytab export`). Required, or
+    /// [`Self::keytab`].
+    pub fn keytab_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.keytab = Some(KeytabSource::File(path.into()));
+        self
+    }
+
+    /// Uses an in-memory keytab.
+    pub fn keytab(mut self, keytab: Keytab) -> Self {
+        self.keytab = Some(KeytabSource::Memory(Box::new(keytab)));
+        self
+    }
+
+    /// Polls the keytab file every `every` and reloads it when it changed.
+    /// Defaults to off ([`TicketAuthLayer::reload_keytab`] reloads on demand).
+    pub fn keytab_reload_interval(mut self, every: Duration) -> Self {
+        self.keytab_reload = Some(every);
+        self
+    }
+
+    /// Fetches the KDC's signing keys from its `jwks_uri` at build time and
+    /// refreshes them periodically. Required, or [`Self::kdc_keys`].
+    pub fn kdc_jwks_uri(mut self, uri: impl Into<String>) -> Self {
+        self.kdc_keys = Some(KdcKeySource::Uri(uri.into()));
+        self
+    }
+
+    /// Uses a given JWK set for the KDC's signing keys.
+    pub fn kdc_keys(mut self, set: JwkSet) -> Self {
+        self.kdc_keys = Some(KdcKeySource::Given(set));
+        self
+    }
+
+    /// How often to refresh keys fetched from a `jwks_uri`. Defaults to 5 minutes.
+    pub fn jwks_refresh_interval(mut self, every: Duration) -> Self {
+        self.jwks_refresh = every;
+        self
+    }
+
+    /// Allowed clock skew. Defaults to 300 s.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.settings.max_skew_secs = skew.as_secs();
+        self
+    }
+
+    /// Requires every authenticator to bind the request body. Defaults to
+    /// false (method and path with query are always bound).
+    pub fn require_body_binding(mut self, required: bool) -> Self {
+        self.settings.require_body_binding = required;
+        self
+    }
+
+    /// Largest request body read to check a body binding. Defaults to 1 MiB.
+    pub fn max_body_bytes(mut self, max: usize) -> Self {
+        self.settings.max_body_bytes = max;
+        self
+    }
+
+    /// Requires `role` for every path starting with `path_prefix` (`403` otherwise).
+    pub fn require_role(mut self, path_prefix: impl Into<String>, role: impl Into<String>) -> Self {
+        self.settings.role_rules.push(RoleRule { path_prefix: path_prefix.into(), role: role.into() });
+        self
+    }
+
+    /// The replay cache. Defaults to an [`InMemoryReplayCache`] of one million
+    /// entries; services with several instances share one instead.
+    pub fn replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
+        self.replay = Some(cache);
+        self
+    }
+
+    /// Where "now" comes from. Defaults to the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Loads the keys and builds the layer. Fetches the JWK set when a
+    /// `jwks_uri` was given, and starts the refresh and reload tasks (so it
+    /// must run inside a Tokio runtime).
+    pub async fn build(self) -> Result<TicketAuthLayer, ConfigError> {
+        let now = self.clock.now();
+        let (keyring, keytab_path) = match self.keytab.ok_or(ConfigError::MissingKeytab)? {
+            KeytabSource::File(path) => (ServiceKeyring::from_file(&path, now)?, Some(path)),
+            KeytabSource::Memory(kt) => (ServiceKeyring::from_keytab(&kt, now)?, None),
+        };
+        if let Some(expected) = self.service.as_ref().filter(|e| *e != keyring.principal()) {
+            return Err(ConfigError::KeytabPrincipal {
+                expected: expected.to_string(),
+                found: keyring.principal().to_string(),
+            });
+        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        let (jwks, jwks_uri) = match self.kdc_keys.ok_or(ConfigError::MissingKdcKeys)? {
+            KdcKeySource::Given(set) => (set, None),
+            KdcKeySource::Uri(uri) => (fetch_jwks(&http, &uri).await?, Some(uri)),
+        };
+        let replay = self.replay.unwrap_or_else(|| Arc::new(InMemoryReplayCache::with_defaults(now)));
+        let realm = keyring.principal().realm().to_string();
+        let verifier = TicketVerifier::new(keyring, KdcVerifier::from_jwks(&jwks), replay, self.settings);
+        let shared = Arc::new(Shared { verifier, clock: self.clock, realm, keytab_path });
+        if let Some(uri) = jwks_uri {
+            spawn_jwks_refresh(Arc::downgrade(&shared), http, uri, self.jwks_refresh);
+        }
+        if let (Some(every), Some(_)) = (self.keytab_reload, &shared.keytab_path) {
+            spawn_keytab_reload(Arc::downgrade(&shared), every);
+        }
+        Ok(TicketAuthLayer { shared })
+    }
+}
+
+fn spawn_jwks_refresh(shared: Weak<Shared>, http: reqwest::Client, uri: String, every: Duration) {
+    tokio::spawn(async move {
+        let mut last: Option<JwkSet> = None;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(s) = shared.upgrade() else { return };
+            match fetch_jwks(&http, &uri).await {
+                Ok(set) if last.as_ref() != Some(&set) => {
+                    s.verifier.set_kdc_keys(KdcVerifier::from_jwks(&set));
+                    last = Some(set);
+                }
+                Ok(_) => {}
+                // Keep the keys we have: a KDC briefly down must not lock clients out.
+                Err(e) => tracing::warn!(error = %e, "KDC key refresh failed; keeping the current keys"),
+            }
+        }
+    });
+}
+
+fn spawn_keytab_reload(shared: Weak<Shared>, every: Duration) {
+    tokio::spawn(async move {
+        let mut last_modified = None;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(s) = shared.upgrade() else { return };
+            let Some(path) = &s.keytab_path else { return };
+            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if modified.is_some() && modified != last_modified {
+                match reload_keytab(&s) {
+                    Ok(()) => last_modified = modified,
+                    Err(e) => tracing::warn!(error = %e, "keytab reload failed; keeping the current keys"),
+                }
+            }
+        }
+    });
+}

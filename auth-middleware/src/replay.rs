@@ -1,0 +1,236 @@
+//! The replay cache: every authenticator is accepted once within the skew
+//! window. A trait so instances of a service can share one (a Redis backend
+//! follows); the in-memory default is sharded and bounded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use kdc_proto::UnixMillis;
+
+/// One authenticator to remember.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayEntry<'a> {
+    /// A fixed-size keyed hash of the authenticator's tag.
+    pub key: [u8; 16],
+    /// Whose it is (for the per-principal cap).
+    pub principal: &'a str,
+    /// When it can be forgotten: past this, the skew check refuses it anyway.
+    pub expires_at: UnixMillis,
+    /// Now.
+    pub now: UnixMillis,
+}
+
+/// Why an entry was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayRefusal {
+    /// Seen before: a replay.
+    Replay,
+    /// No room (for everyone, or for this principal): fail closed. Retry after
+    /// the given number of seconds.
+    Full {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// The cache cannot be reached: fail closed.
+    Unavailable,
+}
+
+/// A replay cache.
+#[async_trait]
+pub trait ReplayCache: Send + Sync + 'static {
+    /// Records the entry unless it was seen before or there is no room.
+    async fn check_and_insert(&self, entry: ReplayEntry<'_>) -> Result<(), ReplayRefusal>;
+
+    /// The earliest authenticator time this cache can vouch for. A volatile
+    /// cache returns its creation time: authenticators older than that may
+    /// have been seen by a previous process and are refused as stale.
+    fn remembers_since(&self) -> Option<UnixMillis>;
+
+    /// Entries currently held.
+    fn len(&self) -> usize;
+
+    /// Whether the cache holds nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const SHARDS: usize = 32;
+
+#[derive(Debug, Default)]
+struct Shard {
+    entries: HashMap<[u8; 16], (u64, u64)>, // key -> (expires_at ms, principal hash)
+    per_principal: HashMap<u64, u32>,
+    earliest_expiry: u64,
+}
+
+impl Shard {
+    fn sweep(&mut self, now: u64) {
+        if self.earliest_expiry > now {
+            return;
+        }
+        let per_principal = &mut self.per_principal;
+        let mut earliest = u64::MAX;
+        self.entries.retain(|_, (exp, p)| {
+            if *exp > now {
+                earliest = earliest.min(*exp);
+                true
+            } else {
+                if let Some(c) = per_principal.get_mut(p) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        per_principal.remove(p);
+                    }
+                }
+                false
+            }
+        });
+        self.earliest_expiry = earliest;
+    }
+}
+
+/// The in-memory replay cache: 32 shards behind their own locks, bounded in
+/// total and per principal. An entry is never evicted while inside its
+/// window: when there is no room the cache refuses (`503`), never forgets.
+#[derive(Debug)]
+pub struct InMemoryReplayCache {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    per_principal_per_shard: u32,
+    len: AtomicUsize,
+    created: UnixMillis,
+    hash_key: [u8; 16],
+}
+
+impl InMemoryReplayCache {
+    /// A cache of at most `capacity` entries, at most `per_principal` of them
+    /// from one principal, created at `now`.
+    pub fn new(capacity: usize, per_principal: usize, now: UnixMillis) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let per_principal_per_shard = u32::try_from(per_principal.div_ceil(SHARDS).max(1)).unwrap_or(u32::MAX);
+        let mut hash_key = [0u8; 16];
+        rand::fill(&mut hash_key[..]);
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard,
+            per_principal_per_shard,
+            len: AtomicUsize::new(0),
+            created: now,
+            hash_key,
+        }
+    }
+
+    /// The default: one million entries, 100 000 per principal (at 300 s of
+    /// skew window, about 330 requests per second per principal sustained).
+    pub fn with_defaults(now: UnixMillis) -> Self {
+        Self::new(1_000_000, 100_000, now)
+    }
+
+    fn principal_hash(&self, principal: &str) -> u64 {
+        use sha2::{Digest, Sha256};
+        let d = Sha256::new().chain_update(self.hash_key).chain_update(principal.as_bytes()).finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(d.get(..8).unwrap_or(&[0u8; 8]));
+        u64::from_le_bytes(b)
+    }
+}
+
+#[async_trait]
+impl ReplayCache for InMemoryReplayCache {
+    async fn check_and_insert(&self, e: ReplayEntry<'_>) -> Result<(), ReplayRefusal> {
+        let idx = usize::from(e.key[0]) % SHARDS;
+        let lock = self.shards.get(idx).ok_or(ReplayRefusal::Unavailable)?;
+        let p = self.principal_hash(e.principal);
+        let mut shard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let before = shard.entries.len();
+        shard.sweep(e.now.0);
+        if shard.entries.get(&e.key).is_some_and(|(exp, _)| *exp > e.now.0) {
+            self.len.fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
+            return Err(ReplayRefusal::Replay);
+        }
+        let retry_after = shard.earliest_expiry.saturating_sub(e.now.0).div_ceil(1000).max(1);
+        let full = shard.entries.len() >= self.per_shard
+            || shard.per_principal.get(&p).is_some_and(|c| *c >= self.per_principal_per_shard);
+        if full {
+            self.len.fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
+            return Err(ReplayRefusal::Full { retry_after });
+        }
+        shard.entries.insert(e.key, (e.expires_at.0, p));
+        *shard.per_principal.entry(p).or_insert(0) += 1;
+        shard.earliest_expiry = shard.earliest_expiry.min(e.expires_at.0);
+        let after = shard.entries.len();
+        drop(shard);
+        if after >= before {
+            self.len.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.len.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn remembers_since(&self) -> Option<UnixMillis> {
+        Some(self.created)
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: [u8; 16], principal: &str, exp: u64, now: u64) -> ReplayEntry<'_> {
+        ReplayEntry { key, principal, expires_at: UnixMillis(exp), now: UnixMillis(now) }
+    }
+
+    fn key(i: u32) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        k
+    }
+
+    #[tokio::test]
+    async fn replay_inside_the_window_and_expiry_after_it() {
+        let c = InMemoryReplayCache::new(1000, 1000, UnixMillis(0));
+        assert_eq!(c.check_and_insert(entry(key(1), "a", 100, 0)).await, Ok(()));
+        assert_eq!(c.check_and_insert(entry(key(1), "a", 100, 99)).await, Err(ReplayRefusal::Replay));
+        assert_eq!(c.len(), 1);
+        // key(33) lands in the same shard as key(1): touching it sweeps key(1).
+        assert_eq!(c.check_and_insert(entry(key(33), "a", 300, 150)).await, Ok(()));
+        assert_eq!(c.len(), 1, "the expired entry was swept");
+        assert_eq!(c.check_and_insert(entry(key(1), "a", 400, 151)).await, Ok(()), "forgotten after its window");
+    }
+
+    #[tokio::test]
+    async fn never_evicts_inside_the_window_fails_closed_instead() {
+        let c = InMemoryReplayCache::new(SHARDS, 1_000_000, UnixMillis(0));
+        // Fill shard 0 (keys whose first byte is 0 mod SHARDS).
+        assert_eq!(c.check_and_insert(entry([0u8; 16], "a", 1000, 0)).await, Ok(()));
+        let mut other = [0u8; 16];
+        other[1] = 1;
+        assert_eq!(c.check_and_insert(entry(other, "b", 1000, 0)).await, Err(ReplayRefusal::Full { retry_after: 1 }));
+        // The first is still remembered.
+        assert_eq!(c.check_and_insert(entry([0u8; 16], "a", 1000, 10)).await, Err(ReplayRefusal::Replay));
+        // After its window, room again.
+        assert_eq!(c.check_and_insert(entry(other, "b", 3000, 1001)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn one_flooding_principal_does_not_lock_out_others() {
+        let c = InMemoryReplayCache::new(100_000, SHARDS * 2, UnixMillis(0));
+        let mut refused = 0;
+        for i in 0..1000 {
+            if c.check_and_insert(entry(key(i), "flood", 10_000, 0)).await.is_err() {
+                refused += 1;
+            }
+        }
+        assert!(refused > 900, "{refused}");
+        for i in 5000..5040 {
+            assert_eq!(c.check_and_insert(entry(key(i), "honest", 10_000, 0)).await, Ok(()));
+        }
+    }
+}
