@@ -434,7 +434,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     println!("kdc serving realm {} on http://{local}", kdc.realm());
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
-    let state = AppState { kdc: Arc::new(kdc), clock: Arc::new(SystemClock), public_url: s.file.public_url.clone() };
+    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), s.file.public_url.clone()).await?;
     http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }

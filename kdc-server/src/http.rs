@@ -19,6 +19,8 @@ use kdc_proto::{Argon2Params, Clock, JwkSet, limits};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use auth_middleware::TicketAuthLayer;
+
 use crate::error::{ApiError, KdcError};
 use crate::kdc::Kdc;
 
@@ -32,6 +34,16 @@ pub struct AppState {
     /// The externally visible base URL, if configured; otherwise discovery
     /// builds URLs from the request's `Host`.
     pub public_url: Option<String>,
+    /// The layer guarding `/admin` (the KDC's own middleware, `kadmin/admin`).
+    pub admin: TicketAuthLayer,
+}
+
+impl AppState {
+    /// State for `kdc`, with the admin layer built from the KDC's own keys.
+    pub async fn new(kdc: Arc<Kdc>, clock: Arc<dyn Clock>, public_url: Option<String>) -> Result<Self, KdcError> {
+        let admin = crate::admin::admin_layer(&kdc, clock.clone()).await?;
+        Ok(Self { kdc, clock, public_url, admin })
+    }
 }
 
 /// A JSON body whose every rejection is a problem+json answer: 400 for bad
@@ -168,13 +180,23 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     ]
 }
 
+/// Every route, public and admin, as `(method, path)`.
+pub fn all_routes() -> Vec<(Method, &'static str)> {
+    route_table().into_iter().chain(crate::admin::admin_routes()).map(|(m, p, _)| (m, p)).collect()
+}
+
 /// The KDC's HTTP application.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
     for (_, path, handler) in route_table() {
         router = router.route(path, handler);
     }
+    let mut admin = Router::new();
+    for (_, path, handler) in crate::admin::admin_routes() {
+        admin = admin.route(path, handler);
+    }
     router
+        .merge(admin.layer(state.admin.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
@@ -187,7 +209,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+    let refresher = tokio::spawn(crate::admin::refresh_admin_keys(
+        state.clone(),
+        state.admin.clone(),
+        std::time::Duration::from_secs(10),
+    ));
+    let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    refresher.abort();
+    result
 }

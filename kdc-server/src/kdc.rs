@@ -83,7 +83,8 @@ fn key_owner(principal_id: &str, kvno: Kvno) -> String {
     format!("{principal_id}#{kvno}")
 }
 
-fn check_roles(roles: &[String]) -> Result<(), KdcError> {
+/// Validates role names and count.
+pub(crate) fn check_roles(roles: &[String]) -> Result<(), KdcError> {
     if roles.len() > limits::MAX_ROLES {
         return Err(KdcError::Malformed(format!("at most {} roles", limits::MAX_ROLES)));
     }

@@ -19,7 +19,7 @@
 //! let now = SystemClock.now().as_secs();
 //! Kdc::initialize(store.as_ref(), &master, &realm, "an admin password".to_owned().into(), now).await?;
 //! let kdc = Kdc::open(store, MasterKey::new(master_bytes), Default::default(), Default::default()).await?;
-//! let state = http::AppState { kdc: Arc::new(kdc), clock: Arc::new(SystemClock), public_url: None };
+//! let state = http::AppState::new(Arc::new(kdc), Arc::new(SystemClock), None).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! http::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
@@ -27,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod error;

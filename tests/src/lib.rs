@@ -136,7 +136,7 @@ impl TestKdc {
         let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle).await?);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
-        let state = AppState { kdc: kdc.clone(), clock: clock.clone(), public_url: None };
+        let state = AppState::new(kdc.clone(), clock.clone(), None).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let task = tokio::spawn(async move {

@@ -4,6 +4,7 @@
 // Test code: a panic is how a test fails.
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod admin;
 mod attacks;
 mod contract;
 mod durability;

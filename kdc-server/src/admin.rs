@@ -1,0 +1,334 @@
+//! Remote administration (`/admin/principals…`), protected by the project's
+//! own middleware: callers present a ticket for `kadmin/admin@REALM` and must
+//! hold the `admin` role.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kdc_proto::messages::Keytab;
+use kdc_proto::{Kvno, Principal};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{ApiError, KdcError};
+use crate::http::{ApiJson, AppState};
+use crate::kdc::{ADMIN_ROLE, Credential, Kdc, PrincipalSpec};
+use crate::store::{PrincipalRecord, PrincipalUpdate, StoreError};
+
+/// Largest page of a principal listing.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A principal as the admin API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrincipalView {
+    /// Full name.
+    pub name: String,
+    /// Immutable id.
+    pub id: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// Disabled principals get no tickets.
+    pub disabled: bool,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Lifetime override (seconds), if any.
+    pub max_life_secs: Option<u64>,
+    /// Renewable-lifetime override (seconds), if any.
+    pub max_renew_secs: Option<u64>,
+    /// Creation time (Unix seconds).
+    pub created_at: u64,
+    /// Live key versions, newest first (only in single-principal answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kvnos: Vec<Kvno>,
+}
+
+impl PrincipalView {
+    fn of(r: &PrincipalRecord, kvnos: Vec<Kvno>) -> Self {
+        Self {
+            name: r.name.clone(),
+            id: r.id.clone(),
+            kind: r.kind.as_str().to_owned(),
+            disabled: r.disabled,
+            roles: r.roles.clone(),
+            max_life_secs: r.max_life_secs,
+            max_renew_secs: r.max_renew_secs,
+            created_at: r.created_at,
+            kvnos,
+        }
+    }
+}
+
+/// A page of principals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrincipalPage {
+    /// The principals, by name.
+    pub principals: Vec<PrincipalView>,
+    /// Pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Listing parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Names after this one.
+    after: Option<String>,
+    /// Page size (default 100, at most 1000).
+    limit: Option<u32>,
+}
+
+/// `POST /admin/principals`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipal {
+    /// Name (a bare name gets the realm).
+    name: String,
+    /// `user` (needs `password`) or `service` (random key).
+    kind: String,
+    /// A user's initial password.
+    password: Option<Zeroizing<String>>,
+    /// Roles.
+    #[serde(default)]
+    roles: Vec<String>,
+    /// Lifetime override.
+    max_life_secs: Option<u64>,
+    /// Renewable-lifetime override.
+    max_renew_secs: Option<u64>,
+}
+
+/// `PATCH /admin/principals/{name}`: absent fields stay as they are; `null`
+/// clears an override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePrincipal {
+    disabled: Option<bool>,
+    roles: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_life_secs: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "double_option")]
+    max_renew_secs: Option<Option<u64>>,
+}
+
+fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::Error> {
+    Option::<u64>::deserialize(d).map(Some)
+}
+
+/// `POST /admin/principals/{name}/rotate`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateRequest {
+    /// A user's new password (services: omit).
+    password: Option<Zeroizing<String>>,
+}
+
+/// The answer to a rotation.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Rotated {
+    /// The new key version.
+    pub kvno: Kvno,
+}
+
+fn check_password(pw: &str) -> Result<(), KdcError> {
+    if pw.is_empty() || pw.len() > 1024 {
+        return Err(KdcError::Malformed("password must be 1 to 1024 bytes".to_owned()));
+    }
+    Ok(())
+}
+
+fn is_builtin(kdc: &Kdc, name: &Principal) -> bool {
+    name == &Principal::ticket_granting(kdc.realm()) || name == &Principal::admin_service(kdc.realm())
+}
+
+fn store_err(e: StoreError) -> KdcError {
+    match e {
+        StoreError::NotFound => KdcError::PrincipalNotFound,
+        StoreError::AlreadyExists => KdcError::PrincipalExists,
+        e => e.into(),
+    }
+}
+
+async fn view(kdc: &Kdc, rec: &PrincipalRecord, now: u64) -> Result<PrincipalView, KdcError> {
+    let kvnos = kdc.store().live_keys(&rec.id, now).await?.into_iter().map(|k| k.kvno).collect();
+    Ok(PrincipalView::of(rec, kvnos))
+}
+
+async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<PrincipalPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let page = s.kdc.store().list_principals(q.after.as_deref(), limit).await?;
+    let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.name.clone())).flatten();
+    Ok(Json(PrincipalPage { principals: page.iter().map(|r| PrincipalView::of(r, vec![])).collect(), next }))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    who: AuthenticatedPrincipal,
+    ApiJson(req): ApiJson<CreatePrincipal>,
+) -> Result<Response, ApiError> {
+    let kdc = &s.kdc;
+    let now = s.clock.now().as_secs();
+    let name = kdc.principal_name(&req.name)?;
+    let credential = match (req.kind.as_str(), req.password) {
+        ("user", Some(pw)) => {
+            check_password(&pw)?;
+            Credential::Password(pw)
+        }
+        ("service", None) => Credential::Random,
+        ("user", None) => return Err(KdcError::Malformed("a user needs a password".to_owned()).into()),
+        ("service", Some(_)) => {
+            return Err(KdcError::InvalidOperation("service principals have random keys, never passwords").into());
+        }
+        _ => return Err(KdcError::Malformed("kind must be \"user\" or \"service\"".to_owned()).into()),
+    };
+    let spec = PrincipalSpec {
+        name,
+        credential,
+        roles: req.roles,
+        max_life_secs: req.max_life_secs,
+        max_renew_secs: req.max_renew_secs,
+    };
+    let rec = kdc.create_principal(spec, now).await?;
+    tracing::info!(admin = %who.name(), principal = %rec.name, "principal created");
+    Ok((StatusCode::CREATED, Json(view(kdc, &rec, now).await?)).into_response())
+}
+
+async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<PrincipalView>, ApiError> {
+    let name = s.kdc.principal_name(&name)?;
+    let rec = s.kdc.get(&name).await?;
+    Ok(Json(view(&s.kdc, &rec, s.clock.now().as_secs()).await?))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    who: AuthenticatedPrincipal,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<UpdatePrincipal>,
+) -> Result<Json<PrincipalView>, ApiError> {
+    let kdc = &s.kdc;
+    let name = kdc.principal_name(&name)?;
+    if req.disabled == Some(true) && is_builtin(kdc, &name) {
+        return Err(KdcError::InvalidOperation("built-in principals cannot be disabled").into());
+    }
+    if let Some(roles) = &req.roles {
+        crate::kdc::check_roles(roles)?;
+        let unique: HashSet<&String> = roles.iter().collect();
+        if unique.len() != roles.len() {
+            return Err(KdcError::Malformed("duplicate roles".to_owned()).into());
+        }
+    }
+    let update = PrincipalUpdate {
+        disabled: req.disabled,
+        roles: req.roles,
+        max_life_secs: req.max_life_secs,
+        max_renew_secs: req.max_renew_secs,
+    };
+    kdc.store().update_principal(&name.to_string(), &update).await.map_err(store_err)?;
+    tracing::info!(admin = %who.name(), principal = %name, "principal updated");
+    let rec = kdc.get(&name).await?;
+    Ok(Json(view(kdc, &rec, s.clock.now().as_secs()).await?))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    who: AuthenticatedPrincipal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = s.kdc.principal_name(&name)?;
+    if is_builtin(&s.kdc, &name) {
+        return Err(KdcError::InvalidOperation("built-in principals cannot be deleted").into());
+    }
+    if who.name() == &name {
+        return Err(KdcError::InvalidOperation("an administrator cannot delete itself").into());
+    }
+    s.kdc.store().delete_principal(&name.to_string()).await.map_err(store_err)?;
+    tracing::info!(admin = %who.name(), principal = %name, "principal deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rotate(
+    State(s): State<AppState>,
+    who: AuthenticatedPrincipal,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Rotated>, ApiError> {
+    let name = s.kdc.principal_name(&name)?;
+    // The body is optional: services rotate with none.
+    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|_| KdcError::Malformed("body must be {} or {\"password\": \"…\"}".to_owned()))?
+    };
+    if let Some(pw) = &req.password {
+        check_password(pw)?;
+    }
+    let kvno = s.kdc.rotate(&name, req.password, s.clock.now().as_secs()).await?;
+    tracing::info!(admin = %who.name(), principal = %name, %kvno, "key rotated");
+    Ok(Json(Rotated { kvno }))
+}
+
+async fn keytab(
+    State(s): State<AppState>,
+    who: AuthenticatedPrincipal,
+    Path(name): Path<String>,
+) -> Result<Json<Keytab>, ApiError> {
+    let name = s.kdc.principal_name(&name)?;
+    let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
+    tracing::info!(admin = %who.name(), principal = %name, "keytab exported");
+    Ok(Json(kt))
+}
+
+/// The admin routes: `(method, path, handler)`, all behind the admin layer.
+pub fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::routing::MethodRouter<AppState>)> {
+    use axum::http::Method;
+    use axum::routing::{MethodFilter, on};
+    vec![
+        (Method::GET, "/admin/principals", on(MethodFilter::GET, list)),
+        (Method::POST, "/admin/principals", on(MethodFilter::POST, create)),
+        (Method::GET, "/admin/principals/{name}", on(MethodFilter::GET, show)),
+        (Method::PATCH, "/admin/principals/{name}", on(MethodFilter::PATCH, update)),
+        (Method::DELETE, "/admin/principals/{name}", on(MethodFilter::DELETE, delete)),
+        (Method::POST, "/admin/principals/{name}/rotate", on(MethodFilter::POST, rotate)),
+        (Method::GET, "/admin/principals/{name}/keytab", on(MethodFilter::GET, keytab)),
+    ]
+}
+
+/// Builds the layer that guards the admin routes: the KDC's own
+/// `kadmin/admin` keys (refreshed by [`refresh_admin_keys`]) and its own JWK
+/// set, role `admin` required.
+pub async fn admin_layer(kdc: &Kdc, clock: std::sync::Arc<dyn kdc_proto::Clock>) -> Result<TicketAuthLayer, KdcError> {
+    let name = Principal::admin_service(kdc.realm());
+    let kt = kdc.keytab(&name, clock.now().as_secs()).await?;
+    TicketAuthLayer::builder()
+        .keytab(kt)
+        .kdc_keys(kdc.jwks().clone())
+        .require_role("/admin", ADMIN_ROLE)
+        .clock(clock)
+        .build()
+        .await
+        .map_err(|_| KdcError::Internal("admin layer"))
+}
+
+/// Keeps the admin layer's keys in step with the store (a `kdc principal
+/// rotate kadmin/admin` from another process is picked up within `every`).
+pub async fn refresh_admin_keys(state: AppState, layer: TicketAuthLayer, every: Duration) {
+    let name = Principal::admin_service(state.kdc.realm());
+    let mut last: Option<Vec<Kvno>> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let Ok(kt) = state.kdc.keytab(&name, state.clock.now().as_secs()).await else { continue };
+        let kvnos: Vec<Kvno> = kt.keys.iter().map(|k| k.kvno).collect();
+        if last.as_ref() == Some(&kvnos) {
+            continue;
+        }
+        if let Ok(ring) = auth_middleware::keys::ServiceKeyring::from_keytab(&kt, state.clock.now()) {
+            layer.verifier().set_keyring(ring);
+            last = Some(kvnos);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Remote administration, behind the KDC's own middleware.
+
+use kdc_e2e::*;
+use serde_json::{Value, json};
+
+use crate::contract::{check, spec};
+use crate::kdc_bin;
+
+const KADMIN: &str = "kadmin/admin@EXAMPLE.TEST";
+
+struct Admin {
+    http: reqwest::Client,
+    url: String,
+    creds: Credentials,
+}
+
+impl Admin {
+    async fn login(url: &str, who: &str, password: &str) -> Self {
+        let c = ProtoClient::new(url);
+        let tgt = c.login(who, password).await.unwrap();
+        let creds = c.service_ticket(&tgt, KADMIN).await.unwrap();
+        Self { http: reqwest::Client::new(), url: url.to_owned(), creds }
+    }
+
+    /// One call; checks the mutual reply on success; returns (status, JSON body).
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, ServiceAnswer) {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+        let (authz, sent) = ap_authorization(&self.creds, method, path, bytes.as_deref(), now());
+        let mut req =
+            self.http.request(method.parse().unwrap(), format!("{}{path}", self.url)).header("authorization", authz);
+        if let Some(b) = bytes {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let r = req.send().await.unwrap();
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ans = ServiceAnswer {
+            status: r.status().as_u16(),
+            www_authenticate: h("www-authenticate"),
+            authentication_info: h("authentication-info"),
+            retry_after: h("retry-after"),
+            body: Vec::new(),
+        };
+        let ct = h("content-type").unwrap_or_default();
+        let body = r.bytes().await.unwrap().to_vec();
+        if (200..300).contains(&ans.status) {
+            let mutual = ans.mutual().expect("admin answers carry a mutual reply");
+            kdc_proto::verify_mutual_reply(&mutual, &self.creds.enc.session_key, &sent, ans.status, &body).unwrap();
+        }
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let spec_path = spec_path(path);
+        if ans.status != 204 {
+            let a = Answer {
+                status: ans.status,
+                content_type: ct,
+                www_authenticate: None,
+                retry_after: None,
+                body: json.clone(),
+            };
+            check(&spec(), &method.to_lowercase(), &spec_path, &a);
+        }
+        (ans.status, json, ServiceAnswer { body, ..ans })
+    }
+}
+
+fn spec_path(path: &str) -> String {
+    let p = path.split('?').next().unwrap();
+    let parts: Vec<&str> = p.split('/').collect();
+    match parts.as_slice() {
+        ["", "admin", "principals"] => "/admin/principals".into(),
+        ["", "admin", "principals", _] => "/admin/principals/{name}".into(),
+        ["", "admin", "principals", _, tail] => format!("/admin/principals/{{name}}/{tail}"),
+        _ => p.into(),
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_refuses_no_ticket_and_no_role_and_accepts_an_admin() {
+    let k = TestKdc::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let ans = send(&http, "GET", &format!("{}/admin/principals", k.url), None, None).await.unwrap();
+    assert_eq!(ans.status, 401);
+    assert_eq!(ans.www_authenticate.as_deref(), Some("Ticket realm=\"EXAMPLE.TEST\""));
+    let alice = Admin::login(&k.url, "alice@EXAMPLE.TEST", ALICE_PW).await;
+    let (status, body, _) = alice.call("GET", "/admin/principals", None).await;
+    assert_eq!(status, 403, "{body}");
+    // A ticket for another service is not an admin ticket.
+    let c = k.client();
+    let tgt = c.login("admin@EXAMPLE.TEST", ADMIN_PW).await.unwrap();
+    let wrong = c.service_ticket(&tgt, SVC_A).await.unwrap();
+    let (ans, _) = call_service(&http, &wrong, "GET", &k.url, "/admin/principals", None).await.unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("wrong_service"));
+    let admin = Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let (status, body, _) = admin.call("GET", "/admin/principals", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["principals"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"alice@EXAMPLE.TEST") && names.contains(&KADMIN), "{names:?}");
+}
+
+#[tokio::test]
+async fn principals_can_be_managed_remotely() {
+    let k = TestKdc::start().await.unwrap();
+    let admin = Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let c = k.client();
+
+    let (s, body, _) = admin
+        .call(
+            "POST",
+            "/admin/principals",
+            Some(json!({"name": "carol", "kind": "user", "password": "carol pw", "roles": ["reader"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    assert_eq!(body["name"], "carol@EXAMPLE.TEST");
+    assert_eq!(body["kvnos"], json!([1]));
+    c.login("carol@EXAMPLE.TEST", "carol pw").await.unwrap();
+    let (s, body, _) =
+        admin.call("POST", "/admin/principals", Some(json!({"name": "carol", "kind": "user", "password": "x"}))).await;
+    assert_eq!((s, body["type"].as_str()), (409, Some("urn:kdc-http:problem:principal-exists")));
+    let (s, _, _) = admin
+        .call(
+            "POST",
+            "/admin/principals",
+            Some(json!({"name": "HTTP/c.example.test", "kind": "service", "password": "x"})),
+        )
+        .await;
+    assert_eq!(s, 400, "services never get passwords");
+    let (s, _, _) =
+        admin.call("POST", "/admin/principals", Some(json!({"name": "HTTP/c.example.test", "kind": "service"}))).await;
+    assert_eq!(s, 201);
+
+    let (s, body, _) = admin.call("GET", "/admin/principals/carol", None).await;
+    assert_eq!((s, body["roles"].clone()), (200, json!(["reader"])));
+    let (s, body, _) = admin
+        .call(
+            "PATCH",
+            "/admin/principals/carol",
+            Some(json!({"disabled": true, "roles": ["writer"], "max_life_secs": 600})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (body["disabled"].clone(), body["roles"].clone(), body["max_life_secs"].clone()),
+        (json!(true), json!(["writer"]), json!(600))
+    );
+    assert!(c.login("carol@EXAMPLE.TEST", "carol pw").await.is_err());
+    let (s, body, _) =
+        admin.call("PATCH", "/admin/principals/carol", Some(json!({"disabled": false, "max_life_secs": null}))).await;
+    assert_eq!((s, body["max_life_secs"].clone()), (200, Value::Null));
+
+    let (s, body, _) = admin.call("POST", "/admin/principals/HTTP%2Fc.example.test/rotate", None).await;
+    assert_eq!((s, body["kvno"].clone()), (200, json!(2)));
+    let (s, body, _) = admin.call("GET", "/admin/principals/HTTP%2Fc.example.test/keytab", None).await;
+    assert_eq!(s, 200);
+    let kvnos: Vec<u64> = body["keys"].as_array().unwrap().iter().map(|k| k["kvno"].as_u64().unwrap()).collect();
+    assert_eq!(kvnos, vec![2, 1]);
+    let (s, body, _) =
+        admin.call("POST", "/admin/principals/carol/rotate", Some(json!({"password": "new carol pw"}))).await;
+    assert_eq!((s, body["kvno"].clone()), (200, json!(2)));
+    c.login("carol@EXAMPLE.TEST", "new carol pw").await.unwrap();
+
+    let (s, _, _) = admin.call("DELETE", "/admin/principals/carol", None).await;
+    assert_eq!(s, 204);
+    let (s, body, _) = admin.call("GET", "/admin/principals/carol", None).await;
+    assert_eq!((s, body["type"].as_str()), (404, Some("urn:kdc-http:problem:principal-not-found")));
+    let (s, _, _) = admin.call("DELETE", "/admin/principals/krbtgt%2FEXAMPLE.TEST", None).await;
+    assert_eq!(s, 400, "built-ins cannot be deleted");
+    let (s, _, _) = admin.call("PATCH", "/admin/principals/alice", Some(json!({"roles": ["bad role!"]}))).await;
+    assert_eq!(s, 400);
+
+    // Paging.
+    let (s, body, _) = admin.call("GET", "/admin/principals?limit=2", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(body["principals"].as_array().unwrap().len(), 2);
+    let next = body["next"].as_str().unwrap().to_owned();
+    let (_, body2, _) = admin.call("GET", &format!("/admin/principals?limit=2&after={next}"), None).await;
+    assert!(body2["principals"][0]["name"].as_str().unwrap() > next.as_str());
+}
+
+#[tokio::test]
+async fn an_admin_write_acknowledged_with_201_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    kdc_command(
+        &kdc_bin(),
+        &["init", "--data", d, "--realm", "EXAMPLE.TEST", "--admin-password-stdin"],
+        Some("bootstrap-pw-123\n"),
+    )
+    .await
+    .unwrap();
+    let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
+    let admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", "bootstrap-pw-123").await;
+    let (s, _, _) = admin
+        .call("POST", "/admin/principals", Some(json!({"name": "erin", "kind": "user", "password": "erin pw"})))
+        .await;
+    assert_eq!(s, 201);
+    kdc.kill9().await.unwrap();
+    let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
+    ProtoClient::new(&kdc.url).login("erin@EXAMPLE.TEST", "erin pw").await.unwrap();
+}
