@@ -4,8 +4,7 @@ use kdc_proto::limits::{MAX_AUTHENTICATOR_LEN, MAX_TICKET_LEN};
 
 use crate::rejection::AuthRejection;
 
-/// The auth-scheme name.
-pub const SCHEME: &str = "Ticket";
+pub use kdc_proto::authenticator::{AUTH_SCHEME as SCHEME, authorization_value};
 
 /// Longest `Authorization` value read (bytes).
 pub const MAX_AUTHORIZATION_LEN: usize = MAX_TICKET_LEN + MAX_AUTHENTICATOR_LEN + 64;
@@ -17,11 +16,6 @@ pub struct Credentials<'a> {
     pub ticket: &'a str,
     /// The authenticator.
     pub authenticator: &'a str,
-}
-
-/// Formats the header value a client sends.
-pub fn authorization_value(ticket: &str, authenticator: &str) -> String {
-    format!("{SCHEME} ticket=\"{ticket}\", authenticator=\"{authenticator}\"")
 }
 
 fn is_token_char(b: u8) -> bool {

@@ -17,6 +17,15 @@ use crate::time::UnixMillis;
 /// which session key from the ticket that travels alongside).
 pub const SESSION_KID: &str = "session";
 
+/// The HTTP auth-scheme name of `Authorization: Ticket …`.
+pub const AUTH_SCHEME: &str = "Ticket";
+
+/// The `Authorization` header value a client sends to a service:
+/// `Ticket ticket="…", authenticator="…"`.
+pub fn authorization_value(ticket: &str, sealed_authenticator: &str) -> String {
+    format!("{AUTH_SCHEME} ticket=\"{ticket}\", authenticator=\"{sealed_authenticator}\"")
+}
+
 /// The plaintext of an authenticator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

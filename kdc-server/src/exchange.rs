@@ -2,6 +2,7 @@
 //! plain functions of the request, the store and the current time.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 
 use kdc_proto::authenticator::SESSION_KID;
 use kdc_proto::keys::long_term_kid;
@@ -232,6 +233,7 @@ impl Kdc {
         })?;
         let kid = long_term_kid(&client_name, client_key.kvno);
         let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc);
+        self.issued.initial.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %client_name, service = %enc.service, "initial ticket issued");
         Ok(TicketReply { client: client_name, ticket, enc_part })
     }
@@ -325,6 +327,7 @@ impl Kdc {
             nonce: req.nonce,
         })?;
         let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        self.issued.service.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %parent.sub, service = %req.service, "service ticket issued");
         Ok(TicketReply { client: parent.sub.clone(), ticket, enc_part })
     }
@@ -362,6 +365,7 @@ impl Kdc {
             nonce: req.nonce,
         })?;
         let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        self.issued.renewed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %claims.sub, service = %claims.aud, "ticket renewed");
         Ok(TicketReply { client: claims.sub.clone(), ticket, enc_part })
     }

@@ -65,6 +65,18 @@ pub struct Kdc {
     /// Secret for the keys of principals that do not exist, so a wrong
     /// password and an unknown name take the same path.
     pub(crate) fake_key_secret: SecretKey,
+    pub(crate) issued: IssuedCounters,
+}
+
+/// Tickets issued since start, by exchange.
+#[derive(Debug, Default)]
+pub struct IssuedCounters {
+    /// Initial (AS) exchanges that issued a ticket.
+    pub initial: std::sync::atomic::AtomicU64,
+    /// Service-ticket (TGS) exchanges that issued a ticket.
+    pub service: std::sync::atomic::AtomicU64,
+    /// Renewals.
+    pub renewed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Kdc {
@@ -185,6 +197,7 @@ impl Kdc {
             replay: ReplayCache::new(REPLAY_CAPACITY),
             throttle: PreAuthThrottle::new(throttle),
             fake_key_secret: SecretKey::generate(),
+            issued: IssuedCounters::default(),
         })
     }
 
@@ -201,6 +214,11 @@ impl Kdc {
     /// The public signing keys.
     pub fn jwks(&self) -> &JwkSet {
         &self.jwks
+    }
+
+    /// How many tickets each exchange issued since start.
+    pub fn issued(&self) -> &IssuedCounters {
+        &self.issued
     }
 
     /// The store.

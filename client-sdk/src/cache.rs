@@ -1,0 +1,120 @@
+//! Ticket caches: what a client keeps between calls. Never a password; session
+//! keys zeroize on drop and print as `<redacted>`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use kdc_proto::{Kvno, Principal, SecretKey, TicketFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SdkError;
+
+/// Current cache format version.
+pub const CACHE_VERSION: u32 = 1;
+
+/// One cached ticket and its session key.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CachedTicket {
+    /// The service.
+    pub service: Principal,
+    /// The ticket (opaque).
+    pub ticket: String,
+    /// The session key (redacted in `Debug`, zeroized on drop).
+    pub session_key: SecretKey,
+    /// Start (Unix seconds).
+    pub start_time: u64,
+    /// End (Unix seconds).
+    pub end_time: u64,
+    /// Renew-till, for renewable tickets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_till: Option<u64>,
+    /// Flags.
+    pub flags: TicketFlags,
+    /// Service key version.
+    pub kvno: Kvno,
+}
+
+impl std::fmt::Debug for CachedTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedTicket")
+            .field("service", &self.service)
+            .field("end_time", &self.end_time)
+            .field("renew_till", &self.renew_till)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedTicket {
+    /// Whether it is still usable at `now` (seconds).
+    pub fn valid_at(&self, now: u64) -> bool {
+        now < self.end_time
+    }
+
+    /// Whether it should be refreshed at `now`: once [`REFRESH_FRACTION`] of
+    /// its lifetime has passed, so callers never meet a `401 ticket_expired`.
+    pub fn needs_refresh(&self, now: u64) -> bool {
+        let life = self.end_time.saturating_sub(self.start_time);
+        now >= self.start_time.saturating_add(life * REFRESH_FRACTION_PERCENT / 100)
+    }
+}
+
+/// Tickets are refreshed (or renewed) after this share of their lifetime, in
+/// percent: 80 % (two hours before the end of a ten-hour ticket).
+pub const REFRESH_FRACTION_PERCENT: u64 = 80;
+
+/// Everything a cache holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheContents {
+    /// Format version ([`CACHE_VERSION`]).
+    pub version: u32,
+    /// Who is logged in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<Principal>,
+    /// The KDC it logged in to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdc: Option<String>,
+    /// The ticket-granting ticket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgt: Option<CachedTicket>,
+    /// Service tickets by service name.
+    #[serde(default)]
+    pub tickets: BTreeMap<String, CachedTicket>,
+}
+
+/// Where tickets are kept. Updates are read-modify-write under the cache's
+/// own lock, so several processes can share one cache.
+pub trait TicketCache: Send + Sync + 'static {
+    /// A copy of the contents.
+    fn snapshot(&self) -> Result<CacheContents, SdkError>;
+    /// Applies `change` atomically.
+    fn update(&self, change: &mut dyn FnMut(&mut CacheContents)) -> Result<(), SdkError>;
+    /// Forgets everything (logout): session keys are zeroized, files removed.
+    fn destroy(&self) -> Result<(), SdkError>;
+}
+
+/// An in-process cache (the default).
+#[derive(Debug, Default)]
+pub struct MemoryCache {
+    contents: Mutex<CacheContents>,
+}
+
+impl TicketCache for MemoryCache {
+    fn snapshot(&self) -> Result<CacheContents, SdkError> {
+        Ok(self.contents.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    fn update(&self, change: &mut dyn FnMut(&mut CacheContents)) -> Result<(), SdkError> {
+        let mut c = self.contents.lock().unwrap_or_else(|p| p.into_inner());
+        c.version = CACHE_VERSION;
+        change(&mut c);
+        Ok(())
+    }
+
+    fn destroy(&self) -> Result<(), SdkError> {
+        // Dropping the old contents zeroizes every session key.
+        *self.contents.lock().unwrap_or_else(|p| p.into_inner()) = CacheContents::default();
+        Ok(())
+    }
+}

@@ -1,0 +1,513 @@
+//! [`KdcClient`]: discovery, login, ticket cache, renewal, logout, and
+//! authenticated calls to services with mutual-reply verification.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use kdc_proto::authenticator::authorization_value;
+use kdc_proto::keys::long_term_kid;
+use kdc_proto::limits::MAX_SEALED_LEN;
+use kdc_proto::messages::{
+    EncTicketPart, InitialTicketRequest, KdcConfiguration, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
+};
+use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::{
+    Argon2Params, Authenticator, Clock, ErrorDetail, Principal, Realm, RequestBinding, SecretKey, SystemClock,
+    UnixMillis, b64, derive_password_key, verify_mutual_reply,
+};
+use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::cache::{CachedTicket, MemoryCache, TicketCache};
+use crate::error::SdkError;
+
+/// Options of a [`KdcClient`].
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Where tickets are kept. Defaults to a [`MemoryCache`].
+    pub cache: Arc<dyn TicketCache>,
+    /// Allow plain `http://` to hosts other than loopback. Defaults to false.
+    pub allow_insecure_http: bool,
+    /// Require a valid mutual reply on every authenticated response.
+    /// Defaults to true; turn off only for services that do not send one.
+    pub require_mutual: bool,
+    /// Where "now" comes from. Defaults to the system clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            cache: Arc::new(MemoryCache::default()),
+            allow_insecure_http: false,
+            require_mutual: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("require_mutual", &self.require_mutual)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A verified response from a service.
+#[derive(Debug, Clone)]
+pub struct ServiceResponse {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body (covered by the mutual reply).
+    pub body: Vec<u8>,
+}
+
+/// A ready `Authorization` value for one request, and the authenticator in it
+/// (to check the mutual reply with).
+#[derive(Debug, Clone)]
+pub struct PreparedRequest {
+    /// `Ticket ticket="…", authenticator="…"`.
+    pub authorization: String,
+    /// The authenticator sent.
+    pub authenticator: Authenticator,
+    /// The ticket it goes with.
+    pub ticket: CachedTicket,
+}
+
+/// A client of one KDC.
+pub struct KdcClient {
+    http: reqwest::Client,
+    config: KdcConfiguration,
+    kdc_url: String,
+    options: ClientOptions,
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    offsets: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for KdcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KdcClient").field("kdc", &self.kdc_url).field("realm", &self.config.realm).finish()
+    }
+}
+
+/// Whether `url` may be used: https always, http only to loopback unless allowed.
+pub fn check_transport(url: &Url, allow_insecure_http: bool) -> Result<(), SdkError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let host = url.host_str().unwrap_or_default();
+            let loopback =
+                host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if loopback || allow_insecure_http { Ok(()) } else { Err(SdkError::InsecureTransport(host.to_owned())) }
+        }
+        other => Err(SdkError::Invalid { what: "URL", detail: format!("unsupported scheme {other}") }),
+    }
+}
+
+fn parse_url(s: &str) -> Result<Url, SdkError> {
+    Url::parse(s).map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })
+}
+
+fn nonce() -> String {
+    b64::encode(&SecretKey::generate().expose()[..12])
+}
+
+/// The `error` (or another) parameter of a `WWW-Authenticate` value.
+pub fn www_authenticate_param(headers: &HeaderMap, name: &str) -> Option<String> {
+    let h = headers.get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok()?;
+    let pat = format!("{name}=\"");
+    let i = h.find(&pat)? + pat.len();
+    Some(h.get(i..)?.split('"').next()?.to_owned())
+}
+
+fn authority(url: &Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
+}
+
+fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> Result<EncTicketPart, SdkError> {
+    let obj = SealedObject::parse(token, MAX_SEALED_LEN).map_err(|_| SdkError::BadKdcReply)?;
+    let plain = obj.open(key, usage).map_err(|_| SdkError::BadKdcReply)?;
+    serde_json::from_slice(&plain).map_err(|_| SdkError::BadKdcReply)
+}
+
+/// Checks an opened reply part against what was asked, trusting only it.
+fn accept(
+    enc: EncTicketPart,
+    ticket: String,
+    nonce: &str,
+    service: &Principal,
+    now: u64,
+) -> Result<CachedTicket, SdkError> {
+    if enc.nonce != nonce || &enc.service != service || enc.end_time <= now || enc.start_time > enc.end_time {
+        return Err(SdkError::BadKdcReply);
+    }
+    Ok(CachedTicket {
+        service: enc.service,
+        ticket,
+        session_key: enc.session_key,
+        start_time: enc.start_time,
+        end_time: enc.end_time,
+        renew_till: enc.renew_till,
+        flags: enc.flags,
+        kvno: enc.kvno,
+    })
+}
+
+async fn problem(resp: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn problem_kind(body: &Value) -> &str {
+    body.get("type").and_then(Value::as_str).and_then(|t| t.rsplit(':').next()).unwrap_or("")
+}
+
+fn kdc_refusal(status: StatusCode, headers: &HeaderMap, body: &Value) -> SdkError {
+    match (status.as_u16(), problem_kind(body)) {
+        (429, _) => SdkError::Throttled {
+            retry_after: headers
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(60),
+        },
+        (401, "ticket-expired" | "invalid-ticket") | (403, _) => SdkError::NotLoggedIn,
+        (_, kind) if !kind.is_empty() => SdkError::Kdc(kind.to_owned()),
+        (s, _) => SdkError::Kdc(format!("status {s}")),
+    }
+}
+
+impl KdcClient {
+    /// Connects to the KDC at `kdc_url` by reading its discovery document.
+    pub async fn discover(kdc_url: &str, options: ClientOptions) -> Result<Self, SdkError> {
+        let base = parse_url(kdc_url)?;
+        check_transport(&base, options.allow_insecure_http)?;
+        let http =
+            reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().map_err(SdkError::Http)?;
+        let url = base
+            .join("/.well-known/kdc-configuration")
+            .map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })?;
+        let resp = http.get(url).send().await?;
+        if !resp.status().is_success() {
+            return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
+        }
+        let config: KdcConfiguration = resp.json().await?;
+        for endpoint in [&config.initial_ticket_endpoint, &config.ticket_endpoint, &config.renew_endpoint] {
+            check_transport(&parse_url(endpoint)?, options.allow_insecure_http)?;
+        }
+        Ok(Self {
+            http,
+            config,
+            kdc_url: kdc_url.trim_end_matches('/').to_owned(),
+            options,
+            in_flight: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The KDC's realm.
+    pub fn realm(&self) -> &Realm {
+        &self.config.realm
+    }
+
+    /// Parses a principal name; a bare name gets the KDC's realm.
+    pub fn principal_name(&self, name: &str) -> Result<Principal, SdkError> {
+        Principal::parse_with_default_realm(name, &self.config.realm)
+            .map_err(|e| SdkError::Invalid { what: "principal", detail: e.to_string() })
+    }
+
+    /// The ticket cache.
+    pub fn cache(&self) -> &dyn TicketCache {
+        self.options.cache.as_ref()
+    }
+
+    fn now(&self) -> UnixMillis {
+        self.options.clock.now()
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(key.to_owned()).or_default().clone()
+    }
+
+    /// Logs in: fetches the pre-auth challenge, derives the key from the
+    /// password with Argon2id (refusing costs below [`Argon2Params::FLOOR`]),
+    /// pre-authenticates, and caches the TGT. The password is not kept.
+    pub async fn login(&self, principal: &Principal, password: &str) -> Result<(), SdkError> {
+        let password = Zeroizing::new(password.to_owned());
+        let endpoint = self.config.initial_ticket_endpoint.clone();
+        let ask = InitialTicketRequest {
+            client: principal.clone(),
+            service: None,
+            nonce: nonce(),
+            lifetime_secs: None,
+            renewable: None,
+            pre_auth: None,
+        };
+        let (status, headers, body) = problem(self.http.post(&endpoint).json(&ask).send().await?).await;
+        if status != StatusCode::UNAUTHORIZED || problem_kind(&body) != "preauth-required" {
+            return Err(kdc_refusal(status, &headers, &body));
+        }
+        let salt = body.get("salt").and_then(Value::as_str).ok_or(SdkError::BadKdcReply)?.to_owned();
+        let params: Argon2Params = serde_json::from_value(body.get("argon2").cloned().unwrap_or_default())
+            .map_err(|_| SdkError::BadKdcReply)?;
+        params.check_acceptable().map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
+        let key = tokio::task::spawn_blocking(move || derive_password_key(password.as_bytes(), &salt, params))
+            .await
+            .map_err(|_| SdkError::Kdc("key derivation task failed".into()))?
+            .map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
+        let n = nonce();
+        let pa = Zeroizing::new(
+            serde_json::to_vec(&PreAuthTimestamp { ts: self.now(), nonce: n.clone() }).unwrap_or_default(),
+        );
+        let req = InitialTicketRequest {
+            nonce: n.clone(),
+            pre_auth: Some(seal::seal(&key, &long_term_kid(principal, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)),
+            ..ask
+        };
+        let resp = self.http.post(&endpoint).json(&req).send().await?;
+        if !resp.status().is_success() {
+            let (status, headers, body) = problem(resp).await;
+            return Err(match (status.as_u16(), problem_kind(&body)) {
+                (401, "preauth-failed") => SdkError::LoginFailed,
+                (401, "clock-skew") => SdkError::Kdc("clock-skew: this machine's clock is off; fix it".into()),
+                _ => kdc_refusal(status, &headers, &body),
+            });
+        }
+        let reply: TicketReply = resp.json().await?;
+        let tgs = Principal::ticket_granting(&self.config.realm);
+        let enc = open_enc(&reply.enc_part, &key, Usage::AsReply)?;
+        let tgt = accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?;
+        let kdc = self.kdc_url.clone();
+        let who = principal.clone();
+        self.options.cache.update(&mut |c| {
+            c.principal = Some(who.clone());
+            c.kdc = Some(kdc.clone());
+            c.tgt = Some(tgt.clone());
+            c.tickets.clear();
+        })
+    }
+
+    /// Who is logged in, per the cache.
+    pub fn principal(&self) -> Result<Principal, SdkError> {
+        self.options.cache.snapshot()?.principal.ok_or(SdkError::NotLoggedIn)
+    }
+
+    /// Logs out: every cached ticket and session key is wiped (a file cache is removed).
+    pub async fn logout(&self) -> Result<(), SdkError> {
+        self.options.cache.destroy()
+    }
+
+    /// The TGT, renewed first when past the refresh point and renewable.
+    async fn tgt(&self) -> Result<(Principal, CachedTicket), SdkError> {
+        let now = self.now().as_secs();
+        let c = self.options.cache.snapshot()?;
+        let (Some(who), Some(tgt)) = (c.principal, c.tgt) else { return Err(SdkError::NotLoggedIn) };
+        if !tgt.valid_at(now) {
+            return Err(SdkError::NotLoggedIn);
+        }
+        if tgt.needs_refresh(now) && tgt.renew_till.is_some_and(|rt| rt > now) {
+            let flight = self.flight("krbtgt");
+            let _guard = flight.lock().await;
+            let fresh = self.options.cache.snapshot()?.tgt.ok_or(SdkError::NotLoggedIn)?;
+            if !fresh.needs_refresh(now) {
+                return Ok((who, fresh));
+            }
+            if let Ok(renewed) = self.renew(&who, &fresh).await {
+                let r = renewed.clone();
+                self.options.cache.update(&mut |c| c.tgt = Some(r.clone()))?;
+                return Ok((who, renewed));
+            }
+        }
+        Ok((who, tgt))
+    }
+
+    /// Renews a renewable ticket.
+    pub async fn renew(&self, client: &Principal, t: &CachedTicket) -> Result<CachedTicket, SdkError> {
+        let n = nonce();
+        let authenticator = Authenticator::new(client.clone(), self.now(), &RenewRequest::binding_for(&n))
+            .seal(&t.session_key, Usage::TgsAuthenticator);
+        let req = RenewRequest { ticket: t.ticket.clone(), authenticator, nonce: n.clone() };
+        let resp = self.http.post(&self.config.renew_endpoint).json(&req).send().await?;
+        if !resp.status().is_success() {
+            let (s, h, b) = problem(resp).await;
+            return Err(kdc_refusal(s, &h, &b));
+        }
+        let reply: TicketReply = resp.json().await?;
+        let enc = open_enc(&reply.enc_part, &t.session_key, Usage::TgsReply)?;
+        accept(enc, reply.ticket, &n, &t.service, self.now().as_secs())
+    }
+
+    /// A ticket for `service`: from the cache while fresh, otherwise renewed
+    /// or fetched with the TGT. Concurrent callers share one KDC request.
+    pub async fn service_ticket(&self, service: &Principal) -> Result<CachedTicket, SdkError> {
+        let key = service.to_string();
+        let fresh =
+            |c: Option<&CachedTicket>, now: u64| c.filter(|t| t.valid_at(now) && !t.needs_refresh(now)).cloned();
+        if let Some(t) = fresh(self.options.cache.snapshot()?.tickets.get(&key), self.now().as_secs()) {
+            return Ok(t);
+        }
+        let flight = self.flight(&key);
+        let _guard = flight.lock().await;
+        let now = self.now().as_secs();
+        let cached = self.options.cache.snapshot()?.tickets.get(&key).cloned();
+        if let Some(t) = fresh(cached.as_ref(), now) {
+            return Ok(t);
+        }
+        let (who, tgt) = self.tgt().await?;
+        let renewable = cached.filter(|t| t.valid_at(now) && t.renew_till.is_some_and(|rt| rt > now));
+        let ticket = match renewable {
+            Some(t) => match self.renew(&who, &t).await {
+                Ok(r) => r,
+                Err(_) => self.fetch_service_ticket(&who, &tgt, service).await?,
+            },
+            None => self.fetch_service_ticket(&who, &tgt, service).await?,
+        };
+        let t = ticket.clone();
+        self.options.cache.update(&mut |c| {
+            c.tickets.insert(key.clone(), t.clone());
+        })?;
+        Ok(ticket)
+    }
+
+    async fn fetch_service_ticket(
+        &self,
+        who: &Principal,
+        tgt: &CachedTicket,
+        service: &Principal,
+    ) -> Result<CachedTicket, SdkError> {
+        let n = nonce();
+        let binding = ServiceTicketRequest::binding_for(service, &n, None, None);
+        let authenticator =
+            Authenticator::new(who.clone(), self.now(), &binding).seal(&tgt.session_key, Usage::TgsAuthenticator);
+        let req = ServiceTicketRequest {
+            tgt: tgt.ticket.clone(),
+            authenticator,
+            service: service.clone(),
+            nonce: n.clone(),
+            lifetime_secs: None,
+            renewable: None,
+        };
+        let resp = self.http.post(&self.config.ticket_endpoint).json(&req).send().await?;
+        if !resp.status().is_success() {
+            let (s, h, b) = problem(resp).await;
+            return Err(kdc_refusal(s, &h, &b));
+        }
+        let reply: TicketReply = resp.json().await?;
+        let enc = open_enc(&reply.enc_part, &tgt.session_key, Usage::TgsReply)?;
+        accept(enc, reply.ticket, &n, service, self.now().as_secs())
+    }
+
+    fn offset_for(&self, url: &Url) -> i64 {
+        *self.offsets.lock().unwrap_or_else(|p| p.into_inner()).get(&authority(url)).unwrap_or(&0)
+    }
+
+    /// Builds the `Authorization` value for one request to `url` (binding
+    /// the body when given), without sending it.
+    pub async fn prepare(
+        &self,
+        service: &Principal,
+        method: &Method,
+        url: &str,
+        body: Option<&[u8]>,
+    ) -> Result<PreparedRequest, SdkError> {
+        let url = parse_url(url)?;
+        check_transport(&url, self.options.allow_insecure_http)?;
+        let ticket = self.service_ticket(service).await?;
+        self.prepare_with(&ticket, method, &url, body)
+    }
+
+    fn prepare_with(
+        &self,
+        ticket: &CachedTicket,
+        method: &Method,
+        url: &Url,
+        body: Option<&[u8]>,
+    ) -> Result<PreparedRequest, SdkError> {
+        let who = self.principal()?;
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let at = UnixMillis(self.now().0.saturating_add_signed(self.offset_for(url)));
+        let authenticator = Authenticator::new(who, at, &RequestBinding::new(method.as_str(), &path_and_query, body));
+        let sealed = authenticator.seal(&ticket.session_key, Usage::Authenticator);
+        Ok(PreparedRequest {
+            authorization: authorization_value(&ticket.ticket, &sealed),
+            authenticator,
+            ticket: ticket.clone(),
+        })
+    }
+
+    /// Calls `url` on `service` with a ticket and a fresh authenticator bound
+    /// to the request (and to `body` when given), and verifies the mutual
+    /// reply over the status and body. On `ticket_expired`/`kvno_unknown` it
+    /// gets a new ticket and retries once; on `clock_skew` or
+    /// `stale_authenticator` it learns the server's clock offset — only from
+    /// the time sealed under the session key — and retries once.
+    pub async fn send(
+        &self,
+        service: &Principal,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ServiceResponse, SdkError> {
+        let url = parse_url(url)?;
+        check_transport(&url, self.options.allow_insecure_http)?;
+        let mut retried = false;
+        loop {
+            let ticket = self.service_ticket(service).await?;
+            let prepared = self.prepare_with(&ticket, &method, &url, body.as_deref())?;
+            let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, &prepared.authorization);
+            if let Some(b) = &body {
+                req = req.body(b.clone());
+            }
+            let resp = req.send().await?;
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let bytes = resp.bytes().await?.to_vec();
+            let mutual = headers
+                .get("authentication-info")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|h| Some(h.get(h.find("mutual=\"")? + 8..)?.split('"').next()?.to_owned()));
+            if mutual.is_none() && matches!(status.as_u16(), 401 | 403 | 503) {
+                let code = www_authenticate_param(&headers, "error").unwrap_or_else(|| status.as_u16().to_string());
+                match code.as_str() {
+                    "ticket_expired" | "kvno_unknown" if !retried => {
+                        self.options.cache.update(&mut |c| {
+                            c.tickets.remove(&service.to_string());
+                        })?;
+                    }
+                    "clock_skew" | "stale_authenticator" if !retried => {
+                        let sealed =
+                            www_authenticate_param(&headers, "server_time").ok_or(SdkError::Refused { code })?;
+                        let detail = ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator)
+                            .map_err(|_| SdkError::MutualAuthFailed)?;
+                        let offset = i64::try_from(detail.server_time.0).unwrap_or(i64::MAX)
+                            - i64::try_from(self.now().0).unwrap_or(i64::MAX);
+                        self.offsets.lock().unwrap_or_else(|p| p.into_inner()).insert(authority(&url), offset);
+                    }
+                    _ => return Err(SdkError::Refused { code }),
+                }
+                retried = true;
+                continue;
+            }
+            match mutual {
+                Some(m) => {
+                    verify_mutual_reply(&m, &ticket.session_key, &prepared.authenticator, status.as_u16(), &bytes)
+                        .map_err(|_| SdkError::MutualAuthFailed)?
+                }
+                None if self.options.require_mutual => return Err(SdkError::MutualAuthFailed),
+                None => {}
+            }
+            return Ok(ServiceResponse { status, headers, body: bytes });
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The SDK's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong on the client side. Messages are one line a
+/// person can act on, and never contain secrets.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SdkError {
+    /// Wrong password or unknown principal: deliberately the same.
+    #[error("login failed: wrong principal name or password")]
+    LoginFailed,
+    /// No valid ticket-granting ticket in the cache.
+    #[error("not logged in (or the login expired): run `tkt login`")]
+    NotLoggedIn,
+    /// The KDC throttles this principal or address.
+    #[error("too many failed attempts; retry in {retry_after} s")]
+    Throttled {
+        /// Seconds.
+        retry_after: u64,
+    },
+    /// The KDC refused a request.
+    #[error("the KDC refused: {0}")]
+    Kdc(String),
+    /// A service refused the credentials.
+    #[error("the service refused the request: {code}")]
+    Refused {
+        /// Its `WWW-Authenticate` error code, or the status.
+        code: String,
+    },
+    /// The service's mutual-authentication reply is missing or wrong: the
+    /// response cannot be trusted.
+    #[error("mutual authentication failed: the response is not from the service or was altered")]
+    MutualAuthFailed,
+    /// The KDC's answer failed a check (nonce, service, times, decryption).
+    #[error("the KDC's reply failed verification")]
+    BadKdcReply,
+    /// Key-derivation parameters below the floor (or absurd).
+    #[error("the KDC asked for an unacceptable password-key derivation: {0}")]
+    WeakKeyDerivation(String),
+    /// A plain `http://` URL to a host that is not loopback.
+    #[error("refusing plain http:// to {0}: use https, or allow insecure transport explicitly")]
+    InsecureTransport(String),
+    /// A URL or name could not be parsed.
+    #[error("invalid {what}: {detail}")]
+    Invalid {
+        /// What.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+    /// The ticket cache failed.
+    #[error("ticket cache: {0}")]
+    Cache(String),
+    /// The network failed.
+    #[error("network: {0}")]
+    Http(#[from] reqwest::Error),
+}
