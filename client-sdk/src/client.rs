@@ -450,9 +450,9 @@ impl KdcClient {
     /// Calls `url` on `service` with a ticket and a fresh authenticator bound
     /// to the request (and to `body` when given), and verifies the mutual
     /// reply over the status and body. On `ticket_expired`/`kvno_unknown` it
-    /// gets a new ticket and retries once; on `clock_skew` or
+    /// gets a new ticket and retries, once; on `clock_skew` or
     /// `stale_authenticator` it learns the server's clock offset — only from
-    /// the time sealed under the session key — and retries once.
+    /// the time sealed under the session key — and retries, once.
     pub async fn send(
         &self,
         service: &Principal,
@@ -462,7 +462,7 @@ impl KdcClient {
     ) -> Result<ServiceResponse, SdkError> {
         let url = parse_url(url)?;
         check_transport(&url, self.options.allow_insecure_http)?;
-        let mut retried = false;
+        let (mut renewed_ticket, mut corrected_clock) = (false, false);
         loop {
             let ticket = self.service_ticket(service).await?;
             let prepared = self.prepare_with(&ticket, &method, &url, body.as_deref())?;
@@ -480,12 +480,14 @@ impl KdcClient {
             if mutual.is_none() && matches!(status.as_u16(), 401 | 403 | 503) {
                 let code = www_authenticate_param(&headers, "error").unwrap_or_else(|| status.as_u16().to_string());
                 match code.as_str() {
-                    "ticket_expired" | "kvno_unknown" if !retried => {
+                    "ticket_expired" | "kvno_unknown" if !renewed_ticket => {
+                        renewed_ticket = true;
                         self.options.cache.update(&mut |c| {
                             c.tickets.remove(&service.to_string());
                         })?;
                     }
-                    "clock_skew" | "stale_authenticator" if !retried => {
+                    "clock_skew" | "stale_authenticator" if !corrected_clock => {
+                        corrected_clock = true;
                         let sealed =
                             www_authenticate_param(&headers, "server_time").ok_or(SdkError::Refused { code })?;
                         let detail = ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator)
@@ -496,7 +498,6 @@ impl KdcClient {
                     }
                     _ => return Err(SdkError::Refused { code }),
                 }
-                retried = true;
                 continue;
             }
             match mutual {

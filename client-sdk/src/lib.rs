@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod error;
 pub mod file_cache;

@@ -10,6 +10,7 @@ mod contract;
 mod durability;
 mod exchanges;
 mod middleware;
+mod sdk;
 
 /// The `kdc` command under test.
 pub fn kdc_bin() -> std::path::PathBuf {

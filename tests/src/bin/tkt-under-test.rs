@@ -1,0 +1,6 @@
+//! The `tkt` command, built inside the test package so end-to-end tests can
+//! run it as a real process (`CARGO_BIN_EXE_tkt-under-test`).
+
+fn main() -> std::process::ExitCode {
+    client_sdk::cli::main()
+}
