@@ -169,8 +169,8 @@ impl TicketAuthBuilder {
         self
     }
 
-    /// Requires every authenticator to bind the request body. Defaults to
-    /// false (method and path with query are always bound).
+    /// Refuses requests that carry a body their authenticator does not bind.
+    /// Defaults to false (method and path with query are always bound).
     pub fn require_body_binding(mut self, required: bool) -> Self {
         self.settings.require_body_binding = required;
         self
@@ -182,14 +182,21 @@ impl TicketAuthBuilder {
         self
     }
 
+    /// Largest response body buffered to sign in the mutual reply (a larger
+    /// one becomes a `500`). Defaults to 16 MiB.
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.settings.max_response_bytes = max;
+        self
+    }
+
     /// Requires `role` for every path starting with `path_prefix` (`403` otherwise).
     pub fn require_role(mut self, path_prefix: impl Into<String>, role: impl Into<String>) -> Self {
         self.settings.role_rules.push(RoleRule { path_prefix: path_prefix.into(), role: role.into() });
         self
     }
 
-    /// The replay cache. Defaults to an [`InMemoryReplayCache`] of one million
-    /// entries; services with several instances share one instead.
+    /// The replay cache. Defaults to [`InMemoryReplayCache::with_defaults`];
+    /// services with several instances share one instead.
     pub fn replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
         self.replay = Some(cache);
         self

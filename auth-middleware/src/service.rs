@@ -92,7 +92,8 @@ where
         Ok(p) => p,
         Err(r) => return refuse(r),
     };
-    let (bytes, body) = if pending.binds_body() || verifier.settings().require_body_binding {
+    let has_body = !http_body::Body::is_end_stream(&body) && http_body::Body::size_hint(&body).exact() != Some(0);
+    let (bytes, body) = if pending.binds_body() {
         match Limited::new(body, verifier.settings().max_body_bytes).collect().await {
             Ok(collected) => {
                 let b = collected.to_bytes();
@@ -106,18 +107,19 @@ where
     // Bind to the request as the client sent it, even under a nested router.
     let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let verified = match verifier.complete(pending, parts.method.as_str(), &path_and_query, bytes.as_deref(), now).await
-    {
-        Ok(v) => v,
-        Err(r) => return refuse(r),
-    };
+    let verified =
+        match verifier.complete(pending, parts.method.as_str(), &path_and_query, bytes.as_deref(), has_body, now).await
+        {
+            Ok(v) => v,
+            Err(r) => return refuse(r),
+        };
     parts.extensions.insert(verified.principal.clone());
     let response = inner.oneshot(Request::from_parts(parts, body)).await?;
     let (mut rparts, rbody) = response.into_parts();
-    let rbytes = match rbody.collect().await {
+    let rbytes = match Limited::new(rbody, verifier.settings().max_response_bytes).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            tracing::error!("inner service's response body failed");
+            tracing::error!("inner service's response body failed or exceeded the size the layer signs");
             let mut r = Response::new(Body::empty());
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             return Ok(r);

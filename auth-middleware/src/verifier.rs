@@ -36,17 +36,27 @@ pub struct RoleRule {
 pub struct VerifierSettings {
     /// Allowed clock skew, seconds. Defaults to 300.
     pub max_skew_secs: u64,
-    /// Refuse authenticators that do not bind the body. Defaults to false.
+    /// Refuse requests that carry a body their authenticator does not bind.
+    /// Defaults to false.
     pub require_body_binding: bool,
     /// Role requirements by path prefix. Defaults to none.
     pub role_rules: Vec<RoleRule>,
     /// Largest request body read to check a body binding, bytes. Defaults to 1 MiB.
     pub max_body_bytes: usize,
+    /// Largest response body the layer buffers to sign in the mutual reply,
+    /// bytes. Defaults to 16 MiB.
+    pub max_response_bytes: usize,
 }
 
 impl Default for VerifierSettings {
     fn default() -> Self {
-        Self { max_skew_secs: 300, require_body_binding: false, role_rules: Vec::new(), max_body_bytes: 1 << 20 }
+        Self {
+            max_skew_secs: 300,
+            require_body_binding: false,
+            role_rules: Vec::new(),
+            max_body_bytes: 1 << 20,
+            max_response_bytes: 16 << 20,
+        }
     }
 }
 
@@ -195,17 +205,19 @@ impl TicketVerifier {
     }
 
     /// Second half: the request binding (`body` when the authenticator binds
-    /// it), staleness, the replay cache and route roles.
+    /// it; `has_body` says whether the request carries one at all),
+    /// staleness, the replay cache and route roles.
     pub async fn complete(
         &self,
         pending: PendingAuth,
         method: &str,
         path_and_query: &str,
         body: Option<&[u8]>,
+        has_body: bool,
         now: UnixMillis,
     ) -> Result<VerifiedRequest, AuthRejection> {
         let PendingAuth { ticket, authenticator } = pending;
-        if self.settings.require_body_binding && !authenticator.binds_body() {
+        if self.settings.require_body_binding && has_body && !authenticator.binds_body() {
             return Err(AuthRejection::BindingMismatch);
         }
         let bound_body = authenticator.binds_body().then(|| body.unwrap_or_default());

@@ -30,3 +30,8 @@ pub use cache::{CacheContents, CachedTicket, MemoryCache, TicketCache};
 pub use client::{ClientOptions, KdcClient, PreparedRequest, ServiceResponse, check_transport};
 pub use error::SdkError;
 pub use file_cache::FileCache;
+
+/// The README's Rust examples, compiled as doc tests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -308,6 +308,8 @@ pub async fn admin_layer(kdc: &Kdc, clock: std::sync::Arc<dyn kdc_proto::Clock>)
         .keytab(kt)
         .kdc_keys(kdc.jwks().clone())
         .require_role("/admin", ADMIN_ROLE)
+        // Admin writes carry passwords and policy: their bodies must be bound.
+        .require_body_binding(true)
         .clock(clock)
         .build()
         .await

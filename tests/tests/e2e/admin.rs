@@ -167,6 +167,19 @@ async fn principals_can_be_managed_remotely() {
     let (s, _, _) = admin.call("PATCH", "/admin/principals/alice", Some(json!({"roles": ["bad role!"]}))).await;
     assert_eq!(s, 400);
 
+    // Admin writes must bind their body: an unbound one is refused.
+    let (authz, _) = ap_authorization(&admin.creds, "POST", "/admin/principals", None, now());
+    let ans = send(
+        &admin.http,
+        "POST",
+        &format!("{}/admin/principals", admin.url),
+        Some(&authz),
+        Some(br#"{"name":"mallory","kind":"user","password":"x","roles":["admin"]}"#.to_vec()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("binding_mismatch"));
+
     // Paging.
     let (s, body, _) = admin.call("GET", "/admin/principals?limit=2", None).await;
     assert_eq!(s, 200);

@@ -102,6 +102,12 @@ async fn a_tampered_ticket_or_authenticator_is_refused() {
         send(&w.http, "GET", &url, Some(&authz), None).await.unwrap().error_code().as_deref(),
         Some("invalid_ticket")
     );
+    // Characters outside base64url inside the quotes.
+    let mut spaced = w.alice_a.clone();
+    spaced.ticket = w.alice_a.ticket.replacen('.', " .", 1);
+    let (authz, _) = ap_authorization(&spaced, "GET", "/hello", None, now());
+    let ans = send(&w.http, "GET", &url, Some(&authz), None).await.unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("invalid_ticket"));
     let (authz, _) = ap_authorization(&w.alice_a, "GET", "/hello", None, now());
     let i = authz.find("authenticator=\"").unwrap() + 15;
     let j = i + authz[i..].find('"').unwrap();
@@ -294,4 +300,28 @@ async fn a_full_replay_cache_fails_closed_with_503() {
     assert_eq!(ans.status, 503);
     assert!(ans.retry_after.is_some());
     assert!(cache.len() <= 32);
+}
+
+#[tokio::test]
+async fn required_body_binding_refuses_an_unbound_body_but_not_a_bodyless_request() {
+    let w = world().await;
+    let strict = TestService::start_with(&w.kdc, SVC_A, |b| b.require_body_binding(true)).await.unwrap();
+    let (ans, _) = call_service(&w.http, &w.alice_a, "GET", &strict.url, "/hello", None).await.unwrap();
+    assert_eq!(ans.status, 200);
+    let (authz, _) = ap_authorization(&w.alice_a, "POST", "/echo", None, now());
+    let ans =
+        send(&w.http, "POST", &format!("{}/echo", strict.url), Some(&authz), Some(b"unbound".to_vec())).await.unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("binding_mismatch"));
+    let (ans, _) =
+        call_service(&w.http, &w.alice_a, "POST", &strict.url, "/echo", Some(b"bound".to_vec())).await.unwrap();
+    assert_eq!(ans.status, 200);
+}
+
+#[tokio::test]
+async fn a_response_too_large_to_sign_is_not_passed_unsigned() {
+    let w = world().await;
+    let small = TestService::start_with(&w.kdc, SVC_A, |b| b.max_response_bytes(4)).await.unwrap();
+    let (ans, _) = call_service(&w.http, &w.alice_a, "GET", &small.url, "/hello", None).await.unwrap();
+    assert_eq!(ans.status, 500);
+    assert!(ans.mutual().is_none() && ans.body.is_empty());
 }
