@@ -28,7 +28,10 @@ pub enum StoreError {
     Corrupt(&'static str),
     /// The database failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[from] rusqlite::Error),
+    /// The database file could not be created.
+    #[error("database file: {0}")]
+    Io(std::io::Error),
 }
 
 /// Whether a principal is a person (password-derived key) or a service
@@ -114,7 +117,7 @@ pub struct NewPrincipal {
 }
 
 /// A change to a principal's attributes; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrincipalUpdate {
     /// Disable or enable.
     pub disabled: Option<bool>,
