@@ -42,6 +42,25 @@ fn random_id() -> String {
     b64::encode(id)
 }
 
+/// The lifetime constraints of a ticket from `client` for `service`.
+fn lifetime_request(
+    client: &PrincipalRecord,
+    service: &PrincipalRecord,
+    lifetime_secs: Option<u64>,
+    renewable: Option<bool>,
+) -> LifetimeRequest {
+    LifetimeRequest {
+        lifetime_secs,
+        renewable,
+        client_max_life: client.max_life_secs,
+        service_max_life: service.max_life_secs,
+        client_max_renew: client.max_renew_secs,
+        service_max_renew: service.max_renew_secs,
+        parent_end: None,
+        parent_renew_till: None,
+    }
+}
+
 /// What a ticket being issued will say.
 struct Issue<'a> {
     client: &'a PrincipalRecord,
@@ -206,19 +225,8 @@ impl Kdc {
         let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
         let service = self.ticket_target(&service_name).await?;
         let (service_key, _) = self.current_key(&service, now_s).await?;
-        let times = self.policy().ticket_times(
-            now_s,
-            &LifetimeRequest {
-                lifetime_secs: req.lifetime_secs,
-                renewable: req.renewable,
-                client_max_life: client.max_life_secs,
-                service_max_life: service.max_life_secs,
-                client_max_renew: client.max_renew_secs,
-                service_max_renew: service.max_renew_secs,
-                parent_end: None,
-                parent_renew_till: None,
-            },
-        );
+        let times =
+            self.policy().ticket_times(now_s, &lifetime_request(&client, &service, req.lifetime_secs, req.renewable));
         let flags = TicketFlags { initial: true, pre_authent: true, renewable: times.renew_till.is_some() };
         let (ticket, enc) = self.issue(Issue {
             client: &client,
@@ -297,14 +305,9 @@ impl Kdc {
         let times = self.policy().ticket_times(
             now_s,
             &LifetimeRequest {
-                lifetime_secs: req.lifetime_secs,
-                renewable: req.renewable,
-                client_max_life: client.max_life_secs,
-                service_max_life: service.max_life_secs,
-                client_max_renew: client.max_renew_secs,
-                service_max_renew: service.max_renew_secs,
                 parent_end: Some(parent.exp),
                 parent_renew_till: parent.renew_till.filter(|_| parent.flags.renewable),
+                ..lifetime_request(&client, &service, req.lifetime_secs, req.renewable)
             },
         );
         if times.end <= now_s {

@@ -192,15 +192,7 @@ async fn principals_can_be_managed_remotely() {
 #[tokio::test]
 async fn an_admin_write_acknowledged_with_201_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let d = data.to_str().unwrap();
-    kdc_command(
-        &kdc_bin(),
-        &["init", "--data", d, "--realm", "EXAMPLE.TEST", "--admin-password-stdin"],
-        Some("bootstrap-pw-123\n"),
-    )
-    .await
-    .unwrap();
+    let data = crate::durability::realm_in(dir.path()).await;
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
     let admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", "bootstrap-pw-123").await;
     let (s, _, _) = admin

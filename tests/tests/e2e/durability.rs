@@ -5,7 +5,9 @@ use kdc_e2e::*;
 
 use crate::kdc_bin;
 
-async fn realm_in(dir: &std::path::Path) -> std::path::PathBuf {
+/// A realm in `dir/data` made with the `kdc` command: bootstrap admin
+/// (password `bootstrap-pw-123`), alice, and service A.
+pub(crate) async fn realm_in(dir: &std::path::Path) -> std::path::PathBuf {
     let data = dir.join("data");
     let d = data.to_str().unwrap();
     kdc_command(
@@ -139,4 +141,41 @@ async fn serve_on_an_empty_directory_initialises_and_prints_the_admin_password_o
     // Second start: no new password.
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
     drop(kdc);
+}
+
+#[tokio::test]
+async fn configuration_precedence_is_flags_then_environment_then_kdc_toml_then_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kdc.toml"), "data = \"from-toml\"\nrealm = \"TOML.TEST\"\n").unwrap();
+    let init = |env: Vec<(&'static str, &'static str)>, flags: Vec<&'static str>| {
+        let cwd = dir.path().to_owned();
+        async move {
+            let mut cmd = tokio::process::Command::new(kdc_bin());
+            cmd.current_dir(&cwd).arg("init").args(flags).arg("--admin-password-stdin");
+            cmd.env_remove("KDC_DATA").env_remove("KDC_REALM").env_remove("KDC_MASTER_KEY");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            use tokio::io::AsyncWriteExt;
+            child.stdin.take().unwrap().write_all(b"admin-pw-123\n").await.unwrap();
+            let out = child.wait_with_output().await.unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        }
+    };
+    assert!(init(vec![], vec![]).await.contains("realm TOML.TEST in from-toml"));
+    assert!(
+        init(vec![("KDC_DATA", "from-env"), ("KDC_REALM", "ENV.TEST")], vec![])
+            .await
+            .contains("realm ENV.TEST in from-env")
+    );
+    let out = init(vec![("KDC_DATA", "from-env2")], vec!["--data", "from-flag", "--realm", "FLAG.TEST"]).await;
+    assert!(out.contains("realm FLAG.TEST in from-flag"), "{out}");
+    std::fs::remove_file(dir.path().join("kdc.toml")).unwrap();
+    assert!(init(vec![], vec![]).await.contains("realm EXAMPLE.TEST in ./kdc-data"));
+    for d in ["from-toml", "from-env", "from-flag", "kdc-data"] {
+        assert!(dir.path().join(d).join("kdc.sqlite3").exists(), "{d}");
+    }
 }
