@@ -209,14 +209,19 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let refresher = tokio::spawn(crate::admin::refresh_admin_keys(
+    /// Stops the admin-key refresher when serving ends or is dropped.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _refresher = AbortOnDrop(tokio::spawn(crate::admin::refresh_admin_keys(
         state.clone(),
         state.admin.clone(),
         std::time::Duration::from_secs(10),
-    ));
-    let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+    )));
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await;
-    refresher.abort();
-    result
+        .await
 }
