@@ -2,7 +2,10 @@
 //! plain functions of the request, the store and the current time.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+
+use auth_middleware::ticket_cache::ticket_digest;
 
 use kdc_proto::authenticator::SESSION_KID;
 use kdc_proto::keys::long_term_kid;
@@ -253,19 +256,38 @@ impl Kdc {
         token: &str,
         expected: Option<&Principal>,
         now: UnixMillis,
-    ) -> Result<(VerifiedTicket, PrincipalRecord), KdcError> {
+    ) -> Result<(Arc<VerifiedTicket>, PrincipalRecord), KdcError> {
         let st = SealedTicket::parse(token).map_err(|_| KdcError::InvalidTicket)?;
         if expected.is_some_and(|e| e != &st.service) || st.service.realm() != self.realm() {
             return Err(KdcError::InvalidTicket);
         }
         let service = self.find(&st.service).await?.ok_or(KdcError::InvalidTicket)?;
         let key = self.key_version(&service, st.kvno, now.as_secs()).await?.ok_or(KdcError::InvalidTicket)?;
-        let check =
-            TicketCheck { service: &st.service, kdc: self.verifier(), now, max_skew_secs: self.policy().max_skew_secs };
-        let ticket = open_ticket(&st, &key.key, &check).map_err(|e| match e {
-            ProtoError::TicketExpired => KdcError::TicketExpired,
-            _ => KdcError::InvalidTicket,
-        })?;
+        let skew = self.policy().max_skew_secs;
+        // The seal and signature of a ticket seen before were verified then
+        // (the digest covers every byte); its times are checked every time.
+        let digest = ticket_digest(token);
+        let ticket = match self.verified_tickets.get(&digest) {
+            Some(t) => {
+                let (c, now_s) = (t.claims(), now.as_secs());
+                if now_s >= c.exp.saturating_add(skew) {
+                    return Err(KdcError::TicketExpired);
+                }
+                if now_s.saturating_add(skew) < c.nbf {
+                    return Err(KdcError::InvalidTicket);
+                }
+                t
+            }
+            None => {
+                let check = TicketCheck { service: &st.service, kdc: self.verifier(), now, max_skew_secs: skew };
+                let t = Arc::new(open_ticket(&st, &key.key, &check).map_err(|e| match e {
+                    ProtoError::TicketExpired => KdcError::TicketExpired,
+                    _ => KdcError::InvalidTicket,
+                })?);
+                self.verified_tickets.insert(digest, t.clone(), now.as_secs());
+                t
+            }
+        };
         if ticket.claims().sid != service.id {
             // The service was deleted and re-created under the same name.
             return Err(KdcError::InvalidTicket);

@@ -66,6 +66,8 @@ pub struct Kdc {
     /// password and an unknown name take the same path.
     pub(crate) fake_key_secret: SecretKey,
     pub(crate) issued: IssuedCounters,
+    /// Presented tickets (TGTs, renewals) whose seal and signature verified.
+    pub(crate) verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache,
 }
 
 /// Tickets issued since start, by exchange.
@@ -198,6 +200,7 @@ impl Kdc {
             throttle: PreAuthThrottle::new(throttle),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
+            verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
         })
     }
 
