@@ -90,3 +90,19 @@ mod tests {
         assert_eq!(parse_authorization(&huge), Err(AuthRejection::MalformedCredentials));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Header parsing is total: any value is credentials or a refusal.
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,400}") {
+            let _ = parse_authorization(&s);
+            let _ = parse_authorization(&format!("Ticket {s}"));
+        }
+    }
+}

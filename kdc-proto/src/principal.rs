@@ -240,3 +240,20 @@ mod tests {
         assert!(!"krbtgt/OTHER.TEST@EXAMPLE.TEST".parse::<Principal>().unwrap().is_ticket_granting());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Parsing is total, and whatever parses prints back to itself.
+        #[test]
+        fn parse_is_total_and_round_trips(s in "\\PC{0,300}") {
+            if let Ok(p) = s.parse::<Principal>() {
+                prop_assert_eq!(p.to_string(), s);
+            }
+        }
+    }
+}

@@ -318,3 +318,37 @@ mod tests {
         assert_ne!(seal(&key, "k", Usage::Ticket, b"x"), seal(&key, "k", Usage::Ticket, b"x"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Parsing is total: any input is a value or an error, never a panic.
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,600}") {
+            let _ = SealedObject::parse(&s, 4096);
+        }
+
+        /// Any five dot-separated base64url-ish parts: parse and open never panic,
+        /// and nothing opens without the key.
+        #[test]
+        fn random_framing_never_opens(parts in proptest::collection::vec("[A-Za-z0-9_-]{0,40}", 5)) {
+            let t = parts.join(".");
+            if let Ok(obj) = SealedObject::parse(&t, 4096) {
+                prop_assert!(obj.open(&SecretKey::generate(), Usage::Ticket).is_err());
+            }
+        }
+
+        /// Sealing and opening round-trips any plaintext.
+        #[test]
+        fn round_trips(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let key = SecretKey::generate();
+            let t = seal(&key, "k", Usage::MutualReply, &data);
+            let obj = SealedObject::parse(&t, 8192).unwrap();
+            prop_assert_eq!(&obj.open(&key, Usage::MutualReply).unwrap()[..], &data[..]);
+        }
+    }
+}
