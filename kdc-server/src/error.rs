@@ -108,7 +108,8 @@ impl KdcError {
         ApiError { error: self, realm: Some(realm.as_str().to_owned()) }
     }
 
-    fn status_and_slug(&self) -> (StatusCode, &'static str) {
+    /// The HTTP status and the stable problem kind.
+    pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
         use KdcError::*;
         match self {
             Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request"),

@@ -90,7 +90,7 @@ async fn initial_ticket(
     ApiJson(req): ApiJson<InitialTicketRequest>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.initial_ticket(req, addr, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.initial_ticket(req, addr, now).await.map(Json).map_err(|e| s.kdc.refused(e))
 }
 
 async fn service_ticket(
@@ -98,12 +98,12 @@ async fn service_ticket(
     ApiJson(req): ApiJson<ServiceTicketRequest>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.service_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.service_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
 }
 
 async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| e.in_realm(s.kdc.realm()))
+    s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
 }
 
 fn base_url(s: &AppState, headers: &HeaderMap) -> String {
@@ -158,6 +158,10 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Re
     }
 }
 
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.kdc.metrics_text())
+}
+
 async fn not_found() -> ApiError {
     KdcError::NotFound.into()
 }
@@ -177,6 +181,7 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::GET, "/.well-known/jwks.json", on(MethodFilter::GET, jwks)),
         (Method::GET, "/healthz", on(MethodFilter::GET, healthz)),
         (Method::GET, "/readyz", on(MethodFilter::GET, readyz)),
+        (Method::GET, "/metrics", on(MethodFilter::GET, metrics)),
     ]
 }
 

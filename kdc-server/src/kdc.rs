@@ -68,6 +68,8 @@ pub struct Kdc {
     pub(crate) issued: IssuedCounters,
     /// Presented tickets (TGTs, renewals) whose seal and signature verified.
     pub(crate) verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache,
+    /// Refused exchanges by problem kind.
+    refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// Tickets issued since start, by exchange.
@@ -201,6 +203,7 @@ impl Kdc {
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
             verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
+            refusals: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -222,6 +225,39 @@ impl Kdc {
     /// How many tickets each exchange issued since start.
     pub fn issued(&self) -> &IssuedCounters {
         &self.issued
+    }
+
+    /// Counts a refused exchange and readies it for HTTP.
+    pub fn refused(&self, e: KdcError) -> crate::error::ApiError {
+        let (_, kind) = e.status_and_slug();
+        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += 1;
+        e.in_realm(&self.realm)
+    }
+
+    /// The KDC's metrics in the Prometheus text format (`GET /metrics`).
+    pub fn metrics_text(&self) -> String {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP kdc_tickets_issued_total Tickets issued, by exchange.");
+        let _ = writeln!(out, "# TYPE kdc_tickets_issued_total counter");
+        for (exchange, n) in
+            [("initial", &self.issued.initial), ("service", &self.issued.service), ("renew", &self.issued.renewed)]
+        {
+            let _ = writeln!(out, "kdc_tickets_issued_total{{exchange=\"{exchange}\"}} {}", n.load(Relaxed));
+        }
+        let _ = writeln!(out, "# HELP kdc_requests_refused_total Refused exchanges, by problem kind.");
+        let _ = writeln!(out, "# TYPE kdc_requests_refused_total counter");
+        for (kind, n) in self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "kdc_requests_refused_total{{problem=\"{kind}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP kdc_replay_cache_entries Entries in the KDC's replay cache.");
+        let _ = writeln!(out, "# TYPE kdc_replay_cache_entries gauge");
+        let _ = writeln!(out, "kdc_replay_cache_entries {}", self.replay.len());
+        let _ = writeln!(out, "# HELP kdc_verified_ticket_cache_entries Presented tickets already verified.");
+        let _ = writeln!(out, "# TYPE kdc_verified_ticket_cache_entries gauge");
+        let _ = writeln!(out, "kdc_verified_ticket_cache_entries {}", self.verified_tickets.len());
+        out
     }
 
     /// The store.

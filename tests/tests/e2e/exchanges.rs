@@ -244,3 +244,23 @@ impl ClockNow for TestKdc {
         self.clock.now()
     }
 }
+
+#[tokio::test]
+async fn metrics_count_issued_and_refused_exchanges() {
+    let k = TestKdc::start().await.unwrap();
+    let c = k.client();
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    c.service_ticket(&tgt, SVC_A).await.unwrap();
+    let r = reqwest::get(format!("{}/metrics", k.url)).await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for line in [
+        "kdc_tickets_issued_total{exchange=\"initial\"} 1",
+        "kdc_tickets_issued_total{exchange=\"service\"} 1",
+        "kdc_requests_refused_total{problem=\"preauth-required\"} 1",
+        "kdc_replay_cache_entries 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+    }
+    assert!(!text.contains("alice"), "metrics must not name principals");
+}
