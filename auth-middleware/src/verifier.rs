@@ -228,10 +228,10 @@ impl TicketVerifier {
             let detail = ErrorDetail { server_time: now, nonce: auth.nonce.clone() };
             return Err(AuthRejection::StaleAuthenticator { detail: detail.seal(ticket.session_key()) });
         }
-        let client = ticket.client().to_string();
         let entry = ReplayEntry {
             key: replay_key(&ticket, checked.replay_key()),
-            principal: &client,
+            // The immutable principal id: no allocation, and stable across renames.
+            principal: &ticket.claims().cid,
             expires_at: auth.ts.plus_secs(self.settings.max_skew_secs),
             now,
         };
