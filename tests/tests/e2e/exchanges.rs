@@ -264,3 +264,33 @@ async fn metrics_count_issued_and_refused_exchanges() {
     }
     assert!(!text.contains("alice"), "metrics must not name principals");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_exchanges_and_writes_all_succeed() {
+    let k = TestKdc::start().await.unwrap();
+    let c = k.client();
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (c, tgt) = (c.clone(), tgt.clone());
+        tasks.push(tokio::spawn(async move {
+            let svc = if i % 2 == 0 { SVC_A } else { SVC_B };
+            c.service_ticket(&tgt, svc).await.map(|_| ())
+        }));
+    }
+    // Writes interleaved with the reads.
+    for i in 0..20 {
+        let spec = PrincipalSpec {
+            name: format!("HTTP/svc{i}.example.test@EXAMPLE.TEST").parse().unwrap(),
+            credential: Credential::Random,
+            roles: vec![],
+            max_life_secs: None,
+            max_renew_secs: None,
+        };
+        k.kdc.create_principal(spec, now().as_secs()).await.unwrap();
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(k.kdc.issued().service.load(std::sync::atomic::Ordering::SeqCst), 200);
+}
