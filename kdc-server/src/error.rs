@@ -81,7 +81,10 @@ pub enum KdcError {
     TicketTooLarge,
     /// The replay cache is full: failing closed.
     #[error("replay cache full")]
-    ReplayCacheFull,
+    ReplayCacheFull {
+        /// Seconds until room is expected.
+        retry_after: u64,
+    },
     /// A principal with that name already exists.
     #[error("principal already exists")]
     PrincipalExists,
@@ -130,7 +133,7 @@ impl KdcError {
             Replay => (StatusCode::UNAUTHORIZED, "replay"),
             NotRenewable => (StatusCode::BAD_REQUEST, "not-renewable"),
             TicketTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, "ticket-too-large"),
-            ReplayCacheFull => (StatusCode::SERVICE_UNAVAILABLE, "replay-cache-full"),
+            ReplayCacheFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "replay-cache-full"),
             PrincipalExists => (StatusCode::CONFLICT, "principal-exists"),
             PrincipalNotFound => (StatusCode::NOT_FOUND, "principal-not-found"),
             InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid-operation"),
@@ -207,7 +210,7 @@ impl IntoResponse for ApiError {
                 body.insert("server_time".into(), json!(server_time));
             }
             KdcError::Throttled { retry_after: s } => retry_after = Some(*s),
-            KdcError::ReplayCacheFull => retry_after = Some(1),
+            KdcError::ReplayCacheFull { retry_after: s } => retry_after = Some(*s),
             _ => {}
         }
         let mut resp = (status, axum::Json(Value::Object(body))).into_response();

@@ -26,8 +26,8 @@ use zeroize::Zeroizing;
 use crate::error::KdcError;
 use crate::kdc::Kdc;
 use crate::policy::{LifetimeRequest, TicketTimes};
-use crate::replay::ReplayVerdict;
 use crate::store::{PrincipalKind, PrincipalRecord};
+use auth_middleware::replay::{ReplayCache as _, ReplayEntry, ReplayRefusal};
 
 /// Longest nonce a client may send.
 const MAX_NONCE_LEN: usize = 64;
@@ -85,11 +85,25 @@ impl Kdc {
         SecretKey::from_bytes(h.finalize().into())
     }
 
-    fn remember(&self, tag: &[u8; 16], ts: UnixMillis, now: UnixMillis) -> Result<(), KdcError> {
-        let expires = ts.max(now).plus_secs(self.policy().max_skew_secs);
-        self.replay.check_and_insert(tag, expires, now).map_err(|v| match v {
-            ReplayVerdict::Replay => KdcError::Replay,
-            ReplayVerdict::Full => KdcError::ReplayCacheFull,
+    /// Accepts an authenticator or pre-auth timestamp once within the skew.
+    ///
+    /// Unlike a service, the KDC does not refuse what predates its own start:
+    /// a request replayed across a restart only buys a reply sealed for the
+    /// holder of the key it was made with (the client's key, or the TGT
+    /// session key), which the replayer lacks, while refusing would lock out
+    /// honest clients whose clocks run behind for up to the skew after every
+    /// restart.
+    async fn remember(&self, tag: &[u8; 16], who: &str, ts: UnixMillis, now: UnixMillis) -> Result<(), KdcError> {
+        let entry = ReplayEntry {
+            key: *tag,
+            principal: who,
+            expires_at: ts.max(now).plus_secs(self.policy().max_skew_secs),
+            now,
+        };
+        self.replay.check_and_insert(entry).await.map_err(|r| match r {
+            ReplayRefusal::Replay => KdcError::Replay,
+            ReplayRefusal::Full { retry_after } => KdcError::ReplayCacheFull { retry_after },
+            ReplayRefusal::Unavailable => KdcError::ReplayCacheFull { retry_after: 1 },
         })
     }
 
@@ -221,7 +235,7 @@ impl Kdc {
         if ts.ts.abs_diff(now) > skew_ms {
             return Err(KdcError::ClockSkew { server_time: now });
         }
-        self.remember(&tag, ts.ts, now)?;
+        self.remember(&tag, &client.id, ts.ts, now).await?;
         if client.disabled {
             return Err(KdcError::ClientNotPermitted);
         }
@@ -295,7 +309,7 @@ impl Kdc {
         Ok((ticket, service))
     }
 
-    fn check_authenticator(
+    async fn check_authenticator(
         &self,
         token: &str,
         ticket: &VerifiedTicket,
@@ -308,7 +322,7 @@ impl Kdc {
                     ProtoError::ClockSkew { server_time, .. } => KdcError::ClockSkew { server_time },
                     _ => KdcError::InvalidAuthenticator,
                 })?;
-        self.remember(checked.replay_key(), checked.authenticator().ts, now)
+        self.remember(checked.replay_key(), &ticket.claims().cid, checked.authenticator().ts, now).await
     }
 
     /// The service-ticket (TGS) exchange: a TGT and an authenticator buy a
@@ -318,7 +332,7 @@ impl Kdc {
         check_nonce(&req.nonce)?;
         let tgs = Principal::ticket_granting(self.realm());
         let (tgt, _) = self.presented_ticket(&req.tgt, Some(&tgs), now).await?;
-        self.check_authenticator(&req.authenticator, &tgt, &req.binding(), now)?;
+        self.check_authenticator(&req.authenticator, &tgt, &req.binding(), now).await?;
         let parent = tgt.claims();
         let client = self.current_client(parent).await?;
         let service = self.ticket_target(&req.service).await?;
@@ -362,7 +376,7 @@ impl Kdc {
     pub async fn renew_ticket(&self, req: RenewRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
         check_nonce(&req.nonce)?;
         let (old, service) = self.presented_ticket(&req.ticket, None, now).await?;
-        self.check_authenticator(&req.authenticator, &old, &req.binding(), now)?;
+        self.check_authenticator(&req.authenticator, &old, &req.binding(), now).await?;
         let claims = old.claims();
         let now_s = now.as_secs();
         let renew_till = match claims.renew_till {

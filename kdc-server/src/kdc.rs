@@ -15,12 +15,12 @@ use zeroize::Zeroizing;
 use crate::error::KdcError;
 use crate::master_key::MasterKey;
 use crate::policy::Policy;
-use crate::replay::ReplayCache;
 use crate::store::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
     StoredSigningKey,
 };
 use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
+use auth_middleware::replay::{InMemoryReplayCache, ReplayCache as _};
 
 /// Name of the bootstrap administrator created by `kdc init`.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
@@ -28,6 +28,9 @@ pub const BOOTSTRAP_ADMIN: &str = "admin";
 pub const ADMIN_ROLE: &str = "admin";
 /// Capacity of the KDC's replay cache (entries).
 pub const REPLAY_CAPACITY: usize = 1_000_000;
+/// Most replay-cache entries one principal may hold: one authenticated client
+/// flooding the KDC cannot lock the others out.
+pub const REPLAY_PER_PRINCIPAL: usize = 100_000;
 
 /// How a new principal gets its first key.
 pub enum Credential {
@@ -60,7 +63,7 @@ pub struct Kdc {
     verifier: KdcVerifier,
     jwks: JwkSet,
     policy: Policy,
-    pub(crate) replay: ReplayCache,
+    pub(crate) replay: InMemoryReplayCache,
     pub(crate) throttle: PreAuthThrottle,
     /// Secret for the keys of principals that do not exist, so a wrong
     /// password and an unknown name take the same path.
@@ -168,12 +171,13 @@ impl Kdc {
         })
     }
 
-    /// Opens an initialised store.
+    /// Opens an initialised store; `now` starts the replay cache.
     pub async fn open(
         store: Arc<dyn PrincipalStore>,
         master: MasterKey,
         policy: Policy,
         throttle: ThrottlePolicy,
+        now: kdc_proto::UnixMillis,
     ) -> Result<Self, KdcError> {
         let realm: Realm = store
             .realm()
@@ -198,7 +202,7 @@ impl Kdc {
             verifier,
             jwks,
             policy,
-            replay: ReplayCache::new(REPLAY_CAPACITY),
+            replay: InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now),
             throttle: PreAuthThrottle::new(throttle),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),

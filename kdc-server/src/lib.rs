@@ -18,7 +18,7 @@
 //! let realm = "EXAMPLE.TEST".parse()?;
 //! let now = SystemClock.now().as_secs();
 //! Kdc::initialize(store.as_ref(), &master, &realm, "an admin password".to_owned().into(), now).await?;
-//! let kdc = Kdc::open(store, MasterKey::new(master_bytes), Default::default(), Default::default()).await?;
+//! let kdc = Kdc::open(store, MasterKey::new(master_bytes), Default::default(), Default::default(), SystemClock.now()).await?;
 //! let state = http::AppState::new(Arc::new(kdc), Arc::new(SystemClock), None).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! http::serve(listener, state, std::future::pending()).await?;
@@ -36,7 +36,6 @@ pub mod http;
 pub mod kdc;
 pub mod master_key;
 pub mod policy;
-pub mod replay;
 pub mod store;
 pub mod throttle;
 

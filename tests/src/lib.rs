@@ -133,7 +133,7 @@ impl TestKdc {
             now().as_secs(),
         )
         .await?;
-        let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle).await?);
+        let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle, now()).await?);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
         let state = AppState::new(kdc.clone(), clock.clone(), None).await?;
