@@ -179,7 +179,8 @@ fn kdc_refusal(status: StatusCode, headers: &HeaderMap, body: &Value) -> SdkErro
                 .and_then(|v| v.to_str().ok()?.parse().ok())
                 .unwrap_or(60),
         },
-        (401, "ticket-expired" | "invalid-ticket") | (403, _) => SdkError::NotLoggedIn,
+        (401, "ticket-expired" | "invalid-ticket") => SdkError::NotLoggedIn,
+        (403, _) => SdkError::Kdc("client-not-permitted: this principal may not obtain tickets (disabled?)".into()),
         (_, kind) if !kind.is_empty() => SdkError::Kdc(kind.to_owned()),
         (s, _) => SdkError::Kdc(format!("status {s}")),
     }

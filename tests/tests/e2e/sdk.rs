@@ -279,3 +279,14 @@ async fn tkt_processes_share_a_cache_and_tkt_header_works_once() {
     let out = tkt(&["request", "--service", SVC_A, &url], &env, None).await;
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test]
+async fn a_disabled_principal_is_told_so_not_asked_to_log_in_again() {
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let c = logged_in(&kdc).await;
+    let upd = PrincipalUpdate { disabled: Some(true), ..Default::default() };
+    kdc.kdc.store().update_principal("alice@EXAMPLE.TEST", &upd).await.unwrap();
+    let e = c.send(&svc_a(), Method::GET, &format!("{}/hello", svc.url), None).await.unwrap_err();
+    assert!(e.to_string().contains("client-not-permitted"), "{e}");
+}
