@@ -1,6 +1,7 @@
 //! The authenticated principal, as handlers see it.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::StatusCode;
@@ -17,62 +18,74 @@ use kdc_proto::{Principal, Realm, VerifiedTicket};
 ///     format!("hello, {}", who.name())
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AuthenticatedPrincipal {
-    name: Principal,
-    client_id: String,
-    roles: Vec<String>,
-    auth_time: u64,
-    expires_at: u64,
+    // Shared with the verified-ticket cache: cloning is a reference count, not
+    // a copy. Only non-secret claims are reachable through the accessors.
+    ticket: Arc<VerifiedTicket>,
 }
 
 impl AuthenticatedPrincipal {
-    pub(crate) fn from_ticket(t: &VerifiedTicket) -> Self {
-        let c = t.claims();
-        Self {
-            name: c.sub.clone(),
-            client_id: c.cid.clone(),
-            roles: c.roles.clone(),
-            auth_time: c.auth_time,
-            expires_at: c.exp,
-        }
+    pub(crate) fn from_ticket(ticket: Arc<VerifiedTicket>) -> Self {
+        Self { ticket }
     }
 
     /// The client principal.
     pub fn name(&self) -> &Principal {
-        &self.name
+        &self.ticket.claims().sub
     }
 
     /// Its realm.
     pub fn realm(&self) -> &Realm {
-        self.name.realm()
+        self.name().realm()
     }
 
     /// Its immutable principal id (stable across renames; never reused).
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        &self.ticket.claims().cid
     }
 
     /// Its roles, as the KDC's store held them when the ticket was issued.
     pub fn roles(&self) -> &[String] {
-        &self.roles
+        &self.ticket.claims().roles
     }
 
     /// Whether it holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+        self.roles().iter().any(|r| r == role)
     }
 
     /// When it authenticated to the KDC (Unix seconds).
     pub fn auth_time(&self) -> u64 {
-        self.auth_time
+        self.ticket.claims().auth_time
     }
 
     /// When its ticket expires (Unix seconds).
     pub fn expires_at(&self) -> u64 {
-        self.expires_at
+        self.ticket.claims().exp
     }
 }
+
+impl std::fmt::Debug for AuthenticatedPrincipal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthenticatedPrincipal")
+            .field("name", self.name())
+            .field("client_id", &self.client_id())
+            .field("roles", &self.roles())
+            .field("auth_time", &self.auth_time())
+            .field("expires_at", &self.expires_at())
+            .finish()
+    }
+}
+
+impl PartialEq for AuthenticatedPrincipal {
+    fn eq(&self, other: &Self) -> bool {
+        (self.name(), self.client_id(), self.roles(), self.auth_time(), self.expires_at())
+            == (other.name(), other.client_id(), other.roles(), other.auth_time(), other.expires_at())
+    }
+}
+
+impl Eq for AuthenticatedPrincipal {}
 
 /// The extractor was used on a route without [`crate::TicketAuthLayer`]: a
 /// wiring bug, so a `500`.

@@ -247,7 +247,7 @@ impl TicketVerifier {
                 return Err(AuthRejection::MissingRole);
             }
         }
-        let principal = AuthenticatedPrincipal::from_ticket(&ticket);
+        let principal = AuthenticatedPrincipal::from_ticket(ticket.clone());
         Ok(VerifiedRequest { principal, ticket, authenticator: auth })
     }
 }
