@@ -8,6 +8,8 @@ if ! command -v wrk >/dev/null; then
 fi
 echo "== KDC: one service-ticket exchange over HTTP"
 cargo bench -q -p kdc-e2e --bench tgs_exchange -- 5000 2>/dev/null | tail -n 4
+echo "== KDC: failed pre-auth, wrong password vs unknown name"
+cargo bench -q -p kdc-e2e --bench preauth_timing -- 3000 2>/dev/null | tail -n 4
 echo "== auth-middleware: one validation (criterion)"
 cargo bench -q -p auth-middleware --bench validate -- validate/ 2>/dev/null | grep -E "^validate/|time:"
 echo "== client-sdk: per-request client cost (criterion)"

@@ -71,6 +71,9 @@ pub struct Kdc {
     pub(crate) issued: IssuedCounters,
     /// Presented tickets (TGTs, renewals) whose seal and signature verified.
     pub(crate) verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache,
+    /// A principal id with live keys and a key sealed for it, for the unknown-name
+    /// path of pre-authentication to do the work a real name does.
+    pub(crate) decoy: (String, StoredKey),
     /// Refused exchanges by problem kind.
     refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
@@ -194,6 +197,18 @@ impl Kdc {
         let jwks = JwkSet { keys: signers.iter().map(KdcSigningKey::public_jwk).collect() };
         let verifier = KdcVerifier::from_jwks(&jwks);
         let signer = signers.into_iter().next().ok_or(KdcError::Store(StoreError::Corrupt("no signing key")))?;
+        let tgs = store
+            .principal_by_name(&Principal::ticket_granting(&realm).to_string())
+            .await?
+            .ok_or(KdcError::Store(StoreError::Corrupt("no ticket-granting principal")))?;
+        let decoy_kvno = Kvno(u32::MAX);
+        let decoy = StoredKey {
+            kvno: decoy_kvno,
+            sealed: master.seal_key(&key_owner(&tgs.id, decoy_kvno), &SecretKey::generate()),
+            password: None,
+            created_at: now.as_secs(),
+            expires_at: None,
+        };
         Ok(Self {
             store,
             realm,
@@ -208,6 +223,7 @@ impl Kdc {
             issued: IssuedCounters::default(),
             verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
             refusals: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            decoy: (tgs.id, decoy),
         })
     }
 
