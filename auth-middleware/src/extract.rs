@@ -64,6 +64,25 @@ impl AuthenticatedPrincipal {
     pub fn expires_at(&self) -> u64 {
         self.ticket.claims().exp
     }
+
+    /// Opens a secret the client sealed under this request's session key
+    /// (usage `session-secret`): how a client sends a service a value that
+    /// must stay confidential even without TLS (the admin API's passwords).
+    pub fn open_secret(&self, sealed: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, kdc_proto::ProtoError> {
+        kdc_proto::seal::SealedObject::parse(sealed, kdc_proto::limits::MAX_SEALED_LEN)?
+            .open(self.ticket.session_key(), kdc_proto::seal::Usage::SessionSecret)
+    }
+
+    /// Seals a secret for the client under this request's session key (usage
+    /// `session-secret`).
+    pub fn seal_secret(&self, secret: &[u8]) -> String {
+        kdc_proto::seal::seal(
+            self.ticket.session_key(),
+            kdc_proto::authenticator::SESSION_KID,
+            kdc_proto::seal::Usage::SessionSecret,
+            secret,
+        )
+    }
 }
 
 impl std::fmt::Debug for AuthenticatedPrincipal {

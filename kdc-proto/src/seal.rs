@@ -68,6 +68,9 @@ pub enum Usage {
     MutualReply,
     /// A service's authenticated error detail (server time), under the session key.
     ErrorDetail,
+    /// An application secret exchanged between client and service (a
+    /// password for the admin API, a keytab), under the session key.
+    SessionSecret,
     /// Pre-authentication data (encrypted timestamp), under the client's long-term key.
     PreAuth,
     /// Key material at rest, under the KDC master key.
@@ -85,6 +88,7 @@ impl Usage {
             Usage::Authenticator => "authenticator",
             Usage::MutualReply => "mutual-reply",
             Usage::ErrorDetail => "error-detail",
+            Usage::SessionSecret => "session-secret",
             Usage::PreAuth => "pre-auth",
             Usage::KeyAtRest => "key-at-rest",
         }

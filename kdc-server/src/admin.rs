@@ -10,7 +10,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use kdc_proto::messages::Keytab;
 use kdc_proto::{Kvno, Principal};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -89,10 +88,11 @@ pub struct ListQuery {
 pub struct CreatePrincipal {
     /// Name (a bare name gets the realm).
     name: String,
-    /// `user` (needs `password`) or `service` (random key).
+    /// `user` (needs `password_sealed`) or `service` (random key).
     kind: String,
-    /// A user's initial password.
-    password: Option<Zeroizing<String>>,
+    /// A user's initial password, sealed under the admin ticket's session key
+    /// (usage `session-secret`): it never crosses the network in the clear.
+    password_sealed: Option<String>,
     /// Roles.
     #[serde(default)]
     roles: Vec<String>,
@@ -123,8 +123,8 @@ fn double_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RotateRequest {
-    /// A user's new password (services: omit).
-    password: Option<Zeroizing<String>>,
+    /// A user's new password, sealed like [`CreatePrincipal`]'s (services: omit).
+    password_sealed: Option<String>,
 }
 
 /// The answer to a rotation.
@@ -134,11 +134,18 @@ pub struct Rotated {
     pub kvno: Kvno,
 }
 
-fn check_password(pw: &str) -> Result<(), KdcError> {
+/// Opens a password the admin sealed under its session key.
+fn open_password(who: &AuthenticatedPrincipal, sealed: &str) -> Result<Zeroizing<String>, KdcError> {
+    let bytes = who
+        .open_secret(sealed)
+        .map_err(|_| KdcError::Malformed("password_sealed does not open under this session key".to_owned()))?;
+    let pw = Zeroizing::new(
+        String::from_utf8(bytes.to_vec()).map_err(|_| KdcError::Malformed("password must be UTF-8".to_owned()))?,
+    );
     if pw.is_empty() || pw.len() > 1024 {
         return Err(KdcError::Malformed("password must be 1 to 1024 bytes".to_owned()));
     }
-    Ok(())
+    Ok(pw)
 }
 
 fn is_builtin(kdc: &Kdc, name: &Principal) -> bool {
@@ -173,11 +180,8 @@ async fn create(
     let kdc = &s.kdc;
     let now = s.clock.now().as_secs();
     let name = kdc.principal_name(&req.name)?;
-    let credential = match (req.kind.as_str(), req.password) {
-        ("user", Some(pw)) => {
-            check_password(&pw)?;
-            Credential::Password(pw)
-        }
+    let credential = match (req.kind.as_str(), req.password_sealed) {
+        ("user", Some(sealed)) => Credential::Password(open_password(&who, &sealed)?),
         ("service", None) => Credential::Random,
         ("user", None) => return Err(KdcError::Malformed("a user needs a password".to_owned()).into()),
         ("service", Some(_)) => {
@@ -262,25 +266,31 @@ async fn rotate(
         RotateRequest::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|_| KdcError::Malformed("body must be {} or {\"password\": \"…\"}".to_owned()))?
+            .map_err(|_| KdcError::Malformed("body must be {} or {\"password_sealed\": \"…\"}".to_owned()))?
     };
-    if let Some(pw) = &req.password {
-        check_password(pw)?;
-    }
-    let kvno = s.kdc.rotate(&name, req.password, s.clock.now().as_secs()).await?;
+    let password = req.password_sealed.as_deref().map(|p| open_password(&who, p)).transpose()?;
+    let kvno = s.kdc.rotate(&name, password, s.clock.now().as_secs()).await?;
     tracing::info!(admin = %who.name(), principal = %name, %kvno, "key rotated");
     Ok(Json(Rotated { kvno }))
+}
+
+/// A keytab sealed for the admin who asked (usage `session-secret`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SealedKeytab {
+    /// The JSON keytab, sealed under the admin ticket's session key.
+    pub keytab_sealed: String,
 }
 
 async fn keytab(
     State(s): State<AppState>,
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
-) -> Result<Json<Keytab>, ApiError> {
+) -> Result<Json<SealedKeytab>, ApiError> {
     let name = s.kdc.principal_name(&name)?;
     let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
+    let json = Zeroizing::new(serde_json::to_vec(&kt).map_err(|_| KdcError::Internal("keytab encoding"))?);
     tracing::info!(admin = %who.name(), principal = %name, "keytab exported");
-    Ok(Json(kt))
+    Ok(Json(SealedKeytab { keytab_sealed: who.seal_secret(&json) }))
 }
 
 /// The admin routes: `(method, path, handler)`, all behind the admin layer.

@@ -22,6 +22,16 @@ impl Admin {
         Self { http: reqwest::Client::new(), url: url.to_owned(), creds }
     }
 
+    /// A secret sealed for the KDC under this admin's session key.
+    fn seal(&self, secret: &str) -> String {
+        kdc_proto::seal::seal(
+            &self.creds.enc.session_key,
+            "session",
+            kdc_proto::seal::Usage::SessionSecret,
+            secret.as_bytes(),
+        )
+    }
+
     /// One call; checks the mutual reply on success; returns (status, JSON body).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, ServiceAnswer) {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
@@ -106,21 +116,26 @@ async fn principals_can_be_managed_remotely() {
         .call(
             "POST",
             "/admin/principals",
-            Some(json!({"name": "carol", "kind": "user", "password": "carol pw", "roles": ["reader"]})),
+            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("carol pw"), "roles": ["reader"]})),
         )
         .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["name"], "carol@EXAMPLE.TEST");
     assert_eq!(body["kvnos"], json!([1]));
     c.login("carol@EXAMPLE.TEST", "carol pw").await.unwrap();
-    let (s, body, _) =
-        admin.call("POST", "/admin/principals", Some(json!({"name": "carol", "kind": "user", "password": "x"}))).await;
+    let (s, body, _) = admin
+        .call(
+            "POST",
+            "/admin/principals",
+            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("x")})),
+        )
+        .await;
     assert_eq!((s, body["type"].as_str()), (409, Some("urn:kdc-http:problem:principal-exists")));
     let (s, _, _) = admin
         .call(
             "POST",
             "/admin/principals",
-            Some(json!({"name": "HTTP/c.example.test", "kind": "service", "password": "x"})),
+            Some(json!({"name": "HTTP/c.example.test", "kind": "service", "password_sealed": admin.seal("x")})),
         )
         .await;
     assert_eq!(s, 400, "services never get passwords");
@@ -151,10 +166,31 @@ async fn principals_can_be_managed_remotely() {
     assert_eq!((s, body["kvno"].clone()), (200, json!(2)));
     let (s, body, _) = admin.call("GET", "/admin/principals/HTTP%2Fc.example.test/keytab", None).await;
     assert_eq!(s, 200);
-    let kvnos: Vec<u64> = body["keys"].as_array().unwrap().iter().map(|k| k["kvno"].as_u64().unwrap()).collect();
-    assert_eq!(kvnos, vec![2, 1]);
-    let (s, body, _) =
-        admin.call("POST", "/admin/principals/carol/rotate", Some(json!({"password": "new carol pw"}))).await;
+    // The keytab travels sealed under the admin's session key only.
+    let sealed = body["keytab_sealed"].as_str().unwrap();
+    let obj = kdc_proto::seal::SealedObject::parse(sealed, 16 * 1024).unwrap();
+    let plain = obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecret).unwrap();
+    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(), vec![2, 1]);
+    assert!(obj.open(&kdc_proto::SecretKey::generate(), kdc_proto::seal::Usage::SessionSecret).is_err());
+    // Passwords in the clear are not accepted, nor ones sealed under another key.
+    let (s, _, _) = admin
+        .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password": "clear"})))
+        .await;
+    assert_eq!(s, 400);
+    let foreign = kdc_proto::seal::seal(
+        &kdc_proto::SecretKey::generate(),
+        "session",
+        kdc_proto::seal::Usage::SessionSecret,
+        b"pw",
+    );
+    let (s, _, _) = admin
+        .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password_sealed": foreign})))
+        .await;
+    assert_eq!(s, 400);
+    let (s, body, _) = admin
+        .call("POST", "/admin/principals/carol/rotate", Some(json!({"password_sealed": admin.seal("new carol pw")})))
+        .await;
     assert_eq!((s, body["kvno"].clone()), (200, json!(2)));
     c.login("carol@EXAMPLE.TEST", "new carol pw").await.unwrap();
 
@@ -196,7 +232,11 @@ async fn an_admin_write_acknowledged_with_201_survives_kill_9() {
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
     let admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", "bootstrap-pw-123").await;
     let (s, _, _) = admin
-        .call("POST", "/admin/principals", Some(json!({"name": "erin", "kind": "user", "password": "erin pw"})))
+        .call(
+            "POST",
+            "/admin/principals",
+            Some(json!({"name": "erin", "kind": "user", "password_sealed": admin.seal("erin pw")})),
+        )
         .await;
     assert_eq!(s, 201);
     kdc.kill9().await.unwrap();
