@@ -179,3 +179,56 @@ async fn configuration_precedence_is_flags_then_environment_then_kdc_toml_then_d
         assert!(dir.path().join(d).join("kdc.sqlite3").exists(), "{d}");
     }
 }
+
+#[tokio::test]
+async fn logs_hold_no_ticket_authenticator_key_or_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let log = dir.path().join("kdc.log");
+    let mut child = tokio::process::Command::new(kdc_bin())
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("KDC_LOG", "debug")
+        .env_remove("KDC_MASTER_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().unwrap();
+        if let Some(i) = line.find("http://") {
+            break line[i..].to_owned();
+        }
+    };
+    let c = ProtoClient::new(&url);
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let st = c.service_ticket(&tgt, SVC_A).await.unwrap();
+    let req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
+    c.post("/tickets", &req).await.unwrap();
+    c.post("/tickets", &req).await.unwrap(); // a replay: refused and logged
+    let wrong = c.derive_key("alice@EXAMPLE.TEST", "a wrong password").await.unwrap();
+    c.initial(&wrong, &ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap())
+        .await
+        .unwrap()
+        .unwrap_err();
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("/tickets"), "the log should show requests: {text}");
+    let secrets = [
+        tgt.ticket.clone(),
+        st.ticket.clone(),
+        req.authenticator.clone(),
+        tgt.enc.session_key.to_b64(),
+        st.enc.session_key.to_b64(),
+        ALICE_PW.to_owned(),
+    ];
+    for s in secrets {
+        // Any 24-character piece of a secret would be a leak.
+        let mid = s.len() / 2;
+        let piece = &s[mid - 12..mid + 12];
+        assert!(!text.contains(piece), "secret material in the log");
+    }
+}
