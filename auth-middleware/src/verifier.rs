@@ -156,13 +156,10 @@ impl TicketVerifier {
         let skew = self.settings.max_skew_secs;
         let digest = ticket_digest(token);
         if let Some(t) = self.tickets.get(&digest) {
-            let (c, now_s) = (t.claims(), now.as_secs());
-            if now_s >= c.exp.saturating_add(skew) {
-                return Err(AuthRejection::TicketExpired);
-            }
-            if now_s.saturating_add(skew) < c.nbf {
-                return Err(AuthRejection::InvalidTicket);
-            }
+            t.check_validity(now, skew).map_err(|e| match e {
+                ProtoError::TicketExpired => AuthRejection::TicketExpired,
+                _ => AuthRejection::InvalidTicket,
+            })?;
             return Ok(t);
         }
         let sealed = SealedTicket::parse(token).map_err(|_| AuthRejection::InvalidTicket)?;

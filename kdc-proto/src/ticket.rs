@@ -137,6 +137,20 @@ impl VerifiedTicket {
         &self.claims.skey
     }
 
+    /// Checks that `now` is inside the ticket's validity, with `max_skew_secs`
+    /// allowed at both ends. [`open_ticket`] does this; callers that keep
+    /// verified tickets in a cache do it again on every use.
+    pub fn check_validity(&self, now: UnixMillis, max_skew_secs: u64) -> Result<(), ProtoError> {
+        let now = now.as_secs();
+        if now.saturating_add(max_skew_secs) < self.claims.nbf {
+            return Err(ProtoError::TicketNotYetValid);
+        }
+        if now >= self.claims.exp.saturating_add(max_skew_secs) {
+            return Err(ProtoError::TicketExpired);
+        }
+        Ok(())
+    }
+
     /// Consumes the proof, returning the claims.
     pub fn into_claims(self) -> TicketClaims {
         self.claims
@@ -161,14 +175,9 @@ pub fn open_ticket(
     if &claims.aud != check.service || claims.iss != *check.service.realm() {
         return Err(ProtoError::WrongService);
     }
-    let now = check.now.as_secs();
-    if now.saturating_add(check.max_skew_secs) < claims.nbf {
-        return Err(ProtoError::TicketNotYetValid);
-    }
-    if now >= claims.exp.saturating_add(check.max_skew_secs) {
-        return Err(ProtoError::TicketExpired);
-    }
-    Ok(VerifiedTicket { claims })
+    let ticket = VerifiedTicket { claims };
+    ticket.check_validity(check.now, check.max_skew_secs)?;
+    Ok(ticket)
 }
 
 #[cfg(test)]

@@ -383,17 +383,6 @@ impl Kdc {
         Ok((self.open_key(&rec.id, &newest)?, newest))
     }
 
-    /// One live key version of a principal, if it has it.
-    pub(crate) async fn key_version(
-        &self,
-        rec: &PrincipalRecord,
-        kvno: Kvno,
-        now_secs: u64,
-    ) -> Result<Option<LongTermKey>, KdcError> {
-        let keys = self.live_keys(rec, now_secs).await?;
-        keys.iter().find(|k| k.kvno == kvno).map(|k| self.open_key(&rec.id, k)).transpose()
-    }
-
     /// Rotates a principal's key: services get a new random key, users a key
     /// from `new_password` (required for them). Previous versions keep
     /// working for the policy's grace period.
