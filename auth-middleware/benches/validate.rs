@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use auth_middleware::keys::ServiceKeyring;
 use auth_middleware::verifier::VerifierSettings;
-use auth_middleware::{InMemoryReplayCache, ReplayCache, TicketVerifier, authorization_value};
+use auth_middleware::{BoundRequest, InMemoryReplayCache, ReplayCache, TicketVerifier, authorization_value};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use kdc_proto::messages::{Keytab, KeytabEntry};
 use kdc_proto::seal::Usage;
@@ -65,8 +65,12 @@ fn ticket(f: &Fixture) -> (String, SecretKey) {
 }
 
 fn header(ticket: &str, skey: &SecretKey, now: UnixMillis) -> String {
-    let a = Authenticator::new("alice@EXAMPLE.TEST".parse().unwrap(), now, &RequestBinding::new("GET", "/hello", None));
-    authorization_value(ticket, &a.seal(skey, Usage::Authenticator))
+    let a = Authenticator::new(
+        "alice@EXAMPLE.TEST".parse().unwrap(),
+        now,
+        &RequestBinding::new("GET", "hello.example.test", "/hello", None),
+    );
+    authorization_value(ticket, &a.seal(skey, Usage::Authenticator).unwrap())
 }
 
 fn bench(c: &mut Criterion) {
@@ -76,7 +80,14 @@ fn bench(c: &mut Criterion) {
     let fr = &f;
     let validate = move |h: String| async move {
         let p = fr.verifier.open(Some(&h), fr.now).unwrap();
-        fr.verifier.complete(p, "GET", "/hello", None, false, fr.now).await.unwrap()
+        let request = BoundRequest {
+            method: "GET",
+            authority: Some("hello.example.test"),
+            path_and_query: "/hello",
+            body: None,
+            has_body: false,
+        };
+        fr.verifier.complete(p, request, fr.now).await.unwrap()
     };
     {
         let h = header(&t, &skey, f.now);
@@ -92,7 +103,9 @@ fn bench(c: &mut Criterion) {
         c.bench_function("step/open authenticator", |b| {
             b.iter(|| open_authenticator_timely(creds.authenticator, &vt, Usage::Authenticator, f.now, 300).unwrap())
         });
-        c.bench_function("step/binding", |b| b.iter(|| RequestBinding::new("GET", "/hello", None).digest()));
+        c.bench_function("step/binding", |b| {
+            b.iter(|| RequestBinding::new("GET", "hello.example.test", "/hello", None).digest())
+        });
         c.bench_function("step/open ticket (uncached)", |b| {
             b.iter(|| open_ticket(&SealedTicket::parse(creds.ticket).unwrap(), &f.key.key, &check).unwrap())
         });
@@ -101,9 +114,10 @@ fn bench(c: &mut Criterion) {
                 Authenticator::new(
                     "alice@EXAMPLE.TEST".parse().unwrap(),
                     f.now,
-                    &RequestBinding::new("GET", "/hello", None),
+                    &RequestBinding::new("GET", "hello.example.test", "/hello", None),
                 )
                 .seal(&skey, Usage::Authenticator)
+                .unwrap()
             })
         });
     }
@@ -121,7 +135,7 @@ fn bench(c: &mut Criterion) {
                 rt2.block_on(cache.check_and_insert(auth_middleware::replay::ReplayEntry {
                     key,
                     principal: "alice@EXAMPLE.TEST",
-                    expires_at: UnixMillis(u64::MAX),
+                    remember_until: UnixMillis(u64::MAX),
                     now: f.now,
                 }))
                 .unwrap()

@@ -26,6 +26,12 @@ struct Args {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Where the replay cache is kept across restarts (saved at a clean
+    /// shutdown; after a crash, authenticators from before the restart's
+    /// skew window are refused as stale). Defaults to the keytab's path with
+    /// `.replay-state` appended.
+    #[arg(long)]
+    replay_state: Option<std::path::PathBuf>,
 }
 
 async fn hello(who: AuthenticatedPrincipal) -> String {
@@ -43,17 +49,38 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     let args = Args::parse();
     let jwks = jwks_uri(&args.kdc).await.with_context(|| format!("discovering the KDC at {}", args.kdc))?;
+    let replay_state = args.replay_state.clone().unwrap_or_else(|| {
+        let mut p = args.keytab.clone().into_os_string();
+        p.push(".replay-state");
+        p.into()
+    });
     let auth = TicketAuthLayer::builder()
         .keytab_file(&args.keytab)
+        .replay_state_file(replay_state)
         .keytab_reload_interval(Duration::from_secs(30))
         .kdc_jwks_uri(jwks)
         .build()
         .await?;
     let service = auth.verifier().service();
-    let app = Router::new().route("/hello", get(hello)).layer(auth);
+    let app = Router::new().route("/hello", get(hello)).layer(auth.clone());
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     println!("hello_service for {service} on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).await?;
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Every request has been answered: what the cache holds is final.
+    auth.save_replay_state().context("saving the replay cache")?;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, () = term => {} }
 }

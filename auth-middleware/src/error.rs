@@ -36,6 +36,14 @@ pub enum ConfigError {
         /// In the keytab.
         found: String,
     },
+    /// The replay-cache state file could not be read or written.
+    #[error("replay state {path}: {source}")]
+    ReplayState {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The KDC's JWK set could not be fetched.
     #[error("fetching the KDC keys from {uri}: {reason}")]
     Jwks {

@@ -75,7 +75,7 @@ impl AuthenticatedPrincipal {
 
     /// Seals a secret for the client under this request's session key (usage
     /// `session-secret`).
-    pub fn seal_secret(&self, secret: &[u8]) -> String {
+    pub fn seal_secret(&self, secret: &[u8]) -> Result<String, kdc_proto::ProtoError> {
         kdc_proto::seal::seal(
             self.ticket.session_key(),
             kdc_proto::authenticator::SESSION_KID,

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 use crate::keys::{ServiceKeyring, fetch_jwks};
 use crate::replay::{InMemoryReplayCache, ReplayCache};
 use crate::service::TicketAuth;
-use crate::verifier::{RoleRule, TicketVerifier, VerifierSettings};
+use crate::verifier::{AuthorityPolicy, RoleRule, TicketVerifier, VerifierSettings};
 
 enum KeytabSource {
     File(PathBuf),
@@ -30,6 +30,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) realm: String,
     keytab_path: Option<PathBuf>,
+    replay_state: Option<(PathBuf, Arc<InMemoryReplayCache>)>,
 }
 
 /// A tower layer that authenticates every request by ticket and
@@ -59,6 +60,17 @@ impl TicketAuthLayer {
     /// without a restart. A no-op for an in-memory keytab.
     pub fn reload_keytab(&self) -> Result<(), ConfigError> {
         reload_keytab(&self.shared)
+    }
+
+    /// Saves the replay cache to its state file
+    /// ([`TicketAuthBuilder::replay_state_file`]) as a clean snapshot, so the
+    /// next start needs no warm-up. Call it once serving has stopped (after a
+    /// graceful shutdown); a no-op without a state file.
+    pub fn save_replay_state(&self) -> std::io::Result<()> {
+        match &self.shared.replay_state {
+            Some((path, cache)) => crate::replay_state::save(cache, path, self.shared.clock.now()),
+            None => Ok(()),
+        }
     }
 
     /// The validation state (for direct use and for observing cache sizes).
@@ -98,6 +110,7 @@ pub struct TicketAuthBuilder {
     keytab_reload: Option<Duration>,
     settings: VerifierSettings,
     replay: Option<Arc<dyn ReplayCache>>,
+    replay_state: Option<PathBuf>,
     clock: Arc<dyn Clock>,
 }
 
@@ -111,6 +124,7 @@ impl Default for TicketAuthBuilder {
             keytab_reload: None,
             settings: VerifierSettings::default(),
             replay: None,
+            replay_state: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -189,16 +203,38 @@ impl TicketAuthBuilder {
         self
     }
 
-    /// Requires `role` for every path starting with `path_prefix` (`403` otherwise).
+    /// Which authorities (`Host` values) this service answers for. Defaults
+    /// to [`AuthorityPolicy::ServiceInstance`]: the service principal's
+    /// instance, or loopback.
+    pub fn authorities(mut self, policy: AuthorityPolicy) -> Self {
+        self.settings.authorities = policy;
+        self
+    }
+
+    /// Requires `role` for every path under `path_prefix` (`403` otherwise),
+    /// matched segment-wise on the normalised path (see [`RoleRule`]).
     pub fn require_role(mut self, path_prefix: impl Into<String>, role: impl Into<String>) -> Self {
         self.settings.role_rules.push(RoleRule { path_prefix: path_prefix.into(), role: role.into() });
         self
     }
 
-    /// The replay cache. Defaults to [`InMemoryReplayCache::with_defaults`];
-    /// services with several instances share one instead.
+    /// The replay cache. Defaults to [`InMemoryReplayCache::with_defaults`]
+    /// created at build time, which refuses as stale, for the first max-skew
+    /// after a start, authenticators an earlier process might have accepted
+    /// (see [`Self::replay_state_file`] to avoid that warm-up); services with
+    /// several instances share one instead.
     pub fn replay_cache(mut self, cache: Arc<dyn ReplayCache>) -> Self {
         self.replay = Some(cache);
+        self
+    }
+
+    /// Keeps the default in-memory replay cache across restarts in `path`
+    /// (see [`crate::replay_state`]): loaded at build, saved by
+    /// [`TicketAuthLayer::save_replay_state`] at a graceful shutdown. A clean
+    /// restart then needs no warm-up; after a crash the warm-up applies.
+    /// Ignored when [`Self::replay_cache`] is given.
+    pub fn replay_state_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.replay_state = Some(path.into());
         self
     }
 
@@ -228,10 +264,27 @@ impl TicketAuthBuilder {
             KdcKeySource::Given(set) => (set, None),
             KdcKeySource::Uri(uri) => (fetch_jwks(&http, &uri).await?, Some(uri)),
         };
-        let replay = self.replay.unwrap_or_else(|| Arc::new(InMemoryReplayCache::with_defaults(now)));
+        let (replay, replay_state): (Arc<dyn ReplayCache>, _) = match (self.replay, self.replay_state) {
+            (Some(cache), _) => (cache, None),
+            (None, Some(path)) => {
+                let (cap, per) = (InMemoryReplayCache::DEFAULT_CAPACITY, InMemoryReplayCache::DEFAULT_PER_PRINCIPAL);
+                let (cache, kind) = crate::replay_state::open(&path, cap, per, now)
+                    .map_err(|source| ConfigError::ReplayState { path: path.clone(), source })?;
+                if kind == crate::replay_state::StartKind::Unclean {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the replay cache was not saved at the last stop: authenticators made before the next \
+                         max-skew window ends are refused as stale"
+                    );
+                }
+                let cache = Arc::new(cache);
+                (cache.clone(), Some((path, cache)))
+            }
+            (None, None) => (Arc::new(InMemoryReplayCache::with_defaults(now)), None),
+        };
         let realm = keyring.principal().realm().to_string();
         let verifier = TicketVerifier::new(keyring, KdcVerifier::from_jwks(&jwks), replay, self.settings);
-        let shared = Arc::new(Shared { verifier, clock: self.clock, realm, keytab_path });
+        let shared = Arc::new(Shared { verifier, clock: self.clock, realm, keytab_path, replay_state });
         if let Some(uri) = jwks_uri {
             spawn_jwks_refresh(Arc::downgrade(&shared), http, uri, self.jwks_refresh);
         }

@@ -16,8 +16,10 @@ pub struct ReplayEntry<'a> {
     pub key: [u8; 16],
     /// Whose it is (for the per-principal cap).
     pub principal: &'a str,
-    /// When it can be forgotten: past this, the skew check refuses it anyway.
-    pub expires_at: UnixMillis,
+    /// The last instant it could still be accepted (the close of its
+    /// [`kdc_proto::AcceptanceWindow`]): it is remembered through this
+    /// instant, inclusive, and forgotten only after it.
+    pub remember_until: UnixMillis,
     /// Now.
     pub now: UnixMillis,
 }
@@ -59,22 +61,27 @@ pub trait ReplayCache: Send + Sync + 'static {
 
 const SHARDS: usize = 32;
 
+/// The principal hash of restored entries: it has no per-principal count, so
+/// sweeping them decrements nothing.
+const RESTORED: u64 = u64::MAX;
+
 #[derive(Debug, Default)]
 struct Shard {
-    entries: HashMap<[u8; 16], (u64, u64)>, // key -> (expires_at ms, principal hash)
+    entries: HashMap<[u8; 16], (u64, u64)>, // key -> (remember_until ms, principal hash)
     per_principal: HashMap<u64, u32>,
     earliest_expiry: u64,
 }
 
 impl Shard {
+    /// Forgets entries whose window has closed (`remember_until < now`).
     fn sweep(&mut self, now: u64) {
-        if self.earliest_expiry > now {
+        if self.earliest_expiry >= now {
             return;
         }
         let per_principal = &mut self.per_principal;
         let mut earliest = u64::MAX;
         self.entries.retain(|_, (exp, p)| {
-            if *exp > now {
+            if *exp >= now {
                 earliest = earliest.min(*exp);
                 true
             } else {
@@ -100,14 +107,23 @@ pub struct InMemoryReplayCache {
     per_shard: usize,
     per_principal_per_shard: u32,
     len: AtomicUsize,
-    created: UnixMillis,
+    remembers_since: Option<UnixMillis>,
     principal_hasher: std::collections::hash_map::RandomState,
 }
 
 impl InMemoryReplayCache {
     /// A cache of at most `capacity` entries, at most `per_principal` of them
-    /// from one principal, created at `now`.
+    /// from one principal, created at `now`: it vouches for nothing before
+    /// `now`, so authenticators whose acceptance window opened earlier are
+    /// refused as stale (for the first max-skew after a start).
     pub fn new(capacity: usize, per_principal: usize, now: UnixMillis) -> Self {
+        Self::with_history(capacity, per_principal, Some(now))
+    }
+
+    /// Like [`Self::new`], remembering since `remembers_since`: `None` when
+    /// no earlier process can have accepted an authenticator this one would
+    /// not see (the first start of a service; see [`crate::replay_state`]).
+    pub fn with_history(capacity: usize, per_principal: usize, remembers_since: Option<UnixMillis>) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let per_principal_per_shard = u32::try_from(per_principal.div_ceil(SHARDS).max(1)).unwrap_or(u32::MAX);
         Self {
@@ -115,7 +131,7 @@ impl InMemoryReplayCache {
             per_shard,
             per_principal_per_shard,
             len: AtomicUsize::new(0),
-            created: now,
+            remembers_since,
             principal_hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -125,14 +141,50 @@ impl InMemoryReplayCache {
     /// about 6 600 requests per second per service instance, 3 300 from any
     /// one principal; size it with [`Self::new`] for more.
     pub fn with_defaults(now: UnixMillis) -> Self {
-        Self::new(2_000_000, 1_000_000, now)
+        Self::new(Self::DEFAULT_CAPACITY, Self::DEFAULT_PER_PRINCIPAL, now)
+    }
+
+    /// The default capacity, entries.
+    pub const DEFAULT_CAPACITY: usize = 2_000_000;
+    /// The default share of one principal, entries.
+    pub const DEFAULT_PER_PRINCIPAL: usize = 1_000_000;
+
+    /// Every entry still inside its window at `now`, for a snapshot.
+    pub fn live_entries(&self, now: UnixMillis) -> Vec<([u8; 16], UnixMillis)> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            out.extend(
+                shard.entries.iter().filter(|(_, (until, _))| *until >= now.0).map(|(k, (u, _))| (*k, UnixMillis(*u))),
+            );
+        }
+        out
+    }
+
+    /// Adds entries from a snapshot (they count toward the capacity, not
+    /// toward any principal's share: whose they were is not kept).
+    pub fn restore(&self, entries: impl IntoIterator<Item = ([u8; 16], UnixMillis)>, now: UnixMillis) {
+        for (key, until) in entries {
+            if until < now {
+                continue;
+            }
+            let Some(lock) = self.shards.get(usize::from(key[0]) % SHARDS) else { continue };
+            let mut shard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            if shard.entries.len() >= self.per_shard {
+                continue;
+            }
+            if shard.entries.insert(key, (until.0, RESTORED)).is_none() {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            shard.earliest_expiry = shard.earliest_expiry.min(until.0);
+        }
     }
 
     fn principal_hash(&self, principal: &str) -> u64 {
         // SipHash with a per-process random key: flooding clients cannot
         // aim collisions at another principal's counter.
         use std::hash::BuildHasher;
-        self.principal_hasher.hash_one(principal)
+        self.principal_hasher.hash_one(principal).min(RESTORED - 1)
     }
 }
 
@@ -145,20 +197,20 @@ impl ReplayCache for InMemoryReplayCache {
         let mut shard = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let before = shard.entries.len();
         shard.sweep(e.now.0);
-        if shard.entries.get(&e.key).is_some_and(|(exp, _)| *exp > e.now.0) {
+        if shard.entries.get(&e.key).is_some_and(|(exp, _)| *exp >= e.now.0) {
             self.len.fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
             return Err(ReplayRefusal::Replay);
         }
-        let retry_after = shard.earliest_expiry.saturating_sub(e.now.0).div_ceil(1000).max(1);
+        let retry_after = shard.earliest_expiry.saturating_sub(e.now.0).saturating_add(1).div_ceil(1000).max(1);
         let full = shard.entries.len() >= self.per_shard
             || shard.per_principal.get(&p).is_some_and(|c| *c >= self.per_principal_per_shard);
         if full {
             self.len.fetch_sub(before - shard.entries.len(), Ordering::Relaxed);
             return Err(ReplayRefusal::Full { retry_after });
         }
-        shard.entries.insert(e.key, (e.expires_at.0, p));
+        shard.entries.insert(e.key, (e.remember_until.0, p));
         *shard.per_principal.entry(p).or_insert(0) += 1;
-        shard.earliest_expiry = shard.earliest_expiry.min(e.expires_at.0);
+        shard.earliest_expiry = shard.earliest_expiry.min(e.remember_until.0);
         let after = shard.entries.len();
         drop(shard);
         if after >= before {
@@ -170,7 +222,7 @@ impl ReplayCache for InMemoryReplayCache {
     }
 
     fn remembers_since(&self) -> Option<UnixMillis> {
-        Some(self.created)
+        self.remembers_since
     }
 
     fn len(&self) -> usize {
@@ -183,7 +235,7 @@ mod tests {
     use super::*;
 
     fn entry(key: [u8; 16], principal: &str, exp: u64, now: u64) -> ReplayEntry<'_> {
-        ReplayEntry { key, principal, expires_at: UnixMillis(exp), now: UnixMillis(now) }
+        ReplayEntry { key, principal, remember_until: UnixMillis(exp), now: UnixMillis(now) }
     }
 
     fn key(i: u32) -> [u8; 16] {
@@ -197,6 +249,8 @@ mod tests {
         let c = InMemoryReplayCache::new(1000, 1000, UnixMillis(0));
         assert_eq!(c.check_and_insert(entry(key(1), "a", 100, 0)).await, Ok(()));
         assert_eq!(c.check_and_insert(entry(key(1), "a", 100, 99)).await, Err(ReplayRefusal::Replay));
+        // The last instant of the window is still inside it.
+        assert_eq!(c.check_and_insert(entry(key(1), "a", 100, 100)).await, Err(ReplayRefusal::Replay));
         assert_eq!(c.len(), 1);
         // key(33) lands in the same shard as key(1): touching it sweeps key(1).
         assert_eq!(c.check_and_insert(entry(key(33), "a", 300, 150)).await, Ok(()));
@@ -214,8 +268,29 @@ mod tests {
         assert_eq!(c.check_and_insert(entry(other, "b", 1000, 0)).await, Err(ReplayRefusal::Full { retry_after: 1 }));
         // The first is still remembered.
         assert_eq!(c.check_and_insert(entry([0u8; 16], "a", 1000, 10)).await, Err(ReplayRefusal::Replay));
+        // At the last instant of its window it still holds its place.
+        assert_eq!(
+            c.check_and_insert(entry(other, "b", 3000, 1000)).await,
+            Err(ReplayRefusal::Full { retry_after: 1 })
+        );
         // After its window, room again.
         assert_eq!(c.check_and_insert(entry(other, "b", 3000, 1001)).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_restores_what_is_still_inside_its_window() {
+        let c = InMemoryReplayCache::new(1000, 1000, UnixMillis(0));
+        c.check_and_insert(entry(key(1), "a", 100, 0)).await.unwrap();
+        c.check_and_insert(entry(key(2), "a", 500, 0)).await.unwrap();
+        let snap = c.live_entries(UnixMillis(200));
+        assert_eq!(snap, vec![(key(2), UnixMillis(500))]);
+        let d = InMemoryReplayCache::with_history(1000, 1000, None);
+        d.restore(snap, UnixMillis(200));
+        assert_eq!(d.check_and_insert(entry(key(2), "a", 500, 300)).await, Err(ReplayRefusal::Replay));
+        assert_eq!(d.len(), 1);
+        // Swept after its window without touching any principal's count.
+        assert_eq!(d.check_and_insert(entry(key(34), "a", 900, 501)).await, Ok(()));
+        assert_eq!(d.len(), 1);
     }
 
     #[tokio::test]

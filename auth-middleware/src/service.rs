@@ -14,6 +14,7 @@ use tower::{Service, ServiceExt};
 use crate::future::ResponseFuture;
 use crate::layer::Shared;
 use crate::rejection::AuthRejection;
+use crate::verifier::BoundRequest;
 
 /// Name of the response header that carries the mutual reply.
 pub const AUTHENTICATION_INFO: &str = "authentication-info";
@@ -107,12 +108,18 @@ where
     // Bind to the request as the client sent it, even under a nested router.
     let uri = parts.extensions.get::<OriginalUri>().map_or(&parts.uri, |o| &o.0);
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let verified =
-        match verifier.complete(pending, parts.method.as_str(), &path_and_query, bytes.as_deref(), has_body, now).await
-        {
-            Ok(v) => v,
-            Err(r) => return refuse(r),
-        };
+    let Ok(authority) = request_authority(&parts) else { return refuse(AuthRejection::BindingMismatch) };
+    let request = BoundRequest {
+        method: parts.method.as_str(),
+        authority: authority.as_deref(),
+        path_and_query: &path_and_query,
+        body: bytes.as_deref(),
+        has_body,
+    };
+    let verified = match verifier.complete(pending, request, now).await {
+        Ok(v) => v,
+        Err(r) => return refuse(r),
+    };
     parts.extensions.insert(verified.principal.clone());
     let response = inner.oneshot(Request::from_parts(parts, body)).await?;
     let (mut rparts, rbody) = response.into_parts();
@@ -125,11 +132,33 @@ where
             return Ok(r);
         }
     };
-    let mutual = MutualReply::for_response(&verified.authenticator, rparts.status.as_u16(), &rbytes)
-        .seal(verified.ticket.session_key());
+    let Ok(mutual) = MutualReply::for_response(&verified.authenticator, rparts.status.as_u16(), &rbytes)
+        .seal(verified.ticket.session_key())
+    else {
+        // Never send an answer the client cannot authenticate as if it were one.
+        tracing::error!("sealing the mutual reply failed");
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        return Ok(r);
+    };
     if let Ok(v) = HeaderValue::from_str(&format!("mutual=\"{mutual}\"")) {
         rparts.headers.insert(AUTHENTICATION_INFO, v);
     }
     rparts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(rparts, Body::from(rbytes)))
+}
+
+/// The authority a request names: the request target's (absolute form, or
+/// HTTP/2's `:authority`), else the one `Host` header. Two `Host` headers, or
+/// one that is not text, are refused (`Err`).
+fn request_authority(parts: &axum::http::request::Parts) -> Result<Option<String>, ()> {
+    if let Some(a) = parts.uri.authority() {
+        return Ok(Some(a.as_str().to_owned()));
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) => Ok(None),
+        (Some(h), None) => h.to_str().map(|s| Some(s.to_owned())).map_err(|_| ()),
+        (Some(_), Some(_)) => Err(()),
+    }
 }

@@ -3,14 +3,16 @@
 //! key version its `kid` names and verify the KDC signature (once per ticket,
 //! then cached); check service, realm and validity; open the authenticator
 //! under the session key; check its client and time; check its request
-//! binding; check it was not seen before; check route roles.
+//! binding (method, authority, path with query, body) and that the authority
+//! is one this service answers for; check it was not seen before; check route
+//! roles on the normalised path.
 
 use std::sync::{Arc, RwLock};
 
 use hmac::{KeyInit, Mac};
 use kdc_proto::seal::Usage;
 use kdc_proto::{
-    Authenticator, ErrorDetail, KdcVerifier, ProtoError, RequestBinding, SealedTicket, TicketCheck,
+    AcceptanceWindow, Authenticator, ErrorDetail, KdcVerifier, ProtoError, RequestBinding, SealedTicket, TicketCheck,
     TimelyAuthenticator, UnixMillis, VerifiedTicket, open_authenticator_timely, open_ticket,
 };
 
@@ -21,14 +23,97 @@ use crate::rejection::AuthRejection;
 use crate::replay::{ReplayCache, ReplayEntry, ReplayRefusal};
 use crate::ticket_cache::{VerifiedTicketCache, ticket_digest};
 
-/// A role a route requires: requests whose path starts with `path_prefix`
+/// A role a route requires: requests whose path lies under `path_prefix`
 /// are refused (`403`) unless the principal holds `role`.
+///
+/// Matching is segment-wise on the normalised path (percent-decoded, empty
+/// and `.` segments dropped, `..` applied), so `/admin`, `//admin/`,
+/// `/%61dmin` and `/x/../admin/users` all fall under the rule for `/admin`,
+/// while `/administrator` does not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleRule {
     /// Path prefix, e.g. `/admin`.
     pub path_prefix: String,
     /// Required role.
     pub role: String,
+}
+
+impl RoleRule {
+    /// Whether the request path (already split by [`normalised_segments`])
+    /// falls under this rule.
+    fn covers(&self, path: &[String]) -> bool {
+        match normalised_segments(&self.path_prefix) {
+            Some(prefix) => path.starts_with(&prefix),
+            // A rule that cannot be normalised covers everything: fail closed.
+            None => true,
+        }
+    }
+}
+
+/// The segments of `path` after percent-decoding each one, dropping empty
+/// and `.` segments and applying `..`. `None` when a segment does not decode
+/// to UTF-8.
+fn normalised_segments(path: &str) -> Option<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in path.split('/') {
+        let seg = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
+        match seg.as_ref() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s.to_owned()),
+        }
+    }
+    Some(out)
+}
+
+/// Which `Host` values (authorities) a service answers for. The authority is
+/// part of every request binding; this decides whether the one a request
+/// names is this service's, so a request captured on its way to another
+/// service that shares the principal cannot be replayed here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthorityPolicy {
+    /// The host (port aside) must be the service principal's instance
+    /// (`api.example.test` for `HTTP/api.example.test`), compared without
+    /// case, or a loopback address or `localhost` (local tests and tools).
+    /// The default.
+    #[default]
+    ServiceInstance,
+    /// The authority must be one of these (`host` or `host:port`), compared
+    /// without case; for services reached under names other than their
+    /// principal's.
+    Only(Vec<String>),
+    /// Any authority: it is still bound, but this service does not check it
+    /// is its own. Only for a service that is the sole holder of its key.
+    Any,
+}
+
+impl AuthorityPolicy {
+    fn accepts(&self, authority: &str, service: &kdc_proto::Principal) -> bool {
+        let authority = authority.to_ascii_lowercase();
+        match self {
+            AuthorityPolicy::Any => true,
+            AuthorityPolicy::Only(list) => list.iter().any(|a| a.eq_ignore_ascii_case(&authority)),
+            AuthorityPolicy::ServiceInstance => {
+                let host = host_of(&authority);
+                is_loopback_host(host) || service.instance().is_some_and(|i| i.eq_ignore_ascii_case(host))
+            }
+        }
+    }
+}
+
+/// The host of an authority (`host`, `host:port`, `[v6]`, `[v6]:port`).
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default();
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Settings of validation.
@@ -46,6 +131,9 @@ pub struct VerifierSettings {
     /// Largest response body the layer buffers to sign in the mutual reply,
     /// bytes. Defaults to 16 MiB.
     pub max_response_bytes: usize,
+    /// Which authorities this service answers for. Defaults to
+    /// [`AuthorityPolicy::ServiceInstance`].
+    pub authorities: AuthorityPolicy,
 }
 
 impl Default for VerifierSettings {
@@ -56,6 +144,7 @@ impl Default for VerifierSettings {
             role_rules: Vec::new(),
             max_body_bytes: 1 << 20,
             max_response_bytes: 16 << 20,
+            authorities: AuthorityPolicy::default(),
         }
     }
 }
@@ -193,43 +282,50 @@ impl TicketVerifier {
             self.settings.max_skew_secs,
         )
         .map_err(|e| match e {
-            ProtoError::ClockSkew { server_time, nonce } => {
-                AuthRejection::ClockSkew { detail: ErrorDetail { server_time, nonce }.seal(ticket.session_key()) }
-            }
+            ProtoError::ClockSkew { server_time, nonce } => match sealed_detail(&ticket, server_time, nonce) {
+                Ok(detail) => AuthRejection::ClockSkew { detail },
+                Err(r) => r,
+            },
             _ => AuthRejection::InvalidAuthenticator,
         })?;
         Ok(PendingAuth { ticket, authenticator })
     }
 
     /// Second half: the request binding (`body` when the authenticator binds
-    /// it; `has_body` says whether the request carries one at all),
-    /// staleness, the replay cache and route roles.
+    /// it; `has_body` says whether the request carries one at all), the
+    /// authority, staleness, the replay cache and route roles.
     pub async fn complete(
         &self,
         pending: PendingAuth,
-        method: &str,
-        path_and_query: &str,
-        body: Option<&[u8]>,
-        has_body: bool,
+        request: BoundRequest<'_>,
         now: UnixMillis,
     ) -> Result<VerifiedRequest, AuthRejection> {
         let PendingAuth { ticket, authenticator } = pending;
+        let BoundRequest { method, authority, path_and_query, body, has_body } = request;
         if self.settings.require_body_binding && has_body && !authenticator.binds_body() {
             return Err(AuthRejection::BindingMismatch);
         }
+        let authority = authority.filter(|a| !a.is_empty()).ok_or(AuthRejection::BindingMismatch)?;
+        if !self.settings.authorities.accepts(authority, &ticket.claims().aud) {
+            return Err(AuthRejection::BindingMismatch);
+        }
         let bound_body = authenticator.binds_body().then(|| body.unwrap_or_default());
-        let binding = RequestBinding::new(method, path_and_query, bound_body);
+        let binding = RequestBinding::new(method, authority, path_and_query, bound_body);
         let checked = authenticator.check_binding(&binding).map_err(|_| AuthRejection::BindingMismatch)?;
         let auth = checked.authenticator().clone();
-        if self.replay.remembers_since().is_some_and(|since| auth.ts < since) {
-            let detail = ErrorDetail { server_time: now, nonce: auth.nonce.clone() };
-            return Err(AuthRejection::StaleAuthenticator { detail: detail.seal(ticket.session_key()) });
+        let window = AcceptanceWindow::of(auth.ts, self.settings.max_skew_secs);
+        // An authenticator whose window opened before this cache existed may
+        // have been accepted, unseen, by an earlier process (say, with the
+        // client's clock running fast): it is refused as stale.
+        if self.replay.remembers_since().is_some_and(|since| window.opens < since) {
+            let detail = sealed_detail(&ticket, now, auth.nonce.clone())?;
+            return Err(AuthRejection::StaleAuthenticator { detail });
         }
         let entry = ReplayEntry {
             key: replay_key(&ticket, checked.replay_key()),
             // The immutable principal id: no allocation, and stable across renames.
             principal: &ticket.claims().cid,
-            expires_at: auth.ts.plus_secs(self.settings.max_skew_secs),
+            remember_until: window.closes,
             now,
         };
         self.replay.check_and_insert(entry).await.map_err(|r| match r {
@@ -238,15 +334,43 @@ impl TicketVerifier {
             ReplayRefusal::Unavailable => AuthRejection::ReplayCacheUnavailable { retry_after: 1 },
         })?;
         let claims = ticket.claims();
-        let path = path_and_query.split('?').next().unwrap_or_default();
-        for rule in &self.settings.role_rules {
-            if path.starts_with(&rule.path_prefix) && !claims.roles.iter().any(|r| r == &rule.role) {
-                return Err(AuthRejection::MissingRole);
+        if !self.settings.role_rules.is_empty() {
+            let path = path_and_query.split('?').next().unwrap_or_default();
+            // A path that does not normalise is held to every rule.
+            let segments = normalised_segments(path);
+            for rule in &self.settings.role_rules {
+                let covered = segments.as_deref().is_none_or(|s| rule.covers(s));
+                if covered && !claims.roles.iter().any(|r| r == &rule.role) {
+                    return Err(AuthRejection::MissingRole);
+                }
             }
         }
         let principal = AuthenticatedPrincipal::from_ticket(ticket.clone());
         Ok(VerifiedRequest { principal, ticket, authenticator: auth })
     }
+}
+
+/// The parts of a request its authenticator must be bound to, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct BoundRequest<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The authority (`Host` header, or the request target's authority);
+    /// `None` when the request names none, which is refused.
+    pub authority: Option<&'a str>,
+    /// The request target's path with query, exactly as received.
+    pub path_and_query: &'a str,
+    /// The body, when the authenticator binds it.
+    pub body: Option<&'a [u8]>,
+    /// Whether the request carries a body at all.
+    pub has_body: bool,
+}
+
+/// The service time, sealed under the session key for the client whose
+/// authenticator carried `nonce`. If sealing fails, the refusal carries no
+/// detail: an [`AuthRejection::InvalidAuthenticator`].
+fn sealed_detail(ticket: &VerifiedTicket, server_time: UnixMillis, nonce: String) -> Result<String, AuthRejection> {
+    ErrorDetail { server_time, nonce }.seal(ticket.session_key()).map_err(|_| AuthRejection::InvalidAuthenticator)
 }
 
 /// The replay-cache key: HMAC-SHA256 under the session key of the
@@ -260,4 +384,47 @@ fn replay_key(ticket: &VerifiedTicket, tag: &[u8; 16]) -> [u8; 16] {
         out.copy_from_slice(full.get(..16).unwrap_or(&[0u8; 16]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(prefix: &str) -> RoleRule {
+        RoleRule { path_prefix: prefix.into(), role: "admin".into() }
+    }
+
+    #[test]
+    fn role_rules_match_the_normalised_path_segment_wise() {
+        let admin = rule("/admin");
+        for covered in
+            ["/admin", "/admin/", "//admin", "/%61dmin", "/%61%64%6d%69%6e/users", "/x/../admin/u", "/./admin"]
+        {
+            let segs = normalised_segments(covered).unwrap();
+            assert!(admin.covers(&segs), "{covered} escaped the rule");
+        }
+        for free in ["/", "/administrator", "/hello/admin", "/adm", "/admin%2Fx"] {
+            let segs = normalised_segments(free).unwrap();
+            assert!(!admin.covers(&segs), "{free} caught by the rule");
+        }
+        assert_eq!(normalised_segments("/%ff"), None, "invalid UTF-8 does not normalise");
+        assert!(rule("/").covers(&normalised_segments("/anything").unwrap()));
+    }
+
+    #[test]
+    fn authority_policy() {
+        let svc: kdc_proto::Principal = "HTTP/api.example.test@EXAMPLE.TEST".parse().unwrap();
+        let p = AuthorityPolicy::ServiceInstance;
+        for ok in ["api.example.test", "API.Example.Test:8443", "127.0.0.1:8080", "[::1]:80", "localhost:3000"] {
+            assert!(p.accepts(ok, &svc), "{ok}");
+        }
+        for bad in ["web.example.test", "api.example.test.evil", "10.0.0.1:8080", "[::2]"] {
+            assert!(!p.accepts(bad, &svc), "{bad}");
+        }
+        let only = AuthorityPolicy::Only(vec!["lb.example.test:8443".into()]);
+        assert!(only.accepts("LB.example.test:8443", &svc));
+        assert!(!only.accepts("lb.example.test", &svc));
+        assert!(!only.accepts("api.example.test", &svc));
+        assert!(AuthorityPolicy::Any.accepts("anything", &svc));
+    }
 }

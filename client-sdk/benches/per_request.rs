@@ -23,13 +23,21 @@ fn bench(c: &mut Criterion) {
                 // What the service sends back for the authenticator the
                 // client is about to make is computed after it; prepare a
                 // matching pair outside the timed part.
-                let a = Authenticator::new(client.clone(), now, &RequestBinding::new("GET", "/hello", None));
-                let reply = MutualReply::for_response(&a, 200, &body).seal(&skey);
+                let a = Authenticator::new(
+                    client.clone(),
+                    now,
+                    &RequestBinding::new("GET", "api.example.test", "/hello", None),
+                );
+                let reply = MutualReply::for_response(&a, 200, &body).seal(&skey).unwrap();
                 (a, reply)
             },
             |(a, reply)| {
-                let fresh = Authenticator::new(client.clone(), now, &RequestBinding::new("GET", "/hello", None));
-                let header = authorization_value(&ticket, &fresh.seal(&skey, Usage::Authenticator));
+                let fresh = Authenticator::new(
+                    client.clone(),
+                    now,
+                    &RequestBinding::new("GET", "api.example.test", "/hello", None),
+                );
+                let header = authorization_value(&ticket, &fresh.seal(&skey, Usage::Authenticator).unwrap());
                 verify_mutual_reply(&reply, &skey, &a, 200, &body).unwrap();
                 header
             },

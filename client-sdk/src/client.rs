@@ -128,6 +128,17 @@ pub fn www_authenticate_param(headers: &HeaderMap, name: &str) -> Option<String>
     Some(h.get(i..)?.split('"').next()?.to_owned())
 }
 
+/// The `Host` header value reqwest sends for `url` (the port only when it is
+/// not the scheme's default, as `Url::port` reports it): the authority the
+/// request binding commits to.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
 fn authority(url: &Url) -> String {
     format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
 }
@@ -266,14 +277,9 @@ impl KdcClient {
             .map_err(|_| SdkError::Kdc("key derivation task failed".into()))?
             .map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
         let n = nonce();
-        let pa = Zeroizing::new(
-            serde_json::to_vec(&PreAuthTimestamp { ts: self.now(), nonce: n.clone() }).unwrap_or_default(),
-        );
-        let req = InitialTicketRequest {
-            nonce: n.clone(),
-            pre_auth: Some(seal::seal(&key, &long_term_kid(principal, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)),
-            ..ask
-        };
+        let pa = PreAuthTimestamp { ts: self.now(), nonce: n.clone() };
+        let pre_auth = seal::seal_json(&key, &long_term_kid(principal, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)?;
+        let req = InitialTicketRequest { nonce: n.clone(), pre_auth: Some(pre_auth), ..ask };
         let resp = self.http.post(&endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
             let (status, headers, body) = problem(resp).await;
@@ -335,7 +341,7 @@ impl KdcClient {
     pub async fn renew(&self, client: &Principal, t: &CachedTicket) -> Result<CachedTicket, SdkError> {
         let n = nonce();
         let authenticator = Authenticator::new(client.clone(), self.now(), &RenewRequest::binding_for(&n))
-            .seal(&t.session_key, Usage::TgsAuthenticator);
+            .seal(&t.session_key, Usage::TgsAuthenticator)?;
         let req = RenewRequest { ticket: t.ticket.clone(), authenticator, nonce: n.clone() };
         let resp = self.http.post(&self.config.renew_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
@@ -388,7 +394,7 @@ impl KdcClient {
         let n = nonce();
         let binding = ServiceTicketRequest::binding_for(service, &n, None, None);
         let authenticator =
-            Authenticator::new(who.clone(), self.now(), &binding).seal(&tgt.session_key, Usage::TgsAuthenticator);
+            Authenticator::new(who.clone(), self.now(), &binding).seal(&tgt.session_key, Usage::TgsAuthenticator)?;
         let req = ServiceTicketRequest {
             tgt: tgt.ticket.clone(),
             authenticator,
@@ -439,8 +445,9 @@ impl KdcClient {
             None => url.path().to_owned(),
         };
         let at = UnixMillis(self.now().0.saturating_add_signed(self.offset_for(url)));
-        let authenticator = Authenticator::new(who, at, &RequestBinding::new(method.as_str(), &path_and_query, body));
-        let sealed = authenticator.seal(&ticket.session_key, Usage::Authenticator);
+        let binding = RequestBinding::new(method.as_str(), &host_header(url), &path_and_query, body);
+        let authenticator = Authenticator::new(who, at, &binding);
+        let sealed = authenticator.seal(&ticket.session_key, Usage::Authenticator)?;
         Ok(PreparedRequest {
             authorization: authorization_value(&ticket.ticket, &sealed),
             authenticator,

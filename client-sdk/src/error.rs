@@ -52,6 +52,10 @@ pub enum SdkError {
     /// The ticket cache failed.
     #[error("ticket cache: {0}")]
     Cache(String),
+    /// A protocol step on this side failed (sealing an authenticator or
+    /// pre-authentication data). Says nothing about keys or contents.
+    #[error("protocol: {0}")]
+    Protocol(#[from] kdc_proto::ProtoError),
     /// The network failed.
     #[error("network: {0}")]
     Http(#[from] reqwest::Error),

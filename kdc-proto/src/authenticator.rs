@@ -11,7 +11,7 @@ use crate::limits::MAX_AUTHENTICATOR_LEN;
 use crate::principal::Principal;
 use crate::seal::{self, SealedObject, Usage};
 use crate::ticket::VerifiedTicket;
-use crate::time::UnixMillis;
+use crate::time::{AcceptanceWindow, UnixMillis};
 
 /// Key id named by objects sealed under a session key (the receiver knows
 /// which session key from the ticket that travels alongside).
@@ -53,9 +53,8 @@ impl Authenticator {
 
     /// Seals it under the session key for `usage` ([`Usage::Authenticator`]
     /// for services, [`Usage::TgsAuthenticator`] for the KDC).
-    pub fn seal(&self, session_key: &SecretKey, usage: Usage) -> String {
-        let json = zeroize::Zeroizing::new(serde_json::to_vec(self).unwrap_or_default());
-        seal::seal(session_key, SESSION_KID, usage, &json)
+    pub fn seal(&self, session_key: &SecretKey, usage: Usage) -> Result<String, ProtoError> {
+        seal::seal_json(session_key, SESSION_KID, usage, self)
     }
 }
 
@@ -126,7 +125,7 @@ pub fn open_authenticator_timely(
     if &authenticator.client != ticket.client() {
         return Err(ProtoError::ClientMismatch);
     }
-    if authenticator.ts.abs_diff(now) > max_skew_secs.saturating_mul(1000) {
+    if !AcceptanceWindow::of(authenticator.ts, max_skew_secs).contains(now) {
         return Err(ProtoError::ClockSkew { server_time: now, nonce: authenticator.nonce });
     }
     Ok(TimelyAuthenticator { authenticator, tag: *sealed.tag() })
@@ -182,14 +181,14 @@ mod tests {
     }
 
     fn binding() -> RequestBinding {
-        RequestBinding::new("GET", "/hello", None)
+        RequestBinding::new("GET", "api.example.test", "/hello", None)
     }
 
     #[test]
     fn accepts_a_fresh_matching_authenticator() {
         let t = verified("alice@EXAMPLE.TEST");
         let a = Authenticator::new(t.client().clone(), UnixMillis::from_secs(NOW), &binding());
-        let tok = a.seal(t.session_key(), Usage::Authenticator);
+        let tok = a.seal(t.session_key(), Usage::Authenticator).unwrap();
         let c = open_authenticator(&tok, &t, Usage::Authenticator, &binding(), UnixMillis::from_secs(NOW + 5), 300)
             .unwrap();
         assert_eq!(c.authenticator(), &a);
@@ -200,7 +199,7 @@ mod tests {
         let t = verified("alice@EXAMPLE.TEST");
         let now = UnixMillis::from_secs(NOW);
         let mk = |client: &str, at: UnixMillis, b: &RequestBinding, usage| {
-            Authenticator::new(client.parse().unwrap(), at, b).seal(t.session_key(), usage)
+            Authenticator::new(client.parse().unwrap(), at, b).seal(t.session_key(), usage).unwrap()
         };
         let open = |tok: &str| open_authenticator(tok, &t, Usage::Authenticator, &binding(), now, 300);
         assert_eq!(
@@ -208,9 +207,9 @@ mod tests {
             ProtoError::ClientMismatch
         );
         let skewed = Authenticator::new("alice@EXAMPLE.TEST".parse().unwrap(), now.plus_secs(301), &binding());
-        let tok = skewed.seal(t.session_key(), Usage::Authenticator);
+        let tok = skewed.seal(t.session_key(), Usage::Authenticator).unwrap();
         assert_eq!(open(&tok).unwrap_err(), ProtoError::ClockSkew { server_time: now, nonce: skewed.nonce.clone() });
-        let moved = RequestBinding::new("GET", "/hello?moved=1", None);
+        let moved = RequestBinding::new("GET", "api.example.test", "/hello?moved=1", None);
         assert_eq!(
             open(&mk("alice@EXAMPLE.TEST", now, &moved, Usage::Authenticator)).unwrap_err(),
             ProtoError::BindingMismatch
@@ -221,8 +220,9 @@ mod tests {
         );
         // Under another session key (another client's ticket).
         let other = verified("alice@EXAMPLE.TEST");
-        let tok =
-            Authenticator::new(other.client().clone(), now, &binding()).seal(other.session_key(), Usage::Authenticator);
+        let tok = Authenticator::new(other.client().clone(), now, &binding())
+            .seal(other.session_key(), Usage::Authenticator)
+            .unwrap();
         assert_eq!(open(&tok).unwrap_err(), ProtoError::Crypto);
     }
 }

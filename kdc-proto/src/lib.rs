@@ -26,9 +26,9 @@
 //! let ticket = mint_ticket(&claims, &kdc, &service_key)?;
 //!
 //! // Client: an authenticator bound to the request it is about to send.
-//! let binding = RequestBinding::new("GET", "/hello", None);
+//! let binding = RequestBinding::new("GET", "api.example.test", "/hello", None);
 //! let auth = Authenticator::new(claims.sub.clone(), now, &binding)
-//!     .seal(&session_key, Usage::Authenticator);
+//!     .seal(&session_key, Usage::Authenticator)?;
 //!
 //! // Service: open the ticket, then the authenticator.
 //! let sealed = SealedTicket::parse(&ticket)?;
@@ -67,4 +67,4 @@ pub use password::{Argon2Params, derive_password_key, password_salt};
 pub use principal::{Principal, Realm};
 pub use signing::{JwkSet, KdcSigningKey, KdcVerifier, PublicJwk};
 pub use ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket};
-pub use time::{Clock, SystemClock, UnixMillis};
+pub use time::{AcceptanceWindow, Clock, SystemClock, UnixMillis};

@@ -98,7 +98,9 @@ impl ServiceTicketRequest {
         let life = lifetime_secs.map(|l| l.to_string()).unwrap_or_default();
         let renew = renewable.map(|r| r.to_string()).unwrap_or_default();
         let body = format!("{service}\n{nonce}\n{life}\n{renew}\n");
-        RequestBinding::new("POST", "/tickets", Some(body.as_bytes()))
+        // Empty authority: any KDC instance of the realm may answer, and the
+        // reply is sealed for the holder of the TGT session key anyway.
+        RequestBinding::new("POST", "", "/tickets", Some(body.as_bytes()))
     }
 }
 
@@ -125,7 +127,7 @@ impl RenewRequest {
 
     /// [`Self::binding`] from the nonce alone.
     pub fn binding_for(nonce: &str) -> RequestBinding {
-        RequestBinding::new("POST", "/tickets/renew", Some(format!("{nonce}\n").as_bytes()))
+        RequestBinding::new("POST", "", "/tickets/renew", Some(format!("{nonce}\n").as_bytes()))
     }
 }
 

@@ -34,9 +34,8 @@ impl MutualReply {
     }
 
     /// Seals it under the session key (usage `mutual-reply`).
-    pub fn seal(&self, session_key: &SecretKey) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        seal::seal(session_key, SESSION_KID, Usage::MutualReply, &json)
+    pub fn seal(&self, session_key: &SecretKey) -> Result<String, ProtoError> {
+        seal::seal_json(session_key, SESSION_KID, Usage::MutualReply, self)
     }
 }
 
@@ -75,9 +74,8 @@ pub struct ErrorDetail {
 
 impl ErrorDetail {
     /// Seals it under the session key.
-    pub fn seal(&self, session_key: &SecretKey) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        seal::seal(session_key, SESSION_KID, Usage::ErrorDetail, &json)
+    pub fn seal(&self, session_key: &SecretKey) -> Result<String, ProtoError> {
+        seal::seal_json(session_key, SESSION_KID, Usage::ErrorDetail, self)
     }
 
     /// Opens and checks it against the authenticator that was sent.
@@ -100,13 +98,20 @@ mod tests {
     #[test]
     fn reply_binds_status_body_and_authenticator() {
         let key = SecretKey::generate();
-        let a = Authenticator::new("alice@R".parse().unwrap(), UnixMillis(5), &RequestBinding::new("GET", "/", None));
-        let tok = MutualReply::for_response(&a, 200, b"hello").seal(&key);
+        let a = Authenticator::new(
+            "alice@R".parse().unwrap(),
+            UnixMillis(5),
+            &RequestBinding::new("GET", "api.example.test", "/", None),
+        );
+        let tok = MutualReply::for_response(&a, 200, b"hello").seal(&key).unwrap();
         assert!(verify_mutual_reply(&tok, &key, &a, 200, b"hello").is_ok());
         assert!(verify_mutual_reply(&tok, &key, &a, 500, b"hello").is_err());
         assert!(verify_mutual_reply(&tok, &key, &a, 200, b"hellO").is_err());
-        let other =
-            Authenticator::new("alice@R".parse().unwrap(), UnixMillis(5), &RequestBinding::new("GET", "/", None));
+        let other = Authenticator::new(
+            "alice@R".parse().unwrap(),
+            UnixMillis(5),
+            &RequestBinding::new("GET", "api.example.test", "/", None),
+        );
         assert!(verify_mutual_reply(&tok, &key, &other, 200, b"hello").is_err());
         assert!(verify_mutual_reply(&tok, &SecretKey::generate(), &a, 200, b"hello").is_err());
     }
@@ -114,11 +119,18 @@ mod tests {
     #[test]
     fn error_detail_is_bound_to_the_authenticator() {
         let key = SecretKey::generate();
-        let a = Authenticator::new("alice@R".parse().unwrap(), UnixMillis(5), &RequestBinding::new("GET", "/", None));
-        let tok = ErrorDetail { server_time: UnixMillis(99), nonce: a.nonce.clone() }.seal(&key);
+        let a = Authenticator::new(
+            "alice@R".parse().unwrap(),
+            UnixMillis(5),
+            &RequestBinding::new("GET", "api.example.test", "/", None),
+        );
+        let tok = ErrorDetail { server_time: UnixMillis(99), nonce: a.nonce.clone() }.seal(&key).unwrap();
         assert_eq!(ErrorDetail::open(&tok, &key, &a).unwrap().server_time, UnixMillis(99));
-        let other =
-            Authenticator::new("alice@R".parse().unwrap(), UnixMillis(5), &RequestBinding::new("GET", "/", None));
+        let other = Authenticator::new(
+            "alice@R".parse().unwrap(),
+            UnixMillis(5),
+            &RequestBinding::new("GET", "api.example.test", "/", None),
+        );
         assert!(ErrorDetail::open(&tok, &key, &other).is_err());
     }
 }

@@ -19,7 +19,7 @@
 //! ```
 //! use kdc_proto::{SecretKey, seal::{self, SealedObject, Usage}};
 //! let key = SecretKey::generate();
-//! let token = seal::seal(&key, "svc#1", Usage::Ticket, b"claims");
+//! let token = seal::seal(&key, "svc#1", Usage::Ticket, b"claims").unwrap();
 //! let obj = SealedObject::parse(&token, 4096).unwrap();
 //! assert_eq!(obj.kid(), "svc#1");
 //! assert_eq!(&obj.open(&key, Usage::Ticket).unwrap()[..], b"claims");
@@ -31,7 +31,7 @@ use aes_gcm::{Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::b64;
 use crate::error::ProtoError;
@@ -111,15 +111,17 @@ pub struct SealedHeader {
     pub salt: String,
 }
 
-fn content_key(key: &SecretKey, salt: &[u8], usage: Usage) -> Zeroizing<[u8; KEY_LEN]> {
+/// The per-message content key. HKDF-SHA256 only refuses outputs longer than
+/// 255 × 32 bytes; a refusal here would still never yield a usable key, so it
+/// is an error, never a default.
+fn content_key(key: &SecretKey, salt: &[u8], usage: Usage) -> Result<Zeroizing<[u8; KEY_LEN]>, ProtoError> {
     let hk = Hkdf::<Sha256>::new(Some(salt), key.expose());
     let mut ck = Zeroizing::new([0u8; KEY_LEN]);
     let mut info = Vec::with_capacity(KDF_LABEL.len() + 24);
     info.extend_from_slice(KDF_LABEL.as_bytes());
     info.extend_from_slice(usage.label().as_bytes());
-    // 32 bytes is far below HKDF-SHA256's 8160-byte output limit: cannot fail.
-    let _ = hk.expand(&info, &mut ck[..]);
-    ck
+    hk.expand(&info, &mut ck[..]).map_err(|_| ProtoError::Crypto)?;
+    Ok(ck)
 }
 
 fn cipher(ck: &[u8; KEY_LEN]) -> Aes256Gcm {
@@ -128,7 +130,11 @@ fn cipher(ck: &[u8; KEY_LEN]) -> Aes256Gcm {
 }
 
 /// Seals `plaintext` under `key` for `usage`, naming `kid` in the header.
-pub fn seal(key: &SecretKey, kid: &str, usage: Usage, plaintext: &[u8]) -> String {
+///
+/// Fails ([`ProtoError::Crypto`]) only if a primitive refuses (AES-GCM above
+/// its 64 GiB message limit, HKDF above its output limit): no output is ever
+/// produced from a failed step.
+pub fn seal(key: &SecretKey, kid: &str, usage: Usage, plaintext: &[u8]) -> Result<String, ProtoError> {
     let mut salt = [0u8; SALT_LEN];
     rand::fill(&mut salt[..]);
     let mut iv = [0u8; IV_LEN];
@@ -140,17 +146,28 @@ pub fn seal(key: &SecretKey, kid: &str, usage: Usage, plaintext: &[u8]) -> Strin
         usg: usage,
         salt: b64::encode(salt),
     };
-    // Serialising a struct of strings cannot fail.
-    let header_json = serde_json::to_vec(&header).unwrap_or_default();
+    let header_json = serde_json::to_vec(&header).map_err(|_| ProtoError::Malformed("sealed object header"))?;
     let header_b64 = b64::encode(header_json);
-    let ck = content_key(key, &salt, usage);
-    let mut buf = plaintext.to_vec();
+    let ck = content_key(key, &salt, usage)?;
+    // The buffer holds plaintext until encryption succeeds: wipe it on every path.
+    let mut buf = Zeroizing::new(plaintext.to_vec());
     let tag = cipher(&ck)
         .encrypt_inout_detached(&iv.into(), header_b64.as_bytes(), buf.as_mut_slice().into())
-        .unwrap_or_default(); // AES-GCM encryption of < 64 GiB cannot fail
-    let out = format!("{header_b64}..{}.{}.{}", b64::encode(iv), b64::encode(&buf), b64::encode(tag));
-    buf.zeroize();
-    out
+        .map_err(|_| ProtoError::Crypto)?;
+    Ok(format!("{header_b64}..{}.{}.{}", b64::encode(iv), b64::encode(&buf[..]), b64::encode(tag)))
+}
+
+/// Serialises `value` as JSON (in a buffer wiped afterwards) and seals it.
+///
+/// A value that does not serialise is an error, never an empty object.
+pub fn seal_json<T: Serialize + ?Sized>(
+    key: &SecretKey,
+    kid: &str,
+    usage: Usage,
+    value: &T,
+) -> Result<String, ProtoError> {
+    let json = Zeroizing::new(serde_json::to_vec(value).map_err(|_| ProtoError::Malformed("sealed object content"))?);
+    seal(key, kid, usage, &json)
 }
 
 /// A sealed object split into its parts, not yet opened.
@@ -224,7 +241,7 @@ impl<'a> SealedObject<'a> {
         if self.header.usg != usage {
             return Err(ProtoError::Crypto);
         }
-        let ck = content_key(key, &self.salt, usage);
+        let ck = content_key(key, &self.salt, usage)?;
         let mut buf = Zeroizing::new(self.ciphertext.clone());
         cipher(&ck)
             .decrypt_inout_detached(
@@ -244,7 +261,7 @@ mod tests {
 
     fn sample() -> (SecretKey, String) {
         let key = SecretKey::generate();
-        let token = seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, b"{\"hello\":1}");
+        let token = seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, b"{\"hello\":1}").unwrap();
         (key, token)
     }
 
@@ -319,7 +336,7 @@ mod tests {
     #[test]
     fn two_seals_differ() {
         let key = SecretKey::generate();
-        assert_ne!(seal(&key, "k", Usage::Ticket, b"x"), seal(&key, "k", Usage::Ticket, b"x"));
+        assert_ne!(seal(&key, "k", Usage::Ticket, b"x").unwrap(), seal(&key, "k", Usage::Ticket, b"x").unwrap());
     }
 }
 
@@ -350,7 +367,7 @@ mod properties {
         #[test]
         fn round_trips(data in proptest::collection::vec(any::<u8>(), 0..512)) {
             let key = SecretKey::generate();
-            let t = seal(&key, "k", Usage::MutualReply, &data);
+            let t = seal(&key, "k", Usage::MutualReply, &data).unwrap();
             let obj = SealedObject::parse(&t, 8192).unwrap();
             prop_assert_eq!(&obj.open(&key, Usage::MutualReply).unwrap()[..], &data[..]);
         }

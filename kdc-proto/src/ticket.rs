@@ -70,7 +70,7 @@ pub fn mint_ticket(
 ) -> Result<String, ProtoError> {
     let jws = zeroize::Zeroizing::new(signer.sign(claims)?);
     let kid = long_term_kid(&claims.aud, service_key.kvno);
-    let token = seal::seal(&service_key.key, &kid, Usage::Ticket, jws.as_bytes());
+    let token = seal::seal(&service_key.key, &kid, Usage::Ticket, jws.as_bytes())?;
     if token.len() > MAX_TICKET_LEN {
         return Err(ProtoError::TicketTooLarge { size: token.len(), max: MAX_TICKET_LEN });
     }

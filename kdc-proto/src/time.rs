@@ -29,6 +29,36 @@ impl UnixMillis {
     }
 }
 
+/// The instants at which a receiver accepts a timestamp `ts` given an
+/// allowed skew: from `ts − skew` to `ts + skew`, both ends included.
+///
+/// This is the one definition of the window: the timeliness check uses
+/// [`AcceptanceWindow::contains`], a replay cache remembers an entry through
+/// [`AcceptanceWindow::closes`] (so it outlives every instant the entry could
+/// be accepted), and a cache that started at `since` refuses what
+/// [`AcceptanceWindow::opens`] before it (it could have been accepted, unseen,
+/// by an earlier process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptanceWindow {
+    /// The first instant `ts` is accepted.
+    pub opens: UnixMillis,
+    /// The last instant `ts` is accepted.
+    pub closes: UnixMillis,
+}
+
+impl AcceptanceWindow {
+    /// The window of `ts` under `max_skew_secs`.
+    pub fn of(ts: UnixMillis, max_skew_secs: u64) -> Self {
+        let skew = max_skew_secs.saturating_mul(1000);
+        Self { opens: UnixMillis(ts.0.saturating_sub(skew)), closes: UnixMillis(ts.0.saturating_add(skew)) }
+    }
+
+    /// Whether `now` lies in the window.
+    pub fn contains(&self, now: UnixMillis) -> bool {
+        self.opens <= now && now <= self.closes
+    }
+}
+
 /// A source of the current time. Everything that needs "now" takes it as an
 /// argument; only the edge of a program asks a `Clock`.
 pub trait Clock: Send + Sync + 'static {
@@ -55,5 +85,21 @@ pub struct FixedClock(pub UnixMillis);
 impl Clock for FixedClock {
     fn now(&self) -> UnixMillis {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_inclusive_at_both_ends() {
+        let w = AcceptanceWindow::of(UnixMillis(10_000), 3);
+        assert_eq!(w, AcceptanceWindow { opens: UnixMillis(7_000), closes: UnixMillis(13_000) });
+        assert!(w.contains(UnixMillis(7_000)) && w.contains(UnixMillis(13_000)));
+        assert!(!w.contains(UnixMillis(6_999)) && !w.contains(UnixMillis(13_001)));
+        // Saturates instead of wrapping near the ends of time.
+        assert_eq!(AcceptanceWindow::of(UnixMillis(1), 3).opens, UnixMillis(0));
+        assert_eq!(AcceptanceWindow::of(UnixMillis(u64::MAX), 3).closes, UnixMillis(u64::MAX));
     }
 }

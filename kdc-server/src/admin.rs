@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
+use auth_middleware::{AuthenticatedPrincipal, AuthorityPolicy, TicketAuthLayer};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -290,7 +290,8 @@ async fn keytab(
     let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
     let json = Zeroizing::new(serde_json::to_vec(&kt).map_err(|_| KdcError::Internal("keytab encoding"))?);
     tracing::info!(admin = %who.name(), principal = %name, "keytab exported");
-    Ok(Json(SealedKeytab { keytab_sealed: who.seal_secret(&json) }))
+    let keytab_sealed = who.seal_secret(&json).map_err(|_| KdcError::Internal("sealing the keytab failed"))?;
+    Ok(Json(SealedKeytab { keytab_sealed }))
 }
 
 /// The admin routes: `(method, path, handler)`, all behind the admin layer.
@@ -311,11 +312,26 @@ pub fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::routing::M
 /// Builds the layer that guards the admin routes: the KDC's own
 /// `kadmin/admin` keys (refreshed by [`refresh_admin_keys`]) and its own JWK
 /// set, role `admin` required.
-pub async fn admin_layer(kdc: &Kdc, clock: std::sync::Arc<dyn kdc_proto::Clock>) -> Result<TicketAuthLayer, KdcError> {
+///
+/// With `replay_state`, the layer's replay cache is kept across clean
+/// restarts in that file (see [`auth_middleware::replay_state`]); without it,
+/// admin requests are refused as stale for the first max-skew after a start.
+pub async fn admin_layer(
+    kdc: &Kdc,
+    clock: std::sync::Arc<dyn kdc_proto::Clock>,
+    replay_state: Option<&std::path::Path>,
+) -> Result<TicketAuthLayer, KdcError> {
     let name = Principal::admin_service(kdc.realm());
     let kt = kdc.keytab(&name, clock.now().as_secs()).await?;
-    TicketAuthLayer::builder()
+    let mut builder = TicketAuthLayer::builder();
+    if let Some(path) = replay_state {
+        builder = builder.replay_state_file(path);
+    }
+    builder
         .keytab(kt)
+        // `kadmin/admin` names no host: the admin API is reached under the
+        // KDC's own address, whatever it is. The authority is still bound.
+        .authorities(AuthorityPolicy::Any)
         .kdc_keys(kdc.jwks().clone())
         .require_role("/admin", ADMIN_ROLE)
         // Admin writes carry passwords and policy: their bodies must be bound.

@@ -419,6 +419,10 @@ fn init_logging(format: LogFormat) {
     };
 }
 
+/// The admin layer's replay cache, kept in the data directory across clean
+/// restarts.
+const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
+
 async fn serve(s: &Settings) -> anyhow::Result<()> {
     init_logging(s.log_format);
     let store = open_store(&s.data).await?;
@@ -434,7 +438,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     println!("kdc serving realm {} on http://{local}", kdc.realm());
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
-    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), s.file.public_url.clone()).await?;
+    let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
+    let state =
+        AppState::new(Arc::new(kdc), Arc::new(SystemClock), s.file.public_url.clone(), Some(&admin_replay)).await?;
     http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }

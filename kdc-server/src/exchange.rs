@@ -17,11 +17,10 @@ use kdc_proto::messages::{
 use kdc_proto::password::password_salt;
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{
-    Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags,
-    UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator, open_ticket,
+    AcceptanceWindow, Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck,
+    TicketClaims, TicketFlags, UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator, open_ticket,
 };
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use crate::error::KdcError;
 use crate::kdc::Kdc;
@@ -97,7 +96,7 @@ impl Kdc {
         let entry = ReplayEntry {
             key: *tag,
             principal: who,
-            expires_at: ts.max(now).plus_secs(self.policy().max_skew_secs),
+            remember_until: AcceptanceWindow::of(ts.max(now), self.policy().max_skew_secs).closes,
             now,
         };
         self.replay.check_and_insert(entry).await.map_err(|r| match r {
@@ -162,9 +161,8 @@ impl Kdc {
         Ok((ticket, enc))
     }
 
-    fn seal_enc_part(key: &SecretKey, kid: &str, usage: Usage, enc: &EncTicketPart) -> String {
-        let json = Zeroizing::new(serde_json::to_vec(enc).unwrap_or_default());
-        seal::seal(key, kid, usage, &json)
+    fn seal_enc_part(key: &SecretKey, kid: &str, usage: Usage, enc: &EncTicketPart) -> Result<String, KdcError> {
+        seal::seal_json(key, kid, usage, enc).map_err(|_| KdcError::Internal("sealing the reply failed"))
     }
 
     /// The initial (AS) exchange: pre-authentication, then a ticket (by
@@ -234,8 +232,7 @@ impl Kdc {
         let Some(client) = user else {
             return Err(KdcError::PreAuthFailed(challenge()));
         };
-        let skew_ms = self.policy().max_skew_secs.saturating_mul(1000);
-        if ts.ts.abs_diff(now) > skew_ms {
+        if !AcceptanceWindow::of(ts.ts, self.policy().max_skew_secs).contains(now) {
             return Err(KdcError::ClockSkew { server_time: now });
         }
         self.remember(&tag, &client.id, ts.ts, now).await?;
@@ -260,7 +257,7 @@ impl Kdc {
             nonce: req.nonce,
         })?;
         let kid = long_term_kid(&client_name, client_key.kvno);
-        let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc);
+        let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc)?;
         self.issued.initial.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %client_name, service = %enc.service, "initial ticket issued");
         Ok(TicketReply { client: client_name, ticket, enc_part })
@@ -367,7 +364,7 @@ impl Kdc {
             flags,
             nonce: req.nonce,
         })?;
-        let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc)?;
         self.issued.service.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %parent.sub, service = %req.service, "service ticket issued");
         Ok(TicketReply { client: parent.sub.clone(), ticket, enc_part })
@@ -405,7 +402,7 @@ impl Kdc {
             flags: TicketFlags { initial: false, ..claims.flags },
             nonce: req.nonce,
         })?;
-        let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc);
+        let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc)?;
         self.issued.renewed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(client = %claims.sub, service = %claims.aud, "ticket renewed");
         Ok(TicketReply { client: claims.sub.clone(), ticket, enc_part })

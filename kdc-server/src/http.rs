@@ -39,9 +39,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `kdc`, with the admin layer built from the KDC's own keys.
-    pub async fn new(kdc: Arc<Kdc>, clock: Arc<dyn Clock>, public_url: Option<String>) -> Result<Self, KdcError> {
-        let admin = crate::admin::admin_layer(&kdc, clock.clone()).await?;
+    /// State for `kdc`, with the admin layer built from the KDC's own keys;
+    /// its replay cache is kept across clean restarts in `admin_replay_state`
+    /// when given (see [`crate::admin::admin_layer`]).
+    pub async fn new(
+        kdc: Arc<Kdc>,
+        clock: Arc<dyn Clock>,
+        public_url: Option<String>,
+        admin_replay_state: Option<&std::path::Path>,
+    ) -> Result<Self, KdcError> {
+        let admin = crate::admin::admin_layer(&kdc, clock.clone(), admin_replay_state).await?;
         Ok(Self { kdc, clock, public_url, admin })
     }
 }
@@ -234,7 +241,11 @@ pub async fn serve(
         state.admin.clone(),
         std::time::Duration::from_secs(10),
     )));
+    let admin = state.admin.clone();
     axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    // Every request has been answered: keep the admin replay cache for the
+    // next start.
+    admin.save_replay_state()
 }

@@ -148,7 +148,7 @@ impl Kdc {
         let signer = KdcSigningKey::generate();
         let signing_key = StoredSigningKey {
             kid: signer.kid().to_owned(),
-            sealed: master.seal_key(&format!("signing#{}", signer.kid()), &SecretKey::from_bytes(*signer.seed())),
+            sealed: master.seal_key(&format!("signing#{}", signer.kid()), &SecretKey::from_bytes(*signer.seed()))?,
             created_at: now_secs,
         };
         let tgs = Self::prepare(master, service_spec(Principal::ticket_granting(realm)), now_secs).await?;
@@ -204,7 +204,7 @@ impl Kdc {
         let decoy_kvno = Kvno(u32::MAX);
         let decoy = StoredKey {
             kvno: decoy_kvno,
-            sealed: master.seal_key(&key_owner(&tgs.id, decoy_kvno), &SecretKey::generate()),
+            sealed: master.seal_key(&key_owner(&tgs.id, decoy_kvno), &SecretKey::generate())?,
             password: None,
             created_at: now.as_secs(),
             expires_at: None,
@@ -319,7 +319,7 @@ impl Kdc {
         Ok(NewPrincipal {
             key: StoredKey {
                 kvno: Kvno(1),
-                sealed: master.seal_key(&key_owner(&id, Kvno(1)), &key),
+                sealed: master.seal_key(&key_owner(&id, Kvno(1)), &key)?,
                 password,
                 created_at: now_secs,
                 expires_at: None,
@@ -411,7 +411,7 @@ impl Kdc {
         };
         let stored = StoredKey {
             kvno: next,
-            sealed: self.master.seal_key(&key_owner(&rec.id, next), &key),
+            sealed: self.master.seal_key(&key_owner(&rec.id, next), &key)?,
             password,
             created_at: now_secs,
             expires_at: None,

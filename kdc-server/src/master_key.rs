@@ -38,6 +38,9 @@ pub enum MasterKeyError {
     /// Sealed material did not open: wrong master key, or tampered data.
     #[error("stored key material does not open under this master key")]
     WrongKey,
+    /// Sealing key material failed (nothing was written).
+    #[error("sealing key material failed")]
+    Seal,
 }
 
 /// The KDC master key.
@@ -82,8 +85,8 @@ impl MasterKey {
     /// Seals `key` at rest, bound to `owner` (e.g. `PRINCIPAL_ID#KVNO`): the
     /// binding is in the authenticated header, so a sealed key copied onto
     /// another row will not open there.
-    pub fn seal_key(&self, owner: &str, key: &SecretKey) -> String {
-        seal::seal(&self.0, owner, Usage::KeyAtRest, key.expose())
+    pub fn seal_key(&self, owner: &str, key: &SecretKey) -> Result<String, MasterKeyError> {
+        seal::seal(&self.0, owner, Usage::KeyAtRest, key.expose()).map_err(|_| MasterKeyError::Seal)
     }
 
     /// Opens a key sealed by [`Self::seal_key`] for the same `owner`.
@@ -124,7 +127,7 @@ mod tests {
     fn sealed_keys_are_bound_to_their_owner() {
         let m = MasterKey::new(SecretKey::generate());
         let k = SecretKey::generate();
-        let s = m.seal_key("p1#1", &k);
+        let s = m.seal_key("p1#1", &k).unwrap();
         assert_eq!(m.open_key("p1#1", &s).unwrap(), k);
         assert!(m.open_key("p2#1", &s).is_err());
         assert!(MasterKey::new(SecretKey::generate()).open_key("p1#1", &s).is_err());

@@ -74,7 +74,8 @@ fn main() {
         // the replay cache only grows (page faults and rehashing included),
         // which is the layer's worst case. Sized for a benchmark's rate from a
         // single principal.
-        let cache = std::sync::Arc::new(InMemoryReplayCache::new(20_000_000, 20_000_000, now()));
+        // A first start: nothing came before, so no warm-up.
+        let cache = std::sync::Arc::new(InMemoryReplayCache::with_history(20_000_000, 20_000_000, None));
         let svc = TestService::start_with(&kdc, SVC_A, |b| b.replay_cache(cache)).await.unwrap();
         let c = kdc.client();
         let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
@@ -95,7 +96,7 @@ fn main() {
         for t in 0..2 {
             let mut f = std::io::BufWriter::new(std::fs::File::create(format!("{}.{t}", prefix.display())).unwrap());
             for _ in 0..per_thread {
-                let (h, _) = ap_authorization(&creds, "GET", "/hello", None, now());
+                let (h, _) = ap_authorization(&creds, "GET", &format!("{layer_url}/hello"), None, now());
                 writeln!(f, "{h}").unwrap();
             }
         }

@@ -136,7 +136,8 @@ impl TestKdc {
         let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle, now()).await?);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
-        let state = AppState::new(kdc.clone(), clock.clone(), None).await?;
+        let admin_replay = dir.path().join("admin-replay.state");
+        let state = AppState::new(kdc.clone(), clock.clone(), None, Some(&admin_replay)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let task = tokio::spawn(async move {
@@ -327,8 +328,8 @@ impl ProtoClient {
     pub fn initial_request(key: &SecretKey, client: &str, at: UnixMillis) -> anyhow::Result<InitialTicketRequest> {
         let client: Principal = client.parse()?;
         let n = nonce();
-        let pa = serde_json::to_vec(&PreAuthTimestamp { ts: at, nonce: n.clone() })?;
-        let pre_auth = seal::seal(key, &long_term_kid(&client, kdc_proto::Kvno(1)), Usage::PreAuth, &pa);
+        let pa = PreAuthTimestamp { ts: at, nonce: n.clone() };
+        let pre_auth = seal::seal_json(key, &long_term_kid(&client, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)?;
         Ok(InitialTicketRequest {
             client,
             service: None,
@@ -373,7 +374,7 @@ impl ProtoClient {
         let n = nonce();
         let binding = ServiceTicketRequest::binding_for(&service, &n, None, None);
         let authenticator =
-            Authenticator::new(tgt.client.clone(), at, &binding).seal(&tgt.enc.session_key, Usage::TgsAuthenticator);
+            Authenticator::new(tgt.client.clone(), at, &binding).seal(&tgt.enc.session_key, Usage::TgsAuthenticator)?;
         Ok(ServiceTicketRequest {
             tgt: tgt.ticket.clone(),
             authenticator,
@@ -412,16 +413,16 @@ impl ProtoClient {
     }
 
     /// Builds a renewal request for `creds`.
-    pub fn renew_request(creds: &Credentials, at: UnixMillis) -> RenewRequest {
+    pub fn renew_request(creds: &Credentials, at: UnixMillis) -> anyhow::Result<RenewRequest> {
         let n = nonce();
         let authenticator = Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
-            .seal(&creds.enc.session_key, Usage::TgsAuthenticator);
-        RenewRequest { ticket: creds.ticket.clone(), authenticator, nonce: n }
+            .seal(&creds.enc.session_key, Usage::TgsAuthenticator)?;
+        Ok(RenewRequest { ticket: creds.ticket.clone(), authenticator, nonce: n })
     }
 
     /// Renews `creds`.
     pub async fn renew(&self, creds: &Credentials, at: UnixMillis) -> anyhow::Result<Result<Credentials, Answer>> {
-        let req = Self::renew_request(creds, at);
+        let req = Self::renew_request(creds, at)?;
         let a = self.post("/tickets/renew", &req).await?;
         if a.status != 200 {
             return Ok(Err(a));
@@ -482,13 +483,27 @@ impl TestService {
         service: &str,
         configure: impl FnOnce(auth_middleware::TicketAuthBuilder) -> auth_middleware::TicketAuthBuilder,
     ) -> anyhow::Result<Self> {
+        Self::start_on(kdc, service, "127.0.0.1:0", configure).await
+    }
+
+    /// Like [`Self::start_with`], listening on `addr` (a restarted service
+    /// comes back on the address its clients know; binding is retried for a
+    /// moment while the previous listener closes).
+    pub async fn start_on(
+        kdc: &TestKdc,
+        service: &str,
+        addr: &str,
+        configure: impl FnOnce(auth_middleware::TicketAuthBuilder) -> auth_middleware::TicketAuthBuilder,
+    ) -> anyhow::Result<Self> {
         use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
         use axum::routing::{get, post};
         let dir = tempfile::tempdir()?;
         let keytab_path = dir.path().join("service.keytab");
         write_keytab(kdc, service, &keytab_path).await?;
+        // A state file that does not exist yet: a first start, no warm-up.
         let builder = TicketAuthLayer::builder()
             .keytab_file(&keytab_path)
+            .replay_state_file(dir.path().join("replay.state"))
             .kdc_jwks_uri(format!("{}/.well-known/jwks.json", kdc.url))
             .require_role("/admin", "admin")
             .clock(kdc.clock.clone());
@@ -499,7 +514,17 @@ impl TestService {
             .route("/echo", post(|body: axum::body::Bytes| async move { body }))
             .route("/admin/x", get(|| async { "admin area" }))
             .layer(layer.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if tries < 40 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let url = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -552,17 +577,27 @@ impl ServiceAnswer {
     }
 }
 
-/// Builds `Authorization` for one request with `creds`, at time `at`.
+/// Builds `Authorization` for one request to the absolute `url` with
+/// `creds`, at time `at`, bound to the `Host` reqwest sends for it.
 pub fn ap_authorization(
     creds: &Credentials,
     method: &str,
-    path_and_query: &str,
+    url: &str,
     body: Option<&[u8]>,
     at: UnixMillis,
 ) -> (String, Authenticator) {
-    let binding = kdc_proto::RequestBinding::new(method, path_and_query, body);
+    let url = reqwest::Url::parse(url).expect("an absolute URL");
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let binding = kdc_proto::RequestBinding::new(method, &authority, &path_and_query, body);
     let a = Authenticator::new(creds.client.clone(), at, &binding);
-    let sealed = a.seal(&creds.enc.session_key, Usage::Authenticator);
+    let sealed = a.seal(&creds.enc.session_key, Usage::Authenticator).expect("sealing an authenticator");
     (auth_middleware::authorization_value(&creds.ticket, &sealed), a)
 }
 
@@ -599,7 +634,8 @@ pub async fn call_service(
     path_and_query: &str,
     body: Option<Vec<u8>>,
 ) -> anyhow::Result<(ServiceAnswer, Authenticator)> {
-    let (authz, a) = ap_authorization(creds, method, path_and_query, body.as_deref(), now());
-    let ans = send(http, method, &format!("{base}{path_and_query}"), Some(&authz), body).await?;
+    let url = format!("{base}{path_and_query}");
+    let (authz, a) = ap_authorization(creds, method, &url, body.as_deref(), now());
+    let ans = send(http, method, &url, Some(&authz), body).await?;
     Ok((ans, a))
 }

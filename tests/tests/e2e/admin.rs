@@ -30,12 +30,14 @@ impl Admin {
             kdc_proto::seal::Usage::SessionSecret,
             secret.as_bytes(),
         )
+        .unwrap()
     }
 
     /// One call; checks the mutual reply on success; returns (status, JSON body).
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, ServiceAnswer) {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
-        let (authz, sent) = ap_authorization(&self.creds, method, path, bytes.as_deref(), now());
+        let (authz, sent) =
+            ap_authorization(&self.creds, method, &format!("{}{path}", self.url), bytes.as_deref(), now());
         let mut req =
             self.http.request(method.parse().unwrap(), format!("{}{path}", self.url)).header("authorization", authz);
         if let Some(b) = bytes {
@@ -183,7 +185,8 @@ async fn principals_can_be_managed_remotely() {
         "session",
         kdc_proto::seal::Usage::SessionSecret,
         b"pw",
-    );
+    )
+    .unwrap();
     let (s, _, _) = admin
         .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password_sealed": foreign})))
         .await;
@@ -204,7 +207,7 @@ async fn principals_can_be_managed_remotely() {
     assert_eq!(s, 400);
 
     // Admin writes must bind their body: an unbound one is refused.
-    let (authz, _) = ap_authorization(&admin.creds, "POST", "/admin/principals", None, now());
+    let (authz, _) = ap_authorization(&admin.creds, "POST", &format!("{}/admin/principals", admin.url), None, now());
     let ans = send(
         &admin.http,
         "POST",
@@ -256,7 +259,7 @@ async fn rotating_the_admin_service_key_from_the_command_line_reaches_a_serving_
     assert_eq!(kdc_proto::SealedTicket::parse(&admin.creds.ticket).unwrap().kvno, kdc_proto::Kvno(2));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let (authz, _) = ap_authorization(&admin.creds, "GET", "/admin/principals", None, now());
+        let (authz, _) = ap_authorization(&admin.creds, "GET", &format!("{}/admin/principals", admin.url), None, now());
         let ans =
             send(&admin.http, "GET", &format!("{}/admin/principals", admin.url), Some(&authz), None).await.unwrap();
         if ans.status == 200 {

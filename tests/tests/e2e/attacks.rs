@@ -210,8 +210,9 @@ async fn a_ciphertext_of_one_usage_is_refused_as_another() {
     let svc: kdc_proto::Principal = SVC_A.parse().unwrap();
     let mut req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
     let binding = ServiceTicketRequest::binding_for(&svc, &req.nonce, None, None);
-    req.authenticator =
-        Authenticator::new(tgt.client.clone(), now(), &binding).seal(&tgt.enc.session_key, Usage::Authenticator);
+    req.authenticator = Authenticator::new(tgt.client.clone(), now(), &binding)
+        .seal(&tgt.enc.session_key, Usage::Authenticator)
+        .unwrap();
     assert_eq!(
         problem(&c.tgs(&tgt, &req).await.unwrap().unwrap_err()),
         (401, "urn:kdc-http:problem:invalid-authenticator")
@@ -220,7 +221,7 @@ async fn a_ciphertext_of_one_usage_is_refused_as_another() {
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let mut r = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     let pa = serde_json::to_vec(&json!({"ts": now(), "nonce": r.nonce})).unwrap();
-    r.pre_auth = Some(seal::seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, &pa));
+    r.pre_auth = Some(seal::seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, &pa).unwrap());
     assert_eq!(problem(&c.initial(&key, &r).await.unwrap().unwrap_err()), (401, "urn:kdc-http:problem:preauth-failed"));
     // The AS reply's encrypted part (under alice's key) offered as pre-auth.
     let login_req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();

@@ -103,7 +103,7 @@ async fn real_responses_match_the_spec() {
     check(&spec, "post", "/tickets", &c.post("/tickets", &bad).await.unwrap()); // unknown-service
     let skewed = ProtoClient::tgs_request(&tgt, SVC_A, kdc_proto::UnixMillis(now().0 + 3_600_000)).unwrap();
     check(&spec, "post", "/tickets", &c.post("/tickets", &skewed).await.unwrap());
-    let a = c.post("/tickets/renew", &ProtoClient::renew_request(&tgt, now())).await.unwrap();
+    let a = c.post("/tickets/renew", &ProtoClient::renew_request(&tgt, now()).unwrap()).await.unwrap();
     assert_eq!(a.status, 200);
     check(&spec, "post", "/tickets/renew", &a);
     let upd = PrincipalUpdate { disabled: Some(true), ..Default::default() };
@@ -111,7 +111,7 @@ async fn real_responses_match_the_spec() {
     let a = c.post("/tickets", &ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap()).await.unwrap();
     assert_eq!(a.status, 403);
     check(&spec, "post", "/tickets", &a);
-    let a = c.post("/tickets/renew", &ProtoClient::renew_request(&tgt, now())).await.unwrap();
+    let a = c.post("/tickets/renew", &ProtoClient::renew_request(&tgt, now()).unwrap()).await.unwrap();
     check(&spec, "post", "/tickets/renew", &a);
 }
 

@@ -10,6 +10,7 @@ mod contract;
 mod durability;
 mod exchanges;
 mod middleware;
+mod replay_and_binding;
 mod sdk;
 
 /// The `kdc` command under test.

@@ -134,6 +134,10 @@ async fn tampering_proxy(target: String, tamper_body: bool) -> String {
             if let Some(a) = headers.get("authorization") {
                 req = req.header("authorization", a);
             }
+            // A transparent man in the middle keeps the Host the client sent.
+            if let Some(h) = headers.get("host") {
+                req = req.header("host", h);
+            }
             let resp = req.send().await.unwrap();
             let status = resp.status();
             let mut info = resp.headers().get("authentication-info").cloned();

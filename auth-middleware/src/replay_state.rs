@@ -1,0 +1,201 @@
+//! A replay cache that survives restarts: the in-memory cache, saved to a
+//! state file at a clean shutdown and loaded at the next start.
+//!
+//! Why: an in-memory cache knows nothing of what an earlier process accepted,
+//! so it must refuse, as stale, every authenticator whose acceptance window
+//! opened before it started — every request for the first max-skew after a
+//! start. With a state file the next process knows instead:
+//!
+//! - **no file**: this service never ran with this file, so nothing came
+//!   before (first start): no warm-up;
+//! - **a clean snapshot**: its entries are loaded and the cache remembers
+//!   since the snapshot's own horizon: no warm-up;
+//! - **a "running" marker** (the last process crashed, or was killed) or an
+//!   unreadable file: what it accepted is lost, so the cache remembers only
+//!   from now (the warm-up applies), and says so in the log.
+//!
+//! At start the file is replaced by a "running" marker (fsynced), so a crash
+//! from then on is detected. The file holds keyed hashes of authenticator
+//! tags and their window ends: nothing secret, but it is written mode 0600.
+//!
+//! Format (little-endian): `kdc-replay-state/v1\n`, a status byte (0
+//! running, 1 clean), a flag byte and `u64` (remembers-since, when the flag
+//! is 1), a `u64` count, then `count` × (16-byte key, `u64` window end in ms).
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use kdc_proto::UnixMillis;
+
+use crate::replay::InMemoryReplayCache;
+
+const MAGIC: &[u8] = b"kdc-replay-state/v1\n";
+const RUNNING: u8 = 0;
+const CLEAN: u8 = 1;
+const ENTRY_LEN: usize = 24;
+
+/// What a state file said at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// No file: the first start.
+    First,
+    /// A clean snapshot with this many live entries was loaded.
+    Restored(usize),
+    /// The previous process did not shut down cleanly (or the file was
+    /// unreadable): warm-up applies.
+    Unclean,
+}
+
+struct Snapshot {
+    status: u8,
+    remembers_since: Option<UnixMillis>,
+    entries: Vec<([u8; 16], UnixMillis)>,
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Parses a state file, refusing anything not exactly in the format or with
+/// more than `max_entries` entries.
+fn parse(bytes: &[u8], max_entries: usize) -> Option<Snapshot> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let (&status, rest) = rest.split_first()?;
+    let (&flag, rest) = rest.split_first()?;
+    let since = u64_at(rest, 0)?;
+    let count = usize::try_from(u64_at(rest, 8)?).ok()?;
+    let body = rest.get(16..)?;
+    if count > max_entries || body.len() != count.checked_mul(ENTRY_LEN)? || !matches!(status, RUNNING | CLEAN) {
+        return None;
+    }
+    let remembers_since = match flag {
+        0 => None,
+        1 => Some(UnixMillis(since)),
+        _ => return None,
+    };
+    let entries = body
+        .chunks_exact(ENTRY_LEN)
+        .filter_map(|e| Some((e.get(..16)?.try_into().ok()?, UnixMillis(u64_at(e, 16)?))))
+        .collect();
+    Some(Snapshot { status, remembers_since, entries })
+}
+
+fn encode(status: u8, remembers_since: Option<UnixMillis>, entries: &[([u8; 16], UnixMillis)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 18 + entries.len() * ENTRY_LEN);
+    out.extend_from_slice(MAGIC);
+    out.push(status);
+    out.push(u8::from(remembers_since.is_some()));
+    out.extend_from_slice(&remembers_since.map_or(0, |t| t.0).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (key, until) in entries {
+        out.extend_from_slice(key);
+        out.extend_from_slice(&until.0.to_le_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` to `path` atomically and durably: a temporary file in the
+/// same directory, fsynced, renamed over `path`, and the directory fsynced.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Opens the replay cache kept in `path`: loads a clean snapshot, or starts
+/// fresh (first start) or with a warm-up (after a crash), then marks the file
+/// "running". See the module docs.
+pub fn open(
+    path: &Path,
+    capacity: usize,
+    per_principal: usize,
+    now: UnixMillis,
+) -> std::io::Result<(InMemoryReplayCache, StartKind)> {
+    let max_file = MAGIC.len() + 18 + capacity.saturating_mul(ENTRY_LEN);
+    let read = match std::fs::File::open(path) {
+        Ok(f) => {
+            let mut bytes = Vec::new();
+            f.take(u64::try_from(max_file).unwrap_or(u64::MAX).saturating_add(1)).read_to_end(&mut bytes)?;
+            Some(parse(&bytes, capacity))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (cache, kind) = match read {
+        None => (InMemoryReplayCache::with_history(capacity, per_principal, None), StartKind::First),
+        Some(Some(snap)) if snap.status == CLEAN => {
+            let cache = InMemoryReplayCache::with_history(capacity, per_principal, snap.remembers_since);
+            cache.restore(snap.entries, now);
+            let n = cache.len();
+            (cache, StartKind::Restored(n))
+        }
+        Some(_) => (InMemoryReplayCache::new(capacity, per_principal, now), StartKind::Unclean),
+    };
+    use crate::replay::ReplayCache as _;
+    write_atomically(path, &encode(RUNNING, cache.remembers_since(), &[]))?;
+    Ok((cache, kind))
+}
+
+/// Saves `cache` to `path` as a clean snapshot (at a graceful shutdown, after
+/// the last request was answered).
+pub fn save(cache: &InMemoryReplayCache, path: &Path, now: UnixMillis) -> std::io::Result<()> {
+    use crate::replay::ReplayCache as _;
+    write_atomically(path, &encode(CLEAN, cache.remembers_since(), &cache.live_entries(now)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::{ReplayCache, ReplayEntry, ReplayRefusal};
+
+    fn entry(key: u8, until: u64, now: u64) -> ReplayEntry<'static> {
+        ReplayEntry { key: [key; 16], principal: "p", remember_until: UnixMillis(until), now: UnixMillis(now) }
+    }
+
+    #[tokio::test]
+    async fn first_start_clean_restart_and_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay.state");
+        // First start: nothing came before.
+        let (c, kind) = open(&path, 100, 100, UnixMillis(1_000)).unwrap();
+        assert_eq!((kind, c.remembers_since()), (StartKind::First, None));
+        c.check_and_insert(entry(1, 5_000, 1_000)).await.unwrap();
+        // A crash now (no save): the next start warms up.
+        let (c2, kind) = open(&path, 100, 100, UnixMillis(2_000)).unwrap();
+        assert_eq!((kind, c2.remembers_since()), (StartKind::Unclean, Some(UnixMillis(2_000))));
+        // Clean shutdown of that one, then a restart: its entries and its
+        // horizon come back.
+        c2.check_and_insert(entry(2, 9_000, 2_000)).await.unwrap();
+        save(&c2, &path, UnixMillis(3_000)).unwrap();
+        let (c3, kind) = open(&path, 100, 100, UnixMillis(4_000)).unwrap();
+        assert_eq!((kind, c3.remembers_since()), (StartKind::Restored(1), Some(UnixMillis(2_000))));
+        assert_eq!(c3.check_and_insert(entry(2, 9_000, 4_000)).await, Err(ReplayRefusal::Replay));
+        // It is "running" again: a crash of c3 is detected.
+        let (_, kind) = open(&path, 100, 100, UnixMillis(5_000)).unwrap();
+        assert_eq!(kind, StartKind::Unclean);
+    }
+
+    #[test]
+    fn a_damaged_file_means_warm_up_never_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("replay.state");
+        let good = encode(CLEAN, None, &[([7; 16], UnixMillis(10))]);
+        for bad in [&good[..good.len() - 1], &good[1..], b"".as_slice()] {
+            std::fs::write(&path, bad).unwrap();
+            let (c, kind) = open(&path, 100, 100, UnixMillis(5)).unwrap();
+            assert_eq!((kind, c.remembers_since()), (StartKind::Unclean, Some(UnixMillis(5))));
+        }
+        // More entries than the cache holds: refused, not truncated.
+        let big = encode(CLEAN, None, &[([1; 16], UnixMillis(10)), ([2; 16], UnixMillis(10))]);
+        std::fs::write(&path, big).unwrap();
+        assert_eq!(open(&path, 1, 1, UnixMillis(5)).unwrap().1, StartKind::Unclean);
+    }
+}

@@ -1,0 +1,221 @@
+//! Issue 7's findings on the service side, attacked over real HTTP: replay
+//! across a restart (3), replay at the edge of the skew window (4), a request
+//! replayed to another host (7), role rules bypassed by path spelling (8).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use auth_middleware::AuthorityPolicy;
+use kdc_e2e::*;
+use kdc_proto::{Clock, UnixMillis};
+
+/// A clock the test sets to the millisecond.
+#[derive(Debug)]
+struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    fn at(t: UnixMillis) -> Arc<Self> {
+        Arc::new(Self(AtomicU64::new(t.0)))
+    }
+    fn set(&self, t: UnixMillis) {
+        self.0.store(t.0, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> UnixMillis {
+        UnixMillis(self.0.load(Ordering::SeqCst))
+    }
+}
+
+async fn alice_for(kdc: &TestKdc, service: &str) -> Credentials {
+    let c = kdc.client();
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    c.service_ticket(&tgt, service).await.unwrap()
+}
+
+/// Sends `GET url` with `authorization`, naming `host` in the `Host` header.
+async fn get_as(url: &str, host: &str, authorization: &str) -> ServiceAnswer {
+    let r = reqwest::Client::new()
+        .get(url)
+        .header("host", host)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap();
+    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (status, www_authenticate, authentication_info, retry_after) =
+        (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
+    ServiceAnswer {
+        status,
+        www_authenticate,
+        authentication_info,
+        retry_after,
+        body: r.bytes().await.unwrap().to_vec(),
+    }
+}
+
+/// Finding 3: a client whose clock runs 60 s fast makes an authenticator
+/// that the old process accepts; the process crashes and restarts with an
+/// empty cache. Its window opened before the new cache existed, so it is
+/// refused as stale (it was accepted before as `ts >= start`).
+#[tokio::test]
+async fn a_fast_clients_authenticator_is_not_replayable_after_a_crash() {
+    let kdc = TestKdc::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("replay.state");
+    let first = TestService::start_with(&kdc, SVC_A, |b| b.replay_state_file(&state)).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let url = format!("{}/hello", first.url);
+    let (authz, _) = ap_authorization(&alice, "GET", &url, None, now().plus_secs(60));
+    assert_eq!(send(&reqwest::Client::new(), "GET", &url, Some(&authz), None).await.unwrap().status, 200);
+
+    // The process dies without saving its cache, and comes back on the same
+    // address and state file (the captured request names that address).
+    let addr = first.url.trim_start_matches("http://").to_owned();
+    drop(first);
+    let again = TestService::start_on(&kdc, SVC_A, &addr, |b| b.replay_state_file(&state)).await.unwrap();
+    let ans = send(&reqwest::Client::new(), "GET", &format!("{}/hello", again.url), Some(&authz), None).await.unwrap();
+    assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("stale_authenticator")));
+    // So is a fresh one, until the skew window since the restart has passed:
+    // the cache cannot tell it from one the dead process saw.
+    let (ans, _) = call_service(&reqwest::Client::new(), &alice, "GET", &again.url, "/hello", None).await.unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("stale_authenticator"));
+    kdc.clock.advance_secs(301);
+    let url = format!("{}/hello", again.url);
+    let (fresh, _) = ap_authorization(&alice, "GET", &url, None, kdc.clock.now());
+    let ans = send(&reqwest::Client::new(), "GET", &url, Some(&fresh), None).await.unwrap();
+    assert_eq!(ans.status, 200, "after the warm-up, fresh authenticators pass");
+}
+
+/// A clean shutdown saves the cache: the next start needs no warm-up, and
+/// what the previous process accepted is still a replay.
+#[tokio::test]
+async fn a_clean_restart_keeps_the_replay_cache_and_needs_no_warm_up() {
+    let kdc = TestKdc::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("replay.state");
+    let first = TestService::start_with(&kdc, SVC_A, |b| b.replay_state_file(&state)).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let url = format!("{}/hello", first.url);
+    let (authz, _) = ap_authorization(&alice, "GET", &url, None, now().plus_secs(60));
+    assert_eq!(send(&reqwest::Client::new(), "GET", &url, Some(&authz), None).await.unwrap().status, 200);
+    let addr = first.url.trim_start_matches("http://").to_owned();
+    first.layer.save_replay_state().unwrap();
+    drop(first);
+    let again = TestService::start_on(&kdc, SVC_A, &addr, |b| b.replay_state_file(&state)).await.unwrap();
+    let ans = send(&reqwest::Client::new(), "GET", &format!("{}/hello", again.url), Some(&authz), None).await.unwrap();
+    assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("replay")));
+    let (ans, _) = call_service(&reqwest::Client::new(), &alice, "GET", &again.url, "/hello", None).await.unwrap();
+    assert_eq!(ans.status, 200);
+}
+
+/// Finding 4: at exactly `ts + skew` the authenticator is still timely, so
+/// the cache must still remember it (it used to count as gone at that very
+/// millisecond); one millisecond later it is out of the window.
+#[tokio::test]
+async fn a_replay_at_the_last_millisecond_of_the_window_is_refused() {
+    let kdc = TestKdc::start().await.unwrap();
+    let t = now();
+    let clock = ManualClock::at(t);
+    let svc = TestService::start_with(&kdc, SVC_A, |b| b.clock(clock.clone())).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let url = format!("{}/hello", svc.url);
+    let http = reqwest::Client::new();
+    let (authz, _) = ap_authorization(&alice, "GET", &url, None, t);
+    assert_eq!(send(&http, "GET", &url, Some(&authz), None).await.unwrap().status, 200);
+    clock.set(t.plus_secs(300));
+    let ans = send(&http, "GET", &url, Some(&authz), None).await.unwrap();
+    assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("replay")));
+    clock.set(UnixMillis(t.plus_secs(300).0 + 1));
+    let ans = send(&http, "GET", &url, Some(&authz), None).await.unwrap();
+    assert_eq!(ans.error_code().as_deref(), Some("clock_skew"));
+    // And the other edge: `ts - skew` is inside, one millisecond before is not.
+    let (early, _) = ap_authorization(&alice, "GET", &url, None, t.plus_secs(600));
+    clock.set(UnixMillis(t.plus_secs(300).0 - 1));
+    assert_eq!(send(&http, "GET", &url, Some(&early), None).await.unwrap().error_code().as_deref(), Some("clock_skew"));
+    clock.set(t.plus_secs(300));
+    assert_eq!(send(&http, "GET", &url, Some(&early), None).await.unwrap().status, 200);
+}
+
+/// Finding 7: two deployments share `HTTP/a.example.test` (and its key) but
+/// not a replay cache. A request captured on its way to one cannot be
+/// replayed at the other: the authority is bound, and each answers only
+/// for its own.
+#[tokio::test]
+async fn a_request_captured_for_one_host_is_refused_by_another_sharing_the_principal() {
+    let kdc = TestKdc::start().await.unwrap();
+    let one = TestService::start_with(&kdc, SVC_A, |b| {
+        b.authorities(AuthorityPolicy::Only(vec!["a.example.test:8001".into()]))
+    })
+    .await
+    .unwrap();
+    let two = TestService::start_with(&kdc, SVC_A, |b| {
+        b.authorities(AuthorityPolicy::Only(vec!["a.example.test:8002".into()]))
+    })
+    .await
+    .unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let (authz, _) = ap_authorization(&alice, "GET", "http://a.example.test:8001/hello", None, now());
+    assert_eq!(get_as(&format!("{}/hello", one.url), "a.example.test:8001", &authz).await.status, 200);
+    // Replayed at the other, naming the original host: not its host.
+    let ans = get_as(&format!("{}/hello", two.url), "a.example.test:8001", &authz).await;
+    assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("binding_mismatch")));
+    // Naming the other's own host: the binding no longer matches.
+    let ans = get_as(&format!("{}/hello", two.url), "a.example.test:8002", &authz).await;
+    assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("binding_mismatch")));
+}
+
+/// Finding 7, default policy: a service answers for its principal's host
+/// (and loopback), not for another name.
+#[tokio::test]
+async fn by_default_a_service_answers_only_for_its_principals_host() {
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let url = format!("{}/hello", svc.url);
+    let (authz, _) = ap_authorization(&alice, "GET", "http://b.example.test/hello", None, now());
+    assert_eq!(get_as(&url, "b.example.test", &authz).await.error_code().as_deref(), Some("binding_mismatch"));
+    let (authz, _) = ap_authorization(&alice, "GET", "http://A.Example.Test/hello", None, now());
+    assert_eq!(get_as(&url, "a.example.test", &authz).await.status, 200);
+}
+
+/// Finding 8: role rules apply to the path as anything behind the layer
+/// may read it. Without the role, every spelling of `/admin/x` is refused
+/// with 403 (they used to pass the layer, which matched the raw prefix).
+#[tokio::test]
+async fn role_rules_cannot_be_bypassed_by_spelling_the_path_differently() {
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let http = reqwest::Client::new();
+    for path in ["/admin/x", "//admin/x", "/%61dmin/x", "/%61%64%6D%69%6E/x", "/hello/../admin/x", "/./admin/x"] {
+        let (ans, _) = call_service(&http, &alice, "GET", &svc.url, path, None).await.unwrap();
+        assert_eq!(ans.status, 403, "{path} was not held to the admin rule");
+    }
+    // A path that only shares the prefix's letters is not under the rule.
+    let (ans, _) = call_service(&http, &alice, "GET", &svc.url, "/administrator", None).await.unwrap();
+    assert_eq!(ans.status, 404);
+}
+
+/// Finding 7 and the header parser: two `Host` headers are refused.
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let url = format!("{}/hello", svc.url);
+    let (authz, _) = ap_authorization(&alice, "GET", &url, None, now());
+    // Raw HTTP: reqwest will not send two Host headers.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = svc.url.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /hello HTTP/1.1\r\nHost: {addr}\r\nHost: other.example.test\r\nAuthorization: {authz}\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    sock.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+}
