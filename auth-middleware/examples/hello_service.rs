@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use auth_middleware::serve::ServeLimits;
 use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
 use axum::Router;
 use axum::routing::get;
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     println!("hello_service for {service} on http://{}", listener.local_addr()?);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?;
     // Every request has been answered: what the cache holds is final.
     auth.save_replay_state().context("saving the replay cache")?;
     Ok(())

@@ -36,6 +36,7 @@ pub mod layer;
 pub mod rejection;
 pub mod replay;
 pub mod replay_state;
+pub mod serve;
 pub mod service;
 pub mod ticket_cache;
 pub mod verifier;

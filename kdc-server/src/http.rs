@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use auth_middleware::TicketAuthLayer;
+use auth_middleware::serve::ServeLimits;
 
 use crate::error::{ApiError, KdcError};
 use crate::kdc::Kdc;
@@ -223,10 +224,23 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the application on `listener` until `shutdown` completes.
+/// Serves the application on `listener` until `shutdown` completes, with the
+/// default [`ServeLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, state, ServeLimits::default(), shutdown).await
+}
+
+/// Serves the application on `listener` within `limits` (request-head and
+/// request deadlines, idle keep-alive, connections per address) until
+/// `shutdown` completes.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     /// Stops the admin-key refresher when serving ends or is dropped.
@@ -242,9 +256,7 @@ pub async fn serve(
         std::time::Duration::from_secs(10),
     )));
     let admin = state.admin.clone();
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?;
     // Every request has been answered: keep the admin replay cache for the
     // next start.
     admin.save_replay_state()

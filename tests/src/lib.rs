@@ -122,6 +122,15 @@ impl TestKdc {
 
     /// Starts a KDC with the given policy and throttling.
     pub async fn start_with(policy: Policy, throttle: ThrottlePolicy) -> anyhow::Result<Self> {
+        Self::start_full(policy, throttle, auth_middleware::serve::ServeLimits::default()).await
+    }
+
+    /// Starts a KDC with the given policy, throttling and connection limits.
+    pub async fn start_full(
+        policy: Policy,
+        throttle: ThrottlePolicy,
+        limits: auth_middleware::serve::ServeLimits,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
         let master = SecretKey::generate();
@@ -141,7 +150,7 @@ impl TestKdc {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let task = tokio::spawn(async move {
-            let _ = http::serve(listener, state, std::future::pending()).await;
+            let _ = http::serve_with(listener, state, limits, std::future::pending()).await;
         });
         Ok(Self { url: format!("http://{addr}"), kdc, clock, _dir: dir, task })
     }

@@ -219,3 +219,46 @@ async fn two_host_headers_are_refused() {
     let text = String::from_utf8_lossy(&out);
     assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+/// Finding 9: 200 sockets that send half a request head. The KDC closes
+/// what one address opens beyond its cap at once, and the rest when the
+/// request-head deadline passes (they used to stay open for minutes); a
+/// well-behaved client is served throughout.
+#[tokio::test]
+async fn slow_clients_cannot_hold_the_kdc() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = auth_middleware::serve::ServeLimits::default()
+        .header_read_timeout(Duration::from_millis(1500))
+        .max_connections_per_address(64);
+    let kdc = TestKdc::start_full(Default::default(), Default::default(), limits).await.unwrap();
+    let addr = kdc.url.trim_start_matches("http://").to_owned();
+    let mut socks = Vec::new();
+    for _ in 0..200 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(b"POST /tickets HTTP/1.1\r\nHost: kdc\r\nContent-Len").await;
+        socks.push(s);
+    }
+    // Served meanwhile, from another loopback address.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = sock.connect(addr.parse().unwrap()).await.unwrap();
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: kdc\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), other.read_to_end(&mut out)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    // Within the deadline (and a margin), every slow socket is closed.
+    let mut closed = 0;
+    for s in &mut socks {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(4), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            Ok(Ok(_)) => {
+                // A 408/400 answer before closing also frees the socket.
+                closed += 1;
+            }
+            Err(_) => {}
+        }
+    }
+    assert_eq!(closed, 200, "only {closed} of 200 slow connections were closed");
+}

@@ -1,0 +1,245 @@
+//! Serving an axum app with limits that keep slow or greedy clients from
+//! holding the server: a deadline for each request head (which also bounds
+//! how long an idle keep-alive connection stays open), a deadline for the
+//! whole request, and caps on connections in total and per client address.
+//!
+//! `axum::serve` has none of these; a client that sends half a request line
+//! and waits keeps a socket and a task forever. The KDC and the example
+//! service serve through [`serve`]; any service behind the layer can too.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! auth_middleware::serve::serve(listener, app, auth_middleware::serve::ServeLimits::default(), std::future::pending())
+//!     .await
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt as _;
+
+/// Limits on what one client can hold. Every field has a safe default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeLimits {
+    /// Time allowed to send a request's head (request line and headers),
+    /// counted from when the server starts waiting for it, so it also closes
+    /// keep-alive connections idle this long. Defaults to 10 s.
+    pub header_read_timeout: Duration,
+    /// Time allowed for a whole request, body and handling included; past
+    /// it the client gets `408` (or the connection is closed). Defaults to 30 s.
+    pub request_timeout: Duration,
+    /// Open connections from one client address; more are closed at once.
+    /// Defaults to 64.
+    pub max_connections_per_address: usize,
+    /// Open connections in all; more wait in the listen backlog. Defaults to 10 000.
+    pub max_connections: usize,
+    /// How long a graceful shutdown waits for open requests. Defaults to 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections_per_address: 64,
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServeLimits {
+    /// Sets [`Self::header_read_timeout`].
+    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+        self.header_read_timeout = d;
+        self
+    }
+
+    /// Sets [`Self::request_timeout`].
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.request_timeout = d;
+        self
+    }
+
+    /// Sets [`Self::max_connections_per_address`].
+    pub fn max_connections_per_address(mut self, n: usize) -> Self {
+        self.max_connections_per_address = n;
+        self
+    }
+
+    /// Sets [`Self::max_connections`].
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+}
+
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One counted connection; uncounted when dropped.
+struct Slot {
+    table: Arc<PerAddress>,
+    ip: IpAddr,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize, permit: tokio::sync::OwnedSemaphorePermit) -> Option<Slot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { table: self.clone(), ip, _permit: permit })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes,
+/// then lets open requests finish (up to [`ServeLimits::shutdown_grace`]).
+/// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
+/// `into_make_service_with_connect_info`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        limits.request_timeout,
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let per_address = Arc::new(PerAddress::default());
+    let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = total.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, do not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = per_address.take(peer.ip(), limits.max_connections_per_address, permit) else {
+            tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = app.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("open connections did not finish within the shutdown grace period");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: ServeLimits) -> SocketAddr {
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, app, limits, std::future::pending()));
+        addr
+    }
+
+    /// Reads until the peer closes; `None` if it is still open after `wait`.
+    async fn closed_within(sock: &mut tokio::net::TcpStream, wait: Duration) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        tokio::time::timeout(wait, sock.read_to_end(&mut out)).await.ok().map(|_| out)
+    }
+
+    #[tokio::test]
+    async fn half_a_request_head_is_cut_off() {
+        let addr = start(ServeLimits::default().header_read_timeout(Duration::from_millis(300))).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        assert!(closed_within(&mut sock, Duration::from_secs(3)).await.is_some(), "slow head kept open");
+    }
+
+    #[tokio::test]
+    async fn an_idle_keep_alive_connection_is_closed() {
+        let addr = start(ServeLimits::default().header_read_timeout(Duration::from_millis(300))).await;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let out = closed_within(&mut sock, Duration::from_secs(3)).await.expect("idle connection kept open");
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    }
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_connection() {
+        let addr = start(ServeLimits::default().max_connections_per_address(3)).await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // Let the server count them.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(closed_within(&mut fourth, Duration::from_secs(2)).await.is_some(), "fourth connection served");
+        // Once one closes, there is room again.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut again = tokio::net::TcpStream::connect(addr).await.unwrap();
+        again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let out = closed_within(&mut again, Duration::from_secs(3)).await.unwrap();
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    }
+}
