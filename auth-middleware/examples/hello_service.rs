@@ -39,9 +39,22 @@ async fn hello(who: AuthenticatedPrincipal) -> String {
     format!("hello, {}\n", who.name())
 }
 
+/// The KDC's `jwks_uri`, from its discovery document (fetched under the same
+/// rules as the keys: https, or http to loopback; bounded; no redirects).
 async fn jwks_uri(kdc: &str) -> anyhow::Result<String> {
     let url = format!("{}/.well-known/kdc-configuration", kdc.trim_end_matches('/'));
-    let doc: serde_json::Value = reqwest::get(&url).await?.error_for_status()?.json().await?;
+    let url = auth_middleware::keys::check_jwks_uri(&url, true)?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let mut resp = http.get(url).send().await?.error_for_status()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        anyhow::ensure!(body.len() + chunk.len() <= 64 * 1024, "discovery document larger than 64 KiB");
+        body.extend_from_slice(&chunk);
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&body)?;
     doc.get("jwks_uri").and_then(|v| v.as_str()).map(str::to_owned).context("discovery document without jwks_uri")
 }
 
@@ -60,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
         .replay_state_file(replay_state)
         .keytab_reload_interval(Duration::from_secs(30))
         .kdc_jwks_uri(jwks)
+        // A KDC on this machine may serve plain http; anywhere else, https only.
+        .jwks_allow_loopback_http(true)
         .build()
         .await?;
     let service = auth.verifier().service();

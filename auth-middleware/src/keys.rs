@@ -51,18 +51,54 @@ impl ServiceKeyring {
     }
 }
 
-/// Fetches the KDC's JWK set.
-pub async fn fetch_jwks(http: &reqwest::Client, uri: &str) -> Result<JwkSet, ConfigError> {
-    let err = |reason: String| ConfigError::Jwks { uri: uri.to_owned(), reason };
-    let resp = http.get(uri).send().await.map_err(|e| err(e.to_string()))?;
+/// The largest JWK set fetched, bytes: a few keys take a few hundred.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
+
+/// Checks that `uri` may carry the KDC's signing keys: `https`, or plain
+/// `http` to a loopback address when `allow_loopback_http` says so (tests
+/// and a KDC on the same machine). Anything else would let a network
+/// attacker substitute the keys that decide which tickets are genuine.
+pub fn check_jwks_uri(uri: &str, allow_loopback_http: bool) -> Result<reqwest::Url, ConfigError> {
+    let err = |reason: &str| ConfigError::Jwks { uri: uri.to_owned(), reason: reason.to_owned() };
+    let url = reqwest::Url::parse(uri).map_err(|_| err("not an absolute URL"))?;
+    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback && allow_loopback_http => Ok(url),
+        "http" if loopback => Err(err("plain http: allow it for loopback explicitly, or use https")),
+        _ => Err(err("the KDC's keys are fetched over https only")),
+    }
+}
+
+/// Fetches the KDC's JWK set from `url` (checked by [`check_jwks_uri`]),
+/// reading at most [`MAX_JWKS_BYTES`]: a larger body is refused as it
+/// streams in, never buffered whole.
+pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<JwkSet, ConfigError> {
+    let err = |reason: String| ConfigError::Jwks { uri: url.to_string(), reason };
+    let mut resp = http.get(url.clone()).send().await.map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
-    let bytes = resp.bytes().await.map_err(|e| err(e.to_string()))?;
-    if bytes.len() > 64 * 1024 {
-        return Err(err("JWK set larger than 64 KiB".to_owned()));
+    let too_large = || err(format!("JWK set larger than {} KiB", MAX_JWKS_BYTES / 1024));
+    if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
+        if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
+}
+
+/// Whether `new` shares no key id with `old`: a refresh that replaces every
+/// key at once is either a KDC that lost its keys or someone else's keys.
+pub fn is_unrelated(old: &JwkSet, new: &JwkSet) -> bool {
+    !new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid))
 }
 
 /// A verifier for a JWK set.

@@ -10,7 +10,7 @@ use kdc_proto::{Clock, JwkSet, KdcVerifier, Principal, SystemClock};
 use tower::Layer;
 
 use crate::error::ConfigError;
-use crate::keys::{ServiceKeyring, fetch_jwks};
+use crate::keys::{ServiceKeyring, check_jwks_uri, fetch_jwks, is_unrelated};
 use crate::replay::{InMemoryReplayCache, ReplayCache};
 use crate::service::TicketAuth;
 use crate::verifier::{AuthorityPolicy, RoleRule, TicketVerifier, VerifierSettings};
@@ -25,12 +25,20 @@ enum KdcKeySource {
     Uri(String),
 }
 
+/// Counts of what the layer observed about the KDC's keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeyEvents {
+    /// Refreshes that replaced the JWK set with one sharing no key id.
+    pub(crate) unrelated_replacements: std::sync::atomic::AtomicU64,
+}
+
 pub(crate) struct Shared {
     pub(crate) verifier: TicketVerifier,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) realm: String,
     keytab_path: Option<PathBuf>,
     replay_state: Option<(PathBuf, Arc<InMemoryReplayCache>)>,
+    key_events: KeyEvents,
 }
 
 /// A tower layer that authenticates every request by ticket and
@@ -73,6 +81,14 @@ impl TicketAuthLayer {
         }
     }
 
+    /// How many JWK-set refreshes replaced every KDC key at once (a new set
+    /// sharing no key id with the old): each is also logged as a warning.
+    /// A KDC rotating its signing key publishes old and new together, so a
+    /// non-zero count deserves a look.
+    pub fn jwks_unrelated_replacements(&self) -> u64 {
+        self.shared.key_events.unrelated_replacements.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The validation state (for direct use and for observing cache sizes).
     pub fn verifier(&self) -> &TicketVerifier {
         &self.shared.verifier
@@ -108,6 +124,7 @@ pub struct TicketAuthBuilder {
     kdc_keys: Option<KdcKeySource>,
     jwks_refresh: Duration,
     keytab_reload: Option<Duration>,
+    jwks_allow_loopback_http: bool,
     settings: VerifierSettings,
     replay: Option<Arc<dyn ReplayCache>>,
     replay_state: Option<PathBuf>,
@@ -122,6 +139,7 @@ impl Default for TicketAuthBuilder {
             kdc_keys: None,
             jwks_refresh: Duration::from_secs(300),
             keytab_reload: None,
+            jwks_allow_loopback_http: false,
             settings: VerifierSettings::default(),
             replay: None,
             replay_state: None,
@@ -159,9 +177,18 @@ impl TicketAuthBuilder {
     }
 
     /// Fetches the KDC's signing keys from its `jwks_uri` at build time and
-    /// refreshes them periodically. Required, or [`Self::kdc_keys`].
+    /// refreshes them periodically. Required, or [`Self::kdc_keys`]. Only
+    /// `https` is accepted (see [`Self::jwks_allow_loopback_http`]); the body
+    /// is read up to [`crate::keys::MAX_JWKS_BYTES`].
     pub fn kdc_jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.kdc_keys = Some(KdcKeySource::Uri(uri.into()));
+        self
+    }
+
+    /// Allows fetching the JWK set over plain `http` from a loopback address
+    /// (a KDC on the same machine; tests). Defaults to false: https only.
+    pub fn jwks_allow_loopback_http(mut self, allow: bool) -> Self {
+        self.jwks_allow_loopback_http = allow;
         self
     }
 
@@ -259,10 +286,18 @@ impl TicketAuthBuilder {
                 found: keyring.principal().to_string(),
             });
         }
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
         let (jwks, jwks_uri) = match self.kdc_keys.ok_or(ConfigError::MissingKdcKeys)? {
             KdcKeySource::Given(set) => (set, None),
-            KdcKeySource::Uri(uri) => (fetch_jwks(&http, &uri).await?, Some(uri)),
+            KdcKeySource::Uri(uri) => {
+                let url = check_jwks_uri(&uri, self.jwks_allow_loopback_http)?;
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    // The keys come from the URL configured, not from wherever it points.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .build()
+                    .map_err(|e| ConfigError::Jwks { uri: uri.clone(), reason: e.to_string() })?;
+                (fetch_jwks(&http, &url).await?, Some((http, url)))
+            }
         };
         let (replay, replay_state): (Arc<dyn ReplayCache>, _) = match (self.replay, self.replay_state) {
             (Some(cache), _) => (cache, None),
@@ -284,9 +319,16 @@ impl TicketAuthBuilder {
         };
         let realm = keyring.principal().realm().to_string();
         let verifier = TicketVerifier::new(keyring, KdcVerifier::from_jwks(&jwks), replay, self.settings);
-        let shared = Arc::new(Shared { verifier, clock: self.clock, realm, keytab_path, replay_state });
-        if let Some(uri) = jwks_uri {
-            spawn_jwks_refresh(Arc::downgrade(&shared), http, uri, self.jwks_refresh);
+        let shared = Arc::new(Shared {
+            verifier,
+            clock: self.clock,
+            realm,
+            keytab_path,
+            replay_state,
+            key_events: KeyEvents::default(),
+        });
+        if let Some((http, url)) = jwks_uri {
+            spawn_jwks_refresh(Arc::downgrade(&shared), http, url, jwks, self.jwks_refresh);
         }
         if let (Some(every), Some(_)) = (self.keytab_reload, &shared.keytab_path) {
             spawn_keytab_reload(Arc::downgrade(&shared), every);
@@ -295,16 +337,24 @@ impl TicketAuthBuilder {
     }
 }
 
-fn spawn_jwks_refresh(shared: Weak<Shared>, http: reqwest::Client, uri: String, every: Duration) {
+fn spawn_jwks_refresh(shared: Weak<Shared>, http: reqwest::Client, url: reqwest::Url, first: JwkSet, every: Duration) {
     tokio::spawn(async move {
-        let mut last: Option<JwkSet> = None;
+        let mut last = first;
         loop {
             tokio::time::sleep(every).await;
             let Some(s) = shared.upgrade() else { return };
-            match fetch_jwks(&http, &uri).await {
-                Ok(set) if last.as_ref() != Some(&set) => {
+            match fetch_jwks(&http, &url).await {
+                Ok(set) if set != last => {
+                    if is_unrelated(&last, &set) {
+                        s.key_events.unrelated_replacements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(
+                            uri = %url,
+                            "the KDC's JWK set was replaced by one sharing no key id with the previous: \
+                             every outstanding ticket is now refused"
+                        );
+                    }
                     s.verifier.set_kdc_keys(KdcVerifier::from_jwks(&set));
-                    last = Some(set);
+                    last = set;
                 }
                 Ok(_) => {}
                 // Keep the keys we have: a KDC briefly down must not lock clients out.

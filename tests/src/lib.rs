@@ -514,6 +514,8 @@ impl TestService {
             .keytab_file(&keytab_path)
             .replay_state_file(dir.path().join("replay.state"))
             .kdc_jwks_uri(format!("{}/.well-known/jwks.json", kdc.url))
+            // The test KDC serves plain http on loopback.
+            .jwks_allow_loopback_http(true)
             .require_role("/admin", "admin")
             .clock(kdc.clock.clone());
         let layer = configure(builder).build().await?;

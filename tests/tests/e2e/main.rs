@@ -9,6 +9,7 @@ mod attacks;
 mod contract;
 mod durability;
 mod exchanges;
+mod jwks_fetch;
 mod middleware;
 mod replay_and_binding;
 mod sdk;
