@@ -88,7 +88,17 @@ where
     let now = shared.clock.now();
     let verifier = &shared.verifier;
     let (mut parts, body) = req.into_parts();
-    let authorization = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Exactly one Authorization header: with two, a proxy in front and this
+    // layer could each read a different one.
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let authorization = match (values.next(), values.next()) {
+        (Some(v), None) => match v.to_str() {
+            Ok(v) => Some(v),
+            Err(_) => return refuse(AuthRejection::MalformedCredentials),
+        },
+        (None, _) => None,
+        (Some(_), Some(_)) => return refuse(AuthRejection::MalformedCredentials),
+    };
     let pending = match verifier.open(authorization, now) {
         Ok(p) => p,
         Err(r) => return refuse(r),

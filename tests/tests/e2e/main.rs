@@ -11,6 +11,7 @@ mod durability;
 mod exchanges;
 mod jwks_fetch;
 mod middleware;
+mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
 
