@@ -40,8 +40,11 @@ pub struct ServeLimits {
     /// Time allowed for a whole request, body and handling included; past
     /// it the client gets `408` (or the connection is closed). Defaults to 30 s.
     pub request_timeout: Duration,
-    /// Open connections from one client address; more are closed at once.
-    /// Defaults to 64.
+    /// Open connections from one client address; more get `503` with
+    /// `Retry-After: 1` and are closed at once. Defaults to 256 (a busy
+    /// client behind one NAT address keeps working; one attacker holds at
+    /// most this many sockets). Behind a local reverse proxy every client
+    /// shares its address: raise it to `max_connections` there.
     pub max_connections_per_address: usize,
     /// Open connections in all; more wait in the listen backlog. Defaults to 10 000.
     pub max_connections: usize,
@@ -54,7 +57,7 @@ impl Default for ServeLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
-            max_connections_per_address: 64,
+            max_connections_per_address: 256,
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -164,7 +167,7 @@ pub async fn serve(
         };
         let Some(slot) = per_address.take(peer.ip(), limits.max_connections_per_address, permit) else {
             tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
-            drop(stream);
+            tokio::spawn(refuse(stream));
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -185,6 +188,15 @@ pub async fn serve(
         tracing::warn!("open connections did not finish within the shutdown grace period");
     }
     Ok(())
+}
+
+/// Answers a connection over its address's cap with `503` and closes it,
+/// giving the peer at most a second to take the answer.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(ANSWER)).await;
 }
 
 #[cfg(test)]
@@ -233,7 +245,8 @@ mod tests {
         // Let the server count them.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut fourth = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert!(closed_within(&mut fourth, Duration::from_secs(2)).await.is_some(), "fourth connection served");
+        let out = closed_within(&mut fourth, Duration::from_secs(2)).await.expect("fourth connection served");
+        assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 503"));
         // Once one closes, there is room again.
         drop(held.pop());
         tokio::time::sleep(Duration::from_millis(100)).await;
