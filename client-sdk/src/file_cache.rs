@@ -84,12 +84,13 @@ fn check_directory(dir: &Path) -> Result<(), SdkError> {
 /// cache's temporary files: `tmp.<pid>.<random>` now, or `<11 base64url
 /// characters>.tmp` as earlier versions named them.
 fn is_temp_suffix(rest: &str) -> bool {
-    let current = rest.strip_prefix("tmp.").and_then(|r| r.split_once('.')).is_some_and(|(pid, random)| {
-        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !random.is_empty()
-    });
-    let legacy = rest.strip_suffix(".tmp").is_some_and(|r| {
-        r.len() == 11 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
+    let current = rest
+        .strip_prefix("tmp.")
+        .and_then(|r| r.split_once('.'))
+        .is_some_and(|(pid, random)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !random.is_empty());
+    let legacy = rest
+        .strip_suffix(".tmp")
+        .is_some_and(|r| r.len() == 11 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     current || legacy
 }
 

@@ -11,6 +11,7 @@ mod durability;
 mod exchanges;
 mod middleware;
 mod sdk;
+mod sdk_hardening;
 
 /// The `kdc` command under test.
 pub fn kdc_bin() -> std::path::PathBuf {
