@@ -51,7 +51,7 @@ impl CachedTicket {
         now < self.end_time
     }
 
-    /// Whether it should be refreshed at `now`: once [`REFRESH_FRACTION`] of
+    /// Whether it should be refreshed at `now`: once [`REFRESH_FRACTION_PERCENT`] of
     /// its lifetime has passed, so callers never meet a `401 ticket_expired`.
     pub fn needs_refresh(&self, now: u64) -> bool {
         let life = self.end_time.saturating_sub(self.start_time);

@@ -37,7 +37,28 @@ pub struct ClientOptions {
     pub require_mutual: bool,
     /// Where "now" comes from. Defaults to the system clock.
     pub clock: Arc<dyn Clock>,
+    /// Send to a URL whose host is not the one the service principal names
+    /// (`HTTP/hello.example.test@REALM` names `hello.example.test`). Defaults
+    /// to false: [`KdcClient::send`] and [`KdcClient::prepare`] refuse a
+    /// mismatch with [`SdkError::ServiceHostMismatch`] before anything is
+    /// sent. Loopback hosts (`127.0.0.0/8`, `::1`, `localhost`) are always
+    /// allowed, for tests and local development.
+    pub allow_service_host_mismatch: bool,
+    /// The longest service answer body the client reads, in bytes; a longer
+    /// one (declared or streamed) fails with [`SdkError::ResponseTooLarge`].
+    /// Defaults to [`DEFAULT_MAX_RESPONSE_BODY`] (16 MiB).
+    pub max_response_body: usize,
 }
+
+/// The default of [`ClientOptions::max_response_body`]: 16 MiB.
+pub const DEFAULT_MAX_RESPONSE_BODY: usize = 16 * 1024 * 1024;
+
+/// The longest KDC answer body the client reads (discovery, challenges,
+/// ticket replies, problem details), in bytes: 64 KiB. The largest honest
+/// answer is a ticket reply, under 24 KiB (a ticket of at most
+/// [`kdc_proto::limits::MAX_TICKET_LEN`] and a sealed part of at most
+/// [`MAX_SEALED_LEN`], in JSON).
+pub const MAX_KDC_RESPONSE_BYTES: usize = 64 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -46,6 +67,8 @@ impl Default for ClientOptions {
             allow_insecure_http: false,
             require_mutual: true,
             clock: Arc::new(SystemClock),
+            allow_service_host_mismatch: false,
+            max_response_body: DEFAULT_MAX_RESPONSE_BODY,
         }
     }
 }
@@ -55,6 +78,8 @@ impl std::fmt::Debug for ClientOptions {
         f.debug_struct("ClientOptions")
             .field("allow_insecure_http", &self.allow_insecure_http)
             .field("require_mutual", &self.require_mutual)
+            .field("allow_service_host_mismatch", &self.allow_service_host_mismatch)
+            .field("max_response_body", &self.max_response_body)
             .finish_non_exhaustive()
     }
 }
@@ -103,13 +128,59 @@ pub fn check_transport(url: &Url, allow_insecure_http: bool) -> Result<(), SdkEr
     match url.scheme() {
         "https" => Ok(()),
         "http" => {
-            let host = url.host_str().unwrap_or_default();
-            let loopback =
-                host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if loopback || allow_insecure_http { Ok(()) } else { Err(SdkError::InsecureTransport(host.to_owned())) }
+            if is_loopback(url) || allow_insecure_http {
+                Ok(())
+            } else {
+                Err(SdkError::InsecureTransport(url.host_str().unwrap_or_default().to_owned()))
+            }
         }
         other => Err(SdkError::Invalid { what: "URL", detail: format!("unsupported scheme {other}") }),
     }
+}
+
+/// Whether `url`'s host is this machine: `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
+        || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether two host names are the same host: DNS names compare without
+/// case, and a trailing dot (the fully qualified form) makes no difference.
+fn same_host(a: &str, b: &str) -> bool {
+    !a.is_empty() && a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Whether `method` is idempotent (RFC 9110, section 9.2.2): sending it twice
+/// has the effect of sending it once, so re-sending after a refusal nobody
+/// can authenticate is harmless even when the refusal was forged and the
+/// service had in fact carried out the first request.
+fn is_idempotent(method: &Method) -> bool {
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE].contains(method)
+}
+
+/// Reads a body, refusing it as soon as it passes `limit` bytes: a declared
+/// `Content-Length` over the limit is refused before reading, and a body
+/// without one (chunked, or a length that lies) is cut off while streaming.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, SdkError> {
+    let declared = resp.content_length().unwrap_or(0);
+    if declared > u64::try_from(limit).unwrap_or(u64::MAX) {
+        return Err(SdkError::ResponseTooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
+    while let Some(chunk) = resp.chunk().await? {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(SdkError::ResponseTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A KDC answer's JSON body, read with the [`MAX_KDC_RESPONSE_BYTES`] cap.
+async fn kdc_json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, SdkError> {
+    let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|_| SdkError::BadKdcReply)
 }
 
 fn parse_url(s: &str) -> Result<Url, SdkError> {
@@ -172,10 +243,12 @@ fn accept(
     })
 }
 
-async fn problem(resp: reqwest::Response) -> (StatusCode, HeaderMap, Value) {
+/// A KDC refusal: status, headers and problem+json body (`Null` when the
+/// body is not JSON), read with the [`MAX_KDC_RESPONSE_BYTES`] cap.
+async fn problem(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Value), SdkError> {
     let (status, headers) = (resp.status(), resp.headers().clone());
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, headers, body)
+    let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
+    Ok((status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
 fn problem_kind(body: &Value) -> &str {
@@ -199,11 +272,19 @@ fn kdc_refusal(status: StatusCode, headers: &HeaderMap, body: &Value) -> SdkErro
 
 impl KdcClient {
     /// Connects to the KDC at `kdc_url` by reading its discovery document.
+    ///
+    /// The client never follows redirects, from the KDC or from services: a
+    /// redirect is an answer like any other (from a service, checked against
+    /// its mutual reply and returned), so no request, authenticator or body
+    /// goes to a host the caller did not name.
     pub async fn discover(kdc_url: &str, options: ClientOptions) -> Result<Self, SdkError> {
         let base = parse_url(kdc_url)?;
         check_transport(&base, options.allow_insecure_http)?;
-        let http =
-            reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().map_err(SdkError::Http)?;
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(SdkError::Http)?;
         let url = base
             .join("/.well-known/kdc-configuration")
             .map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })?;
@@ -211,7 +292,9 @@ impl KdcClient {
         if !resp.status().is_success() {
             return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
         }
-        let config: KdcConfiguration = resp.json().await?;
+        let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
+        let config: KdcConfiguration = serde_json::from_slice(&body)
+            .map_err(|_| SdkError::Kdc("the discovery document is not a KDC configuration".into()))?;
         for endpoint in [&config.initial_ticket_endpoint, &config.ticket_endpoint, &config.renew_endpoint] {
             check_transport(&parse_url(endpoint)?, options.allow_insecure_http)?;
         }
@@ -251,7 +334,9 @@ impl KdcClient {
     }
 
     /// Logs in: fetches the pre-auth challenge, derives the key from the
-    /// password with Argon2id (refusing costs below [`Argon2Params::FLOOR`]),
+    /// password with Argon2id (refusing, before any work, costs below
+    /// [`Argon2Params::FLOOR`] or above [`Argon2Params::CEILING`] with
+    /// [`SdkError::WeakKeyDerivation`]: the challenge is unauthenticated),
     /// pre-authenticates, and caches the TGT. The password is not kept.
     pub async fn login(&self, principal: &Principal, password: &str) -> Result<(), SdkError> {
         let password = Zeroizing::new(password.to_owned());
@@ -264,7 +349,7 @@ impl KdcClient {
             renewable: None,
             pre_auth: None,
         };
-        let (status, headers, body) = problem(self.http.post(&endpoint).json(&ask).send().await?).await;
+        let (status, headers, body) = problem(self.http.post(&endpoint).json(&ask).send().await?).await?;
         if status != StatusCode::UNAUTHORIZED || problem_kind(&body) != "preauth-required" {
             return Err(kdc_refusal(status, &headers, &body));
         }
@@ -282,14 +367,14 @@ impl KdcClient {
         let req = InitialTicketRequest { nonce: n.clone(), pre_auth: Some(pre_auth), ..ask };
         let resp = self.http.post(&endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
-            let (status, headers, body) = problem(resp).await;
+            let (status, headers, body) = problem(resp).await?;
             return Err(match (status.as_u16(), problem_kind(&body)) {
                 (401, "preauth-failed") => SdkError::LoginFailed,
                 (401, "clock-skew") => SdkError::Kdc("clock-skew: this machine's clock is off; fix it".into()),
                 _ => kdc_refusal(status, &headers, &body),
             });
         }
-        let reply: TicketReply = resp.json().await?;
+        let reply: TicketReply = kdc_json(resp).await?;
         let tgs = Principal::ticket_granting(&self.config.realm);
         let enc = open_enc(&reply.enc_part, &key, Usage::AsReply)?;
         let tgt = accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?;
@@ -345,10 +430,10 @@ impl KdcClient {
         let req = RenewRequest { ticket: t.ticket.clone(), authenticator, nonce: n.clone() };
         let resp = self.http.post(&self.config.renew_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
-            let (s, h, b) = problem(resp).await;
+            let (s, h, b) = problem(resp).await?;
             return Err(kdc_refusal(s, &h, &b));
         }
-        let reply: TicketReply = resp.json().await?;
+        let reply: TicketReply = kdc_json(resp).await?;
         let enc = open_enc(&reply.enc_part, &t.session_key, Usage::TgsReply)?;
         accept(enc, reply.ticket, &n, &t.service, self.now().as_secs())
     }
@@ -405,12 +490,42 @@ impl KdcClient {
         };
         let resp = self.http.post(&self.config.ticket_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
-            let (s, h, b) = problem(resp).await;
+            let (s, h, b) = problem(resp).await?;
             return Err(kdc_refusal(s, &h, &b));
         }
-        let reply: TicketReply = resp.json().await?;
+        let reply: TicketReply = kdc_json(resp).await?;
         let enc = open_enc(&reply.enc_part, &tgt.session_key, Usage::TgsReply)?;
         accept(enc, reply.ticket, &n, service, self.now().as_secs())
+    }
+
+    /// The host `service` names: its instance (`HTTP/<host>@REALM`), except
+    /// for the realm's admin service, `kadmin/admin`, which the KDC serves.
+    fn service_host(&self, service: &Principal) -> Option<String> {
+        if service == &Principal::admin_service(&self.config.realm) {
+            return parse_url(&self.kdc_url).ok()?.host_str().map(str::to_owned);
+        }
+        service.instance().map(str::to_owned)
+    }
+
+    /// Refuses a URL whose host is not the one `service` names, unless it is
+    /// loopback or [`ClientOptions::allow_service_host_mismatch`] is set. A
+    /// ticket opens at any host holding the service's key; the check keeps a
+    /// mistyped or substituted URL from receiving what was meant for the
+    /// named host.
+    fn check_service_host(&self, service: &Principal, url: &Url) -> Result<(), SdkError> {
+        if self.options.allow_service_host_mismatch || is_loopback(url) {
+            return Ok(());
+        }
+        let host = url.host_str().unwrap_or_default();
+        let expected = self.service_host(service);
+        if expected.as_deref().is_some_and(|e| same_host(e, host)) {
+            return Ok(());
+        }
+        Err(SdkError::ServiceHostMismatch {
+            service: service.to_string(),
+            expected: expected.unwrap_or_else(|| "(none)".to_owned()),
+            host: host.to_owned(),
+        })
     }
 
     fn offset_for(&self, url: &Url) -> i64 {
@@ -418,7 +533,8 @@ impl KdcClient {
     }
 
     /// Builds the `Authorization` value for one request to `url` (binding
-    /// the body when given), without sending it.
+    /// the body when given), without sending it. Refuses, as
+    /// [`Self::send`] does, a URL whose host is not the one `service` names.
     pub async fn prepare(
         &self,
         service: &Principal,
@@ -428,6 +544,7 @@ impl KdcClient {
     ) -> Result<PreparedRequest, SdkError> {
         let url = parse_url(url)?;
         check_transport(&url, self.options.allow_insecure_http)?;
+        self.check_service_host(service, &url)?;
         let ticket = self.service_ticket(service).await?;
         self.prepare_with(&ticket, method, &url, body)
     }
@@ -457,10 +574,27 @@ impl KdcClient {
 
     /// Calls `url` on `service` with a ticket and a fresh authenticator bound
     /// to the request (and to `body` when given), and verifies the mutual
-    /// reply over the status and body. On `ticket_expired`/`kvno_unknown` it
-    /// gets a new ticket and retries, once; on `clock_skew` or
-    /// `stale_authenticator` it learns the server's clock offset — only from
-    /// the time sealed under the session key — and retries, once.
+    /// reply over the status and body.
+    ///
+    /// - The URL's host must be the one `service` names (`HTTP/<host>@REALM`),
+    ///   or loopback, unless [`ClientOptions::allow_service_host_mismatch`]:
+    ///   else [`SdkError::ServiceHostMismatch`], before anything is sent.
+    /// - On `ticket_expired`/`kvno_unknown` it drops the cached ticket and,
+    ///   for an idempotent method (GET, HEAD, OPTIONS, PUT, DELETE, TRACE),
+    ///   retries once with a new one. Such a refusal carries nothing sealed
+    ///   under the session key, so anyone on the path can forge it after the
+    ///   service has carried out the request: a POST or PATCH is not re-sent,
+    ///   the caller gets [`SdkError::Refused`] and decides (the next call
+    ///   gets a new ticket). A refusal that carries a detail opening under
+    ///   the session key for this authenticator is the service's own, and is
+    ///   retried whatever the method.
+    /// - On `clock_skew` or `stale_authenticator` it learns the server's
+    ///   clock offset — only from the time sealed under the session key, so
+    ///   these refusals are authenticated — and retries, once.
+    /// - Redirects are not followed: a `3xx` is the service's answer, checked
+    ///   against the mutual reply like any status and returned.
+    /// - The body is read up to [`ClientOptions::max_response_body`]; a
+    ///   longer one fails with [`SdkError::ResponseTooLarge`].
     pub async fn send(
         &self,
         service: &Principal,
@@ -470,6 +604,7 @@ impl KdcClient {
     ) -> Result<ServiceResponse, SdkError> {
         let url = parse_url(url)?;
         check_transport(&url, self.options.allow_insecure_http)?;
+        self.check_service_host(service, &url)?;
         let (mut renewed_ticket, mut corrected_clock) = (false, false);
         loop {
             let ticket = self.service_ticket(service).await?;
@@ -480,7 +615,7 @@ impl KdcClient {
             }
             let resp = req.send().await?;
             let (status, headers) = (resp.status(), resp.headers().clone());
-            let bytes = resp.bytes().await?.to_vec();
+            let bytes = read_body(resp, self.options.max_response_body).await?;
             let mutual = headers
                 .get("authentication-info")
                 .and_then(|v| v.to_str().ok())
@@ -493,6 +628,12 @@ impl KdcClient {
                         self.options.cache.update(&mut |c| {
                             c.tickets.remove(&service.to_string());
                         })?;
+                        let authenticated = www_authenticate_param(&headers, "server_time").is_some_and(|sealed| {
+                            ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator).is_ok()
+                        });
+                        if !authenticated && !is_idempotent(&method) {
+                            return Err(SdkError::Refused { code });
+                        }
                     }
                     "clock_skew" | "stale_authenticator" if !corrected_clock => {
                         corrected_clock = true;
@@ -517,6 +658,99 @@ impl KdcClient {
                 None => {}
             }
             return Ok(ServiceResponse { status, headers, body: bytes });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client of a KDC at `kdc_url` that never talks to it.
+    fn client(kdc_url: &str, options: ClientOptions) -> KdcClient {
+        let config = KdcConfiguration {
+            realm: "EXAMPLE.TEST".parse().unwrap(),
+            protocol_version: "1".into(),
+            issuer: kdc_url.into(),
+            initial_ticket_endpoint: format!("{kdc_url}/tickets/initial"),
+            ticket_endpoint: format!("{kdc_url}/tickets"),
+            renew_endpoint: format!("{kdc_url}/tickets/renew"),
+            jwks_uri: format!("{kdc_url}/.well-known/jwks.json"),
+            sealing: kdc_proto::messages::SealingAlgorithms {
+                alg: "dir".into(),
+                enc: "A256GCM".into(),
+                kdf: "HKDF-SHA256".into(),
+            },
+            signing_alg_values_supported: vec!["EdDSA".into()],
+            argon2_defaults: Argon2Params::DEFAULT,
+            argon2_floor: Argon2Params::FLOOR,
+            max_clock_skew_secs: 300,
+            default_ticket_lifetime_secs: 36_000,
+            max_renewable_lifetime_secs: 604_800,
+            max_ticket_bytes: 6144,
+        };
+        KdcClient {
+            http: reqwest::Client::new(),
+            config,
+            kdc_url: kdc_url.into(),
+            options,
+            in_flight: Mutex::new(HashMap::new()),
+            offsets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn check(c: &KdcClient, service: &str, url: &str) -> Result<(), SdkError> {
+        c.check_service_host(&service.parse().unwrap(), &parse_url(url).unwrap())
+    }
+
+    #[test]
+    fn the_url_host_must_be_the_one_the_service_names() {
+        let c = client("https://kdc.example.test", ClientOptions::default());
+        let svc = "HTTP/hello.example.test@EXAMPLE.TEST";
+        for ok in [
+            "https://hello.example.test/x",
+            "https://HELLO.example.TEST:8443/x",
+            "https://hello.example.test./x",
+            "http://127.0.0.1:8080/x",
+            "http://127.9.9.9/x",
+            "http://[::1]:8080/x",
+            "http://localhost/x",
+            "http://LOCALHOST./x",
+        ] {
+            assert!(check(&c, svc, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://other.example.test/x",
+            "https://hello.example.test.evil.test/x",
+            "https://evil.test/hello.example.test",
+            "https://10.0.0.1/x",
+            "https://[::2]/x",
+            "https://localhost.evil.test/x",
+        ] {
+            let e = check(&c, svc, bad).unwrap_err();
+            assert!(matches!(&e, SdkError::ServiceHostMismatch { expected, .. } if expected == "hello.example.test"));
+            assert!(e.to_string().contains("hello.example.test"), "{e}");
+        }
+        // A principal that names no host matches no remote host.
+        assert!(check(&c, "backup@EXAMPLE.TEST", "https://backup.example.test/").is_err());
+        // The admin service is the KDC's.
+        assert!(check(&c, "kadmin/admin@EXAMPLE.TEST", "https://kdc.example.test/admin/principals").is_ok());
+        assert!(check(&c, "kadmin/admin@EXAMPLE.TEST", "https://admin/admin/principals").is_err());
+        // Told otherwise, anything goes.
+        let lax = client(
+            "https://kdc.example.test",
+            ClientOptions { allow_service_host_mismatch: true, ..Default::default() },
+        );
+        assert!(check(&lax, svc, "https://other.example.test/x").is_ok());
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried_on_an_unauthenticated_refusal() {
+        for m in [Method::GET, Method::HEAD, Method::OPTIONS, Method::PUT, Method::DELETE, Method::TRACE] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT, Method::from_bytes(b"LOCK").unwrap()] {
+            assert!(!is_idempotent(&m), "{m}");
         }
     }
 }

@@ -41,6 +41,30 @@ pub enum SdkError {
     /// A plain `http://` URL to a host that is not loopback.
     #[error("refusing plain http:// to {0}: use https, or allow insecure transport explicitly")]
     InsecureTransport(String),
+    /// A URL's host is not the host the service principal names (its
+    /// instance, `HTTP/<host>@REALM`), and the host is not loopback: refused
+    /// before anything is sent, so a mistyped or substituted URL cannot
+    /// receive credentials meant for another host. See
+    /// [`crate::ClientOptions::allow_service_host_mismatch`].
+    #[error(
+        "refusing to call {host} as {service}: the principal names host {expected}; fix the URL or the service name"
+    )]
+    ServiceHostMismatch {
+        /// The service principal.
+        service: String,
+        /// The host the principal names (its instance), or `(none)`.
+        expected: String,
+        /// The URL's host.
+        host: String,
+    },
+    /// An answer's body passed the size the client reads: the KDC's
+    /// ([`crate::client::MAX_KDC_RESPONSE_BYTES`]) or a service's
+    /// ([`crate::ClientOptions::max_response_body`]).
+    #[error("the answer's body is larger than the {limit}-byte limit; refused")]
+    ResponseTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A URL or name could not be parsed.
     #[error("invalid {what}: {detail}")]
     Invalid {

@@ -1,12 +1,20 @@
 //! A ticket cache in a file, shared safely by several processes of one user.
 //!
-//! - The directory is created with mode 0700 when missing.
+//! - The directory is created with mode 0700 when missing; an existing one is
+//!   refused when owned by another user or writable by group or others (who
+//!   could swap the cache or its lock file for their own).
 //! - The file is mode 0600, set explicitly whatever the umask, opened without
 //!   following symlinks, and refused when owned by another user or readable
 //!   or writable by group or others.
-//! - Writes go to a new temporary file in the same directory, are synced, and
-//!   renamed over the cache: readers see the old or the new contents, never
-//!   a mix. Read-modify-write runs under an exclusive lock on `<file>.lock`.
+//! - Writes go to a new temporary file in the same directory, named
+//!   `<file>.tmp.<pid>.<random>`, are synced, and renamed over the cache:
+//!   readers see the old or the new contents, never a mix. Read-modify-write
+//!   runs under an exclusive lock on `<file>.lock`.
+//! - A crash between creating a temporary file and renaming it leaves the
+//!   whole cache (TGT, session keys) under the temporary name. Writes happen
+//!   only under the lock, so a temporary file found while holding the lock is
+//!   such a leftover: every write removes them first, and logout removes them
+//!   with the cache.
 //! - The format is versioned JSON ([`crate::cache::CACHE_VERSION`]).
 
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +32,12 @@ use crate::error::SdkError;
 pub struct FileCache {
     path: PathBuf,
     lock_path: PathBuf,
+    dir: PathBuf,
 }
+
+/// How many times [`FileCache::lock`] retries when the lock file it locked
+/// was replaced meanwhile (a logout removes it).
+const LOCK_ATTEMPTS: usize = 8;
 
 fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> SdkError {
     SdkError::Cache(format!("{what} {}: {e}", path.display()))
@@ -45,17 +58,55 @@ fn check_owner_and_mode(path: &Path, file: &File) -> Result<(), SdkError> {
     Ok(())
 }
 
+/// Whether `dir` may hold a ticket cache: a directory of this user that
+/// nobody else can write to (else they could replace the cache, its lock or
+/// a temporary file between our checks and our use). Group or others may
+/// read or list it: the files in it are 0600.
+fn check_directory(dir: &Path) -> Result<(), SdkError> {
+    let meta = fs::metadata(dir).map_err(|e| err("reading", dir, e))?;
+    if !meta.is_dir() {
+        return Err(err("refusing", dir, "not a directory"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(err("refusing cache directory", dir, "owned by another user"));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        return Err(err(
+            "refusing cache directory",
+            dir,
+            "writable by group or others (`chmod go-w` it, or choose a private directory)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `rest` (a directory entry's name after `<file>.`) is one of the
+/// cache's temporary files: `tmp.<pid>.<random>` now, or `<11 base64url
+/// characters>.tmp` as earlier versions named them.
+fn is_temp_suffix(rest: &str) -> bool {
+    let current = rest
+        .strip_prefix("tmp.")
+        .and_then(|r| r.split_once('.'))
+        .is_some_and(|(pid, random)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !random.is_empty());
+    let legacy = rest
+        .strip_suffix(".tmp")
+        .is_some_and(|r| r.len() == 11 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    current || legacy
+}
+
 impl FileCache {
-    /// A cache at `path`, creating its directory (0700) if needed.
+    /// A cache at `path`, creating its directory (0700) if needed; refuses a
+    /// directory owned by another user or writable by group or others.
     pub fn new(path: impl Into<PathBuf>) -> Result<Self, SdkError> {
         let path = path.into();
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
         if !dir.exists() {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| err("creating", dir, e))?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| err("creating", &dir, e))?;
         }
+        check_directory(&dir)?;
         let mut lock_path = path.clone().into_os_string();
         lock_path.push(".lock");
-        Ok(Self { path, lock_path: lock_path.into() })
+        Ok(Self { path, lock_path: lock_path.into(), dir })
     }
 
     /// Where the cache lives.
@@ -63,19 +114,69 @@ impl FileCache {
         &self.path
     }
 
+    /// An exclusive lock on `<file>.lock`. Logout removes that file while
+    /// holding it, so a process that was waiting on it would then hold a
+    /// lock on a file nobody else opens: the lock is kept only when the
+    /// locked file is still the one at the path.
     fn lock(&self) -> Result<File, SdkError> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(no_follow())
-            .open(&self.lock_path)
-            .map_err(|e| err("opening", &self.lock_path, e))?;
-        check_owner_and_mode(&self.lock_path, &f)?;
-        f.lock().map_err(|e| err("locking", &self.lock_path, e))?;
-        Ok(f)
+        for _ in 0..LOCK_ATTEMPTS {
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(no_follow())
+                .open(&self.lock_path)
+                .map_err(|e| err("opening", &self.lock_path, e))?;
+            check_owner_and_mode(&self.lock_path, &f)?;
+            f.lock().map_err(|e| err("locking", &self.lock_path, e))?;
+            let held = f.metadata().map_err(|e| err("reading", &self.lock_path, e))?;
+            match fs::symlink_metadata(&self.lock_path) {
+                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => return Ok(f),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err("reading", &self.lock_path, e)),
+            }
+        }
+        Err(err("locking", &self.lock_path, "the lock file keeps being replaced"))
+    }
+
+    /// A new temporary file's path: `<file>.tmp.<pid>.<random>`, in the
+    /// cache's directory so the rename is atomic and the cache can find it.
+    fn temp_path(&self) -> PathBuf {
+        let mut suffix = [0u8; 8];
+        suffix.copy_from_slice(&kdc_proto::SecretKey::generate().expose()[..8]);
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".tmp.{}.{}", std::process::id(), kdc_proto::b64::encode(suffix)));
+        PathBuf::from(tmp)
+    }
+
+    /// Whether a directory entry named `name` is one of this cache's
+    /// temporary files.
+    fn is_temp_name(&self, name: &std::ffi::OsStr) -> bool {
+        let (Some(name), Some(file)) = (name.to_str(), self.path.file_name().and_then(|f| f.to_str())) else {
+            return false;
+        };
+        name.strip_prefix(file).and_then(|r| r.strip_prefix('.')).is_some_and(is_temp_suffix)
+    }
+
+    /// Removes every temporary file of this cache. Call only under the lock:
+    /// then no write is in progress, and each one found is a crash's leftover.
+    fn remove_leftovers(&self) -> Result<(), SdkError> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| err("listing", &self.dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| err("listing", &self.dir, e))?;
+            if !self.is_temp_name(&entry.file_name()) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err("removing", &entry.path(), e)),
+            }
+        }
+        Ok(())
     }
 
     fn read(&self) -> Result<CacheContents, SdkError> {
@@ -100,11 +201,7 @@ impl FileCache {
 
     fn write(&self, c: &CacheContents) -> Result<(), SdkError> {
         let json = Zeroizing::new(serde_json::to_vec(c).map_err(|e| err("encoding", &self.path, e))?);
-        let mut suffix = [0u8; 8];
-        suffix.copy_from_slice(&kdc_proto::SecretKey::generate().expose()[..8]);
-        let mut tmp = self.path.clone().into_os_string();
-        tmp.push(format!(".{}.tmp", kdc_proto::b64::encode(suffix)));
-        let tmp = PathBuf::from(tmp);
+        let tmp = self.temp_path();
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
@@ -136,6 +233,7 @@ impl TicketCache for FileCache {
         let mut c = self.read()?;
         c.version = CACHE_VERSION;
         change(&mut c);
+        self.remove_leftovers()?;
         self.write(&c)
     }
 
@@ -146,6 +244,7 @@ impl TicketCache for FileCache {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(err("removing", &self.path, e)),
         }
+        self.remove_leftovers()?;
         let _ = fs::remove_file(&self.lock_path);
         Ok(())
     }
@@ -226,5 +325,106 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(FileCache::new(&path).unwrap().snapshot().unwrap().tickets.len(), 160);
+    }
+
+    /// What a crash between creating the temporary file and renaming it
+    /// leaves: the whole cache (TGT, session keys) under the temp name.
+    fn leave_crash_leftover(path: &Path, tag: &str) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".tmp.999999.{tag}"));
+        let leftover = PathBuf::from(name);
+        fs::copy(path, &leftover).unwrap();
+        leftover
+    }
+
+    #[test]
+    fn logout_removes_a_crash_leftover_and_the_next_write_cleans_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let c = FileCache::new(&path).unwrap();
+        c.update(&mut |c| {
+            c.tgt = Some(ticket("krbtgt/R@R"));
+        })
+        .unwrap();
+        let stale = leave_crash_leftover(&path, "a");
+        c.update(&mut |_| {}).unwrap();
+        assert!(!stale.exists(), "a write under the lock left a crash's temporary file");
+        let stale = leave_crash_leftover(&path, "b");
+        // A file of another name in the same directory is not the cache's to remove.
+        let unrelated = dir.path().join("cache.json.tmp-notes");
+        fs::write(&unrelated, b"mine").unwrap();
+        c.destroy().unwrap();
+        assert!(!stale.exists(), "logout left the TGT and session key in a temporary file");
+        assert!(!path.exists());
+        assert!(unrelated.exists(), "removed a file that is not the cache's");
+    }
+
+    #[test]
+    fn temporary_files_are_named_so_the_cache_can_find_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = FileCache::new(dir.path().join("cache.json")).unwrap();
+        let tmp = c.temp_path();
+        let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("cache.json.tmp.{}.", std::process::id())), "{name}");
+        assert!(c.is_temp_name(std::ffi::OsStr::new(&name)));
+        assert!(tmp.parent() == Some(dir.path()));
+        // Earlier versions' name for them, which a crash may have left.
+        assert!(c.is_temp_name(std::ffi::OsStr::new("cache.json.AAECAwQFBgc.tmp")));
+        for other in ["cache.json", "cache.json.lock", "cache.json.tmp", "cache.jsonx.tmp.1.a", "other.tmp.1.a"] {
+            assert!(!c.is_temp_name(std::ffi::OsStr::new(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn refuses_a_directory_writable_by_others_or_owned_by_another_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        for mode in [0o777, 0o1777, 0o770, 0o730, 0o702] {
+            fs::set_permissions(&shared, fs::Permissions::from_mode(mode)).unwrap();
+            let e = FileCache::new(shared.join("cache.json")).unwrap_err();
+            assert!(e.to_string().contains("writable by group or others"), "{mode:o}: {e}");
+        }
+        for mode in [0o700, 0o750, 0o755] {
+            fs::set_permissions(&shared, fs::Permissions::from_mode(mode)).unwrap();
+            FileCache::new(shared.join("cache.json")).unwrap();
+        }
+        // Someone else's directory: as root, give one away; otherwise `/` is root's.
+        let foreign = if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&shared, Some(65534), Some(65534)).unwrap();
+            shared.join("cache.json")
+        } else {
+            PathBuf::from("/cache.json")
+        };
+        let e = FileCache::new(&foreign).unwrap_err();
+        assert!(e.to_string().contains("owned by another user"), "{e}");
+    }
+
+    #[test]
+    fn a_lock_file_removed_by_logout_does_not_split_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let c = FileCache::new(&path).unwrap();
+        let logout = c.lock().unwrap();
+        // A writer starts waiting on the lock file a logout is about to remove.
+        let writer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.update(&mut |c| {
+                    c.tickets.insert("HTTP/x@R".into(), ticket("HTTP/x@R"));
+                })
+                .unwrap()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        fs::remove_file(&c.lock_path).unwrap();
+        // Another process locks the new lock file, then the logout ends.
+        let other = c.lock().unwrap();
+        drop(logout);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!path.exists(), "a writer ran while another process held the lock");
+        drop(other);
+        writer.join().unwrap();
+        assert_eq!(c.snapshot().unwrap().tickets.len(), 1);
     }
 }

@@ -27,7 +27,10 @@ pub mod error;
 pub mod file_cache;
 
 pub use cache::{CacheContents, CachedTicket, MemoryCache, TicketCache};
-pub use client::{ClientOptions, KdcClient, PreparedRequest, ServiceResponse, check_transport};
+pub use client::{
+    ClientOptions, DEFAULT_MAX_RESPONSE_BODY, KdcClient, MAX_KDC_RESPONSE_BYTES, PreparedRequest, ServiceResponse,
+    check_transport,
+};
 pub use error::SdkError;
 pub use file_cache::FileCache;
 

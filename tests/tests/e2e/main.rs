@@ -14,6 +14,7 @@ mod middleware;
 mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
+mod sdk_hardening;
 
 /// The `kdc` command under test.
 pub fn kdc_bin() -> std::path::PathBuf {
