@@ -121,8 +121,17 @@ impl Kdc {
     /// Re-reads the client of a presented ticket: it must still exist under
     /// the same immutable id and name, and not be disabled.
     async fn current_client(&self, claims: &TicketClaims) -> Result<PrincipalRecord, KdcError> {
-        match self.store().principal_by_id(&claims.cid).await? {
-            Some(r) if r.name == claims.sub.to_string() && !r.disabled => Ok(r),
+        self.current_principal(&claims.cid, &claims.sub).await
+    }
+
+    /// Re-reads a principal a ticket names by its immutable id (`cid`) and
+    /// name (`sub`): it must still exist under that id with that name, and
+    /// not be disabled; otherwise [`KdcError::ClientNotPermitted`], whichever
+    /// of the three it is. Nothing a ticket says about authorization is
+    /// trusted past this point: the record returned is the store's now.
+    pub async fn current_principal(&self, id: &str, name: &Principal) -> Result<PrincipalRecord, KdcError> {
+        match self.store().principal_by_id(id).await? {
+            Some(r) if r.name == name.to_string() && !r.disabled => Ok(r),
             _ => Err(KdcError::ClientNotPermitted),
         }
     }

@@ -196,12 +196,8 @@ pub fn app(state: AppState) -> Router {
     for (_, path, handler) in route_table() {
         router = router.route(path, handler);
     }
-    let mut admin = Router::new();
-    for (_, path, handler) in crate::admin::admin_routes() {
-        admin = admin.route(path, handler);
-    }
     router
-        .merge(admin.layer(state.admin.clone()))
+        .merge(crate::admin::admin_router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))

@@ -5,6 +5,7 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod admin_hardening;
 mod attacks;
 mod contract;
 mod durability;
