@@ -10,6 +10,7 @@ mod attacks;
 mod contract;
 mod durability;
 mod exchanges;
+mod lockout;
 mod middleware;
 mod sdk;
 
