@@ -5,11 +5,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use auth_middleware::{AuthenticatedPrincipal, AuthorityPolicy, TicketAuthLayer};
-use axum::Json;
-use axum::extract::{Path, Query, State};
+use auth_middleware::extract::MissingAuthLayer;
+use auth_middleware::{AuthRejection, AuthenticatedPrincipal, AuthorityPolicy, TicketAuthLayer};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use kdc_proto::{Kvno, Principal};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -307,6 +309,59 @@ pub fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::routing::M
         (Method::POST, "/admin/principals/{name}/rotate", on(MethodFilter::POST, rotate)),
         (Method::GET, "/admin/principals/{name}/keytab", on(MethodFilter::GET, keytab)),
     ]
+}
+
+impl Kdc {
+    /// Whether the caller of an admin request is an administrator *now*: the
+    /// principal its ticket names, re-read by immutable id, still exists
+    /// under the same name, is enabled, and holds [`ADMIN_ROLE`] in the
+    /// store. The roles baked into its ticket only got it past the admin
+    /// layer; a principal disabled, deleted, re-created or demoted since the
+    /// ticket was issued is no longer an administrator.
+    pub async fn is_current_admin(&self, caller: &AuthenticatedPrincipal) -> Result<bool, KdcError> {
+        match self.current_principal(caller.client_id(), caller.name()).await {
+            Ok(rec) => Ok(rec.roles.iter().any(|r| r == ADMIN_ROLE)),
+            Err(KdcError::ClientNotPermitted) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Runs inside the admin layer on every admin request: re-reads the caller
+/// ([`Kdc::is_current_admin`]) and refuses one who is no longer an
+/// administrator with exactly the answer the layer gives a ticket without
+/// the role (`403 insufficient-role`), so the answer does not say whether
+/// the caller was disabled, deleted or demoted. One SQLite lookup by primary
+/// key per admin request, no cache: admin calls are rare, and a cache would
+/// need invalidating on writes from other processes (the `kdc` command).
+pub async fn require_current_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(caller) = req.extensions().get::<AuthenticatedPrincipal>().cloned() else {
+        // The admin layer puts the caller there; without it the routes are
+        // wired wrong, and the answer is a refusal.
+        return MissingAuthLayer.into_response();
+    };
+    match s.kdc.is_current_admin(&caller).await {
+        Ok(true) => next.run(req).await,
+        Ok(false) => {
+            tracing::info!(admin = %caller.name(), "admin request refused: the caller is no longer an administrator");
+            AuthRejection::MissingRole.into_response_for(s.kdc.realm().as_str())
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The admin routes with their guards, ready to merge into the KDC's
+/// router: the admin layer ([`AppState::admin`]) authenticates and checks
+/// the role in the ticket, then [`require_current_admin`] checks the store.
+pub fn admin_router(state: &AppState) -> Router<AppState> {
+    let mut router = Router::new();
+    for (_, path, handler) in admin_routes() {
+        router = router.route(path, handler);
+    }
+    router
+        // Inner: runs only for requests the admin layer let through.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), require_current_admin))
+        .layer(state.admin.clone())
 }
 
 /// Builds the layer that guards the admin routes: the KDC's own

@@ -231,7 +231,7 @@ async fn initialize(
 
 async fn open_kdc(s: &Settings, store: Arc<SqliteStore>) -> anyhow::Result<Kdc> {
     let master = MasterKey::load(&s.data, master_key_env().as_deref().map(String::as_str), false)?;
-    Ok(Kdc::open(store, master, s.file.policy, s.file.throttle, SystemClock.now()).await?)
+    Ok(Kdc::open(store, master, s.file.policy, s.file.throttle.clone(), SystemClock.now()).await?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -49,7 +49,7 @@ pub struct FileConfig {
     /// Ticket policy (`[policy]` table).
     #[serde(default)]
     pub policy: Policy,
-    /// Pre-auth throttling (`[throttle]` table).
+    /// Pre-auth throttling and trusted proxies (`[throttle]` table).
     #[serde(default)]
     pub throttle: ThrottlePolicy,
 }
@@ -69,7 +69,14 @@ impl FileConfig {
             }
         };
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        Self::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Parses the text of a configuration file and checks its bounds.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Self = toml::from_str(text)?;
+        config.throttle.validate()?;
+        Ok(config)
     }
 }
 
@@ -87,5 +94,24 @@ mod tests {
         assert_eq!(c.policy.max_life_secs, 3600);
         assert_eq!(c.policy.max_skew_secs, 300);
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+
+    #[test]
+    fn parses_the_throttle_table_and_refuses_values_out_of_bounds() {
+        let c = FileConfig::parse(
+            "[throttle]\nper_principal_address = 3\nmax_delay_ms = 1500\ntrusted_proxies = [\"10.0.0.1\", \"::1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.throttle.per_principal_address, 3);
+        assert_eq!(c.throttle.max_delay_ms, 1500);
+        assert_eq!(c.throttle.per_address, 50, "unset fields keep their defaults");
+        assert_eq!(
+            c.throttle.trusted_proxies,
+            vec!["10.0.0.1".parse::<std::net::IpAddr>().unwrap(), "::1".parse().unwrap()]
+        );
+        assert!(FileConfig::parse("[throttle]\nmax_delay_ms = 60000\n").is_err());
+        assert!(FileConfig::parse("[throttle]\nper_principal = 0\n").is_err());
+        assert!(FileConfig::parse("[throttle]\ntrusted_proxies = [\"10.0.0.0/8\"]\n").is_err());
+        assert!(FileConfig::parse("[throttle]\nlockout_secs = 1\n").is_err());
     }
 }

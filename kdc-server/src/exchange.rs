@@ -26,6 +26,7 @@ use crate::error::KdcError;
 use crate::kdc::Kdc;
 use crate::policy::{LifetimeRequest, TicketTimes};
 use crate::store::{PrincipalKind, PrincipalRecord};
+use crate::throttle::Verdict;
 use auth_middleware::replay::{ReplayCache as _, ReplayEntry, ReplayRefusal};
 
 /// Longest nonce a client may send.
@@ -120,8 +121,17 @@ impl Kdc {
     /// Re-reads the client of a presented ticket: it must still exist under
     /// the same immutable id and name, and not be disabled.
     async fn current_client(&self, claims: &TicketClaims) -> Result<PrincipalRecord, KdcError> {
-        match self.store().principal_by_id(&claims.cid).await? {
-            Some(r) if r.name == claims.sub.to_string() && !r.disabled => Ok(r),
+        self.current_principal(&claims.cid, &claims.sub).await
+    }
+
+    /// Re-reads a principal a ticket names by its immutable id (`cid`) and
+    /// name (`sub`): it must still exist under that id with that name, and
+    /// not be disabled; otherwise [`KdcError::ClientNotPermitted`], whichever
+    /// of the three it is. Nothing a ticket says about authorization is
+    /// trusted past this point: the record returned is the store's now.
+    pub async fn current_principal(&self, id: &str, name: &Principal) -> Result<PrincipalRecord, KdcError> {
+        match self.store().principal_by_id(id).await? {
+            Some(r) if r.name == name.to_string() && !r.disabled => Ok(r),
             _ => Err(KdcError::ClientNotPermitted),
         }
     }
@@ -184,9 +194,18 @@ impl Kdc {
         }
         let now_s = now.as_secs();
         let client_str = client_name.to_string();
-        if let Some(retry_after) = self.throttle.retry_after(&client_str, addr, now_s) {
-            return Err(KdcError::Throttled { retry_after });
-        }
+        // Checked before any work, for real and unknown names alike: the key
+        // is the name as written, whether or not it exists. A guess
+        // (pre-authentication data) counts as a failure from here on until it
+        // proves right, so concurrent guesses cannot slip under a limit.
+        let verdict = match req.pre_auth {
+            Some(_) => self.throttle.begin_guess(&client_str, addr, now_s),
+            None => self.throttle.check(&client_str, addr, now_s),
+        };
+        let delay = match verdict {
+            Verdict::Refuse { retry_after } => return Err(KdcError::Throttled { retry_after }),
+            Verdict::Proceed { delay } => delay,
+        };
         let user = self.find(&client_name).await?.filter(|r| r.kind == PrincipalKind::User);
         let (client_key, salt, params) = match &user {
             Some(rec) => {
@@ -216,6 +235,11 @@ impl Kdc {
         let Some(pre_auth) = &req.pre_auth else {
             return Err(KdcError::PreAuthRequired(challenge()));
         };
+        if !delay.is_zero() {
+            // A principal failing from many addresses: every guess at it waits
+            // (bounded by `max_delay_ms`), right or wrong, known name or not.
+            tokio::time::sleep(delay).await;
+        }
         let opened = SealedObject::parse(pre_auth, MAX_SEALED_LEN).and_then(|obj| {
             let plain = obj.open(&client_key.key, Usage::PreAuth)?;
             let ts: PreAuthTimestamp = serde_json::from_slice(&plain).map_err(|_| ProtoError::Malformed("pre-auth"))?;
@@ -224,7 +248,7 @@ impl Kdc {
         let (ts, tag) = match (opened, &user) {
             (Ok((ts, tag)), Some(_)) if ts.nonce == req.nonce => (ts, tag),
             _ => {
-                self.throttle.record_failure(&client_str, addr, now_s);
+                // Already counted by `begin_guess`.
                 tracing::info!(client = %client_str, "pre-authentication failed");
                 return Err(KdcError::PreAuthFailed(challenge()));
             }
@@ -233,9 +257,15 @@ impl Kdc {
             return Err(KdcError::PreAuthFailed(challenge()));
         };
         if !AcceptanceWindow::of(ts.ts, self.policy().max_skew_secs).contains(now) {
+            // The password was right: not a failure, but not a fresh login
+            // either (it may be a stale capture), so nothing is reset.
+            self.throttle.refund_guess(&client_str, addr, now_s);
             return Err(KdcError::ClockSkew { server_time: now });
         }
         self.remember(&tag, &client.id, ts.ts, now).await?;
+        // The password was right, fresh and not a replay: this address's own
+        // failures for this name start afresh.
+        self.throttle.guess_succeeded(&client_str, addr, now_s);
         if client.disabled {
             return Err(KdcError::ClientNotPermitted);
         }

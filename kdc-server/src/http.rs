@@ -79,17 +79,57 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// The peer address, when the server runs with connect info (absent in
-/// router tests driven by `oneshot`).
+/// The client address failed pre-authentication is counted under: the peer,
+/// or behind a trusted proxy the address it forwarded for
+/// ([`client_address`]). `None` without connect info (router tests driven by
+/// `oneshot`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let trusted = &s.kdc.throttle.policy().trusted_proxies;
+        Ok(Self(peer.map(|p| client_address(p, &parts.headers, trusted))))
     }
+}
+
+/// Most `X-Forwarded-For` entries walked through trusted proxies.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The client behind `peer`: `peer` itself unless it is one of `trusted`;
+/// then the rightmost `X-Forwarded-For` entry (across all such headers, in
+/// order) that is not a trusted proxy. Entries left of that one are whatever
+/// the client chose to send and are never read. When the walk meets an entry
+/// that is not an address, or only trusted proxies, or more than
+/// [`MAX_FORWARDED_HOPS`] of them, the client is the last trusted hop: the
+/// request is then counted under a proxy's address, never under one the
+/// client picked.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |a: IpAddr| trusted.iter().any(|t| t.to_canonical() == a.to_canonical());
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        // A value that is not text yields one entry that is not an address.
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    let mut client = peer;
+    for entry in entries.take(MAX_FORWARDED_HOPS) {
+        let entry = entry.trim();
+        // Some proxies append a port: `192.0.2.7:5555`, `[2001:db8::7]:5555`.
+        let addr = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        match addr {
+            Some(a) if is_trusted(a) => client = a,
+            Some(a) => return a,
+            None => return client,
+        }
+    }
+    client
 }
 
 async fn initial_ticket(
@@ -204,12 +244,8 @@ pub fn app(state: AppState) -> Router {
     for (_, path, handler) in route_table() {
         router = router.route(path, handler);
     }
-    let mut admin = Router::new();
-    for (_, path, handler) in crate::admin::admin_routes() {
-        admin = admin.route(path, handler);
-    }
     router
-        .merge(admin.layer(state.admin.clone()))
+        .merge(crate::admin::admin_router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
@@ -260,4 +296,59 @@ pub async fn serve_with(
     // Every request has been answered: keep the admin replay cache for the
     // next start.
     admin.save_replay_state()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+        let h = forwarded(&["203.0.113.7"]);
+        assert_eq!(client_address(ip("192.0.2.1"), &h, &[]), ip("192.0.2.1"));
+        assert_eq!(client_address(ip("192.0.2.1"), &h, &[ip("10.0.0.1")]), ip("192.0.2.1"));
+        assert_eq!(client_address(ip("10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
+        assert_eq!(client_address(ip("::ffff:10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_entry_is_the_client() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let peer = ip("10.0.0.1");
+        // The client sent a spoofed entry; the proxies appended what they saw.
+        let h = forwarded(&["198.51.100.1, 203.0.113.7", "10.0.0.2"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
+        let h = forwarded(&["198.51.100.1,203.0.113.7:5555, 10.0.0.2"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
+        let h = forwarded(&["[2001:db8::7]:5555"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("2001:db8::7"));
+    }
+
+    #[test]
+    fn garbage_missing_or_endless_entries_count_under_the_last_trusted_hop() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let peer = ip("10.0.0.1");
+        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, unknown"]), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, 10.0.0.2, "]), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["10.0.0.2"]), &trusted), ip("10.0.0.2"));
+        let endless = vec!["10.0.0.2"; 100].join(",");
+        let h = forwarded(&[&format!("203.0.113.7,{endless}")]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("10.0.0.2"));
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"203.0.113.\xff").unwrap());
+        assert_eq!(client_address(peer, &h, &trusted), peer);
+    }
 }

@@ -23,7 +23,13 @@ fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         // No throttling: this measures the failure path itself.
-        let throttle = ThrottlePolicy { per_principal: u32::MAX, per_address: u32::MAX, window_secs: 1 };
+        let throttle = ThrottlePolicy {
+            per_principal_address: u32::MAX,
+            per_address: u32::MAX,
+            per_principal: u32::MAX,
+            window_secs: 1,
+            ..ThrottlePolicy::default()
+        };
         let kdc = TestKdc::start_with(Policy::default(), throttle).await.unwrap();
         let c = kdc.client();
         let wrong = c.derive_key("alice@EXAMPLE.TEST", "not the password").await.unwrap();

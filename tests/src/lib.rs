@@ -275,7 +275,13 @@ pub fn nonce() -> String {
 impl ProtoClient {
     /// A client for the KDC at `url`.
     pub fn new(url: &str) -> Self {
-        Self { url: url.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self::with_http(url, reqwest::Client::new())
+    }
+
+    /// A client for the KDC at `url` over `http`: one bound to another
+    /// loopback address (`local_address`), or sending extra headers.
+    pub fn with_http(url: &str, http: reqwest::Client) -> Self {
+        Self { url: url.trim_end_matches('/').to_owned(), http }
     }
 
     /// POSTs a JSON value (or raw bytes) to `path`.

@@ -6,16 +6,17 @@ use serde_json::{Value, json};
 use crate::contract::{check, spec};
 use crate::kdc_bin;
 
-const KADMIN: &str = "kadmin/admin@EXAMPLE.TEST";
+pub(crate) const KADMIN: &str = "kadmin/admin@EXAMPLE.TEST";
 
-struct Admin {
-    http: reqwest::Client,
-    url: String,
-    creds: Credentials,
+/// An administrator's session with the admin API (shared with `admin_hardening`).
+pub(crate) struct Admin {
+    pub(crate) http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) creds: Credentials,
 }
 
 impl Admin {
-    async fn login(url: &str, who: &str, password: &str) -> Self {
+    pub(crate) async fn login(url: &str, who: &str, password: &str) -> Self {
         let c = ProtoClient::new(url);
         let tgt = c.login(who, password).await.unwrap();
         let creds = c.service_ticket(&tgt, KADMIN).await.unwrap();
@@ -23,7 +24,7 @@ impl Admin {
     }
 
     /// A secret sealed for the KDC under this admin's session key.
-    fn seal(&self, secret: &str) -> String {
+    pub(crate) fn seal(&self, secret: &str) -> String {
         kdc_proto::seal::seal(
             &self.creds.enc.session_key,
             "session",
@@ -34,7 +35,7 @@ impl Admin {
     }
 
     /// One call; checks the mutual reply on success; returns (status, JSON body).
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, ServiceAnswer) {
+    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, ServiceAnswer) {
         let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
         let (authz, sent) =
             ap_authorization(&self.creds, method, &format!("{}{path}", self.url), bytes.as_deref(), now());

@@ -186,7 +186,12 @@ async fn every_flipped_byte_of_a_tgt_or_authenticator_is_refused() {
 
 #[tokio::test]
 async fn every_flipped_byte_of_preauth_is_refused() {
-    let throttle = ThrottlePolicy { per_principal: 100_000, per_address: 100_000, window_secs: 60 };
+    let throttle = ThrottlePolicy {
+        per_principal_address: 100_000,
+        per_principal: 100_000,
+        per_address: 100_000,
+        ..ThrottlePolicy::default()
+    };
     let k = TestKdc::start_with(Policy::default(), throttle).await.unwrap();
     let c = k.client();
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();

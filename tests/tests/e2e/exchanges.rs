@@ -162,7 +162,8 @@ async fn key_rotation_keeps_old_tickets_working_and_new_ones_use_the_new_key() {
 
 #[tokio::test]
 async fn failed_preauth_is_throttled_with_retry_after() {
-    let throttle = ThrottlePolicy { per_principal: 3, per_address: 100, window_secs: 60 };
+    let throttle =
+        ThrottlePolicy { per_principal_address: 3, per_address: 100, window_secs: 60, ..ThrottlePolicy::default() };
     let k = TestKdc::start_with(Policy::default(), throttle).await.unwrap();
     let c = k.client();
     let wrong = c.derive_key("alice@EXAMPLE.TEST", "not the password").await.unwrap();
@@ -175,7 +176,8 @@ async fn failed_preauth_is_throttled_with_retry_after() {
     assert_eq!(a.status, 429);
     assert_eq!(a.body["type"], "urn:kdc-http:problem:too-many-attempts");
     assert!(a.retry_after.as_deref().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s > 0 && s <= 60));
-    // Even the right password waits: the point is to slow guessing down.
+    // From the address that failed, even the right password waits: the point
+    // is to slow guessing down (other addresses: `lockout::*`).
     assert_eq!(c.challenge("alice@EXAMPLE.TEST").await.unwrap().status, 429);
     // Others are not affected.
     c.login("bob@EXAMPLE.TEST", BOB_PW).await.unwrap();

@@ -5,11 +5,13 @@
 #![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod admin_hardening;
 mod attacks;
 mod contract;
 mod durability;
 mod exchanges;
 mod jwks_fetch;
+mod lockout;
 mod middleware;
 mod raw_attacks;
 mod replay_and_binding;
