@@ -361,6 +361,9 @@ pub fn admin_router(state: &AppState) -> Router<AppState> {
     router
         // Inner: runs only for requests the admin layer let through.
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_current_admin))
+        // Inside the admin layer, so that the mutual reply it adds covers the
+        // rewritten body.
+        .layer(axum::middleware::map_response(crate::http::uniform_errors))
         .layer(state.admin.clone())
 }
 

@@ -141,6 +141,26 @@ impl KdcError {
         }
     }
 
+    /// The problem for a refusal that no [`KdcError`] produced: an axum
+    /// extractor's plain-text rejection (a query string or path segment that
+    /// does not parse). `None` for statuses the KDC never refuses with, which
+    /// are left as they are rather than guessed at.
+    pub fn for_rejection(status: StatusCode) -> Option<Self> {
+        Some(match status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                // The rejection's own text echoes the input and names
+                // internals; the problem says only what kind of thing failed.
+                Self::Malformed("the path or query string is malformed".to_owned())
+            }
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::INTERNAL_SERVER_ERROR => Self::Internal("an extractor failed"),
+            _ => return None,
+        })
+    }
+
     /// The `error` code of `WWW-Authenticate: Ticket …` for ticket failures.
     fn ticket_error_code(&self) -> Option<&'static str> {
         match self {
@@ -230,5 +250,26 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rewritten rejection keeps its status (422 aside: the KDC documents
+    /// 400 for input it cannot read) and leaves unknown statuses alone.
+    #[test]
+    fn rejections_map_to_problems_of_the_same_status() {
+        for s in [400u16, 404, 405, 413, 415, 500] {
+            let status = StatusCode::from_u16(s).unwrap_or(StatusCode::IM_A_TEAPOT);
+            let mapped = KdcError::for_rejection(status).map(|e| e.status_and_slug().0);
+            assert_eq!(mapped, Some(status), "{s}");
+        }
+        let unprocessable = KdcError::for_rejection(StatusCode::UNPROCESSABLE_ENTITY).map(|e| e.status_and_slug());
+        assert_eq!(unprocessable, Some((StatusCode::BAD_REQUEST, "malformed-request")));
+        assert!(KdcError::for_rejection(StatusCode::UNAUTHORIZED).is_none());
+        assert!(KdcError::for_rejection(StatusCode::TOO_MANY_REQUESTS).is_none());
+        assert!(KdcError::for_rejection(StatusCode::SERVICE_UNAVAILABLE).is_none());
     }
 }

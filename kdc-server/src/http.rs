@@ -210,6 +210,39 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.kdc.metrics_text())
 }
 
+/// Whether an answer's body is JSON (problem+json, or `/readyz`'s status).
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase())
+        .is_some_and(|ct| ct == "application/json" || ct == "application/problem+json")
+}
+
+/// Rewrites an error answer whose body is not JSON into the problem for its
+/// status. Handlers answer with [`ApiError`], but axum's own extractors
+/// (`Query`, `Path`) refuse in `text/plain` that echoes the input; this keeps
+/// every refusal in the one documented shape. Other headers are kept.
+pub(crate) async fn uniform_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {
+        return resp;
+    }
+    let Some(error) = KdcError::for_rejection(status) else { return resp };
+    let (parts, _) = resp.into_parts();
+    let mut fixed = ApiError::from(error).into_response();
+    // The problem's own headers (its content type, a challenge) win; every
+    // value of every other header of the original is kept.
+    let own: Vec<header::HeaderName> = fixed.headers().keys().cloned().collect();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH && !own.contains(name) {
+            fixed.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    fixed
+}
+
 async fn not_found() -> ApiError {
     KdcError::NotFound.into()
 }
@@ -248,6 +281,7 @@ pub fn app(state: AppState) -> Router {
         .merge(crate::admin::admin_router(&state))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(uniform_errors))
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
         // One line per request: method, URI, status, latency. Never headers:
         // they carry tickets and authenticators.

@@ -130,3 +130,194 @@ fn the_schema_check_rejects_what_the_spec_forbids() {
     let undocumented = Answer { status: 418, ..bad };
     assert!(std::panic::catch_unwind(|| check(&spec, "post", "/tickets", &undocumented)).is_err());
 }
+
+/// A `kadmin/admin` ticket for the bootstrap admin.
+async fn admin_creds(k: &TestKdc) -> Credentials {
+    let c = k.client();
+    let tgt = c.login("admin@EXAMPLE.TEST", ADMIN_PW).await.unwrap();
+    c.service_ticket(&tgt, "kadmin/admin@EXAMPLE.TEST").await.unwrap()
+}
+
+/// One admin call with a real admin ticket, the body (if any) bound: the
+/// answer, and whether its mutual reply verified over status and body.
+async fn admin_call(
+    k: &TestKdc,
+    creds: &Credentials,
+    method: &str,
+    path_and_query: &str,
+    body: Option<&Value>,
+) -> (Answer, bool) {
+    let bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+    let url = format!("{}{path_and_query}", k.url);
+    let (authz, sent) = ap_authorization(creds, method, &url, bytes.as_deref(), now());
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), url).header("authorization", authz);
+    if let Some(b) = bytes {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = h("content-type").unwrap_or_default();
+    let info = ServiceAnswer {
+        status,
+        www_authenticate: None,
+        authentication_info: h("authentication-info"),
+        retry_after: None,
+        body: Vec::new(),
+    };
+    let body = r.bytes().await.unwrap().to_vec();
+    let mutual = info
+        .mutual()
+        .is_some_and(|m| kdc_proto::verify_mutual_reply(&m, &creds.enc.session_key, &sent, status, &body).is_ok());
+    let body = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    (Answer { status, content_type, www_authenticate: None, retry_after: None, body }, mutual)
+}
+
+/// Found by schemathesis (scripts/contract-fuzz.sh): a query string or a path
+/// segment that axum's extractors refuse got a `text/plain` answer, outside
+/// the spec. Every refusal is problem+json, and behind the admin layer it
+/// still carries a mutual reply that verifies over the rewritten body.
+#[tokio::test]
+async fn extractor_rejections_are_problems_with_a_mutual_reply() {
+    let spec = spec();
+    let k = TestKdc::start().await.unwrap();
+    let creds = admin_creds(&k).await;
+    for (path, spec_path) in [
+        ("/admin/principals?bogus=1", "/admin/principals"),
+        ("/admin/principals?limit=-1", "/admin/principals"),
+        ("/admin/principals/%FF", "/admin/principals/{name}"),
+        ("/admin/principals/%FF/keytab", "/admin/principals/{name}/keytab"),
+    ] {
+        let (a, mutual) = admin_call(&k, &creds, "GET", path, None).await;
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert_eq!(a.content_type, "application/problem+json", "{path}: {}", a.body);
+        assert_eq!(a.body["type"], "urn:kdc-http:problem:malformed-request", "{path}");
+        assert!(mutual, "{path}: no mutual reply over the problem");
+        check(&spec, "get", spec_path, &a);
+    }
+}
+
+/// Whether `value` validates against `schema` (resolved within the spec).
+fn valid(spec: &Value, schema: &Value, value: &Value) -> bool {
+    let mut root = spec.clone();
+    root["$ref"] = json!("#/$defs/__target");
+    root["$defs"] = json!({ "__target": schema.clone() });
+    jsonschema::draft202012::new(&root).unwrap().is_valid(value)
+}
+
+/// Found by schemathesis: the spec's request schemas allowed what the KDC
+/// refuses as malformed (a user without a password, empty or duplicate
+/// roles, empty realm labels, 129-byte realms, names the KDC cannot parse,
+/// 64 characters of multi-byte nonce) and refused what it accepts (`null` for
+/// absent members, a page size it clamps). Each request here is judged by the
+/// spec and by the KDC, and both must agree: the spec says valid exactly when
+/// the KDC does not refuse the request's shape (`400 malformed-request`, or
+/// `invalid-operation` for a service given a password).
+#[tokio::test]
+async fn request_schemas_agree_with_what_the_kdc_refuses() {
+    let spec = spec();
+    let k = TestKdc::start().await.unwrap();
+    let creds = admin_creds(&k).await;
+    let refused_shape = |a: &Answer| {
+        a.status == 400
+            && ["urn:kdc-http:problem:malformed-request", "urn:kdc-http:problem:invalid-operation"]
+                .contains(&a.body["type"].as_str().unwrap_or(""))
+    };
+    let sealed_lookalike = "eyJhbGciOiJkaXIifQ..AAAAAAAAAAAAAAAA.AAAA.AAAAAAAAAAAAAAAAAAAAAA";
+    let long_realm = format!("x@{}", "R".repeat(129));
+
+    let create = &spec["paths"]["/admin/principals"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let update =
+        &spec["paths"]["/admin/principals/{name}"]["patch"]["requestBody"]["content"]["application/json"]["schema"];
+    let bodies: Vec<(&str, &str, &Value, Value)> = vec![
+        ("POST", "/admin/principals", create, json!({"name": "u1", "kind": "user"})),
+        (
+            "POST",
+            "/admin/principals",
+            create,
+            json!({"name": "HTTP/s1", "kind": "service", "password_sealed": sealed_lookalike}),
+        ),
+        ("POST", "/admin/principals", create, json!({"name": "", "kind": "service"})),
+        ("POST", "/admin/principals", create, json!({"name": "a b", "kind": "service"})),
+        ("POST", "/admin/principals", create, json!({"name": "s2@EXAMPLE..TEST", "kind": "service"})),
+        ("POST", "/admin/principals", create, json!({"name": "HTTP/s3", "kind": "service", "roles": [""]})),
+        ("POST", "/admin/principals", create, json!({"name": "HTTP/s4", "kind": "service", "max_life_secs": -1})),
+        (
+            "POST",
+            "/admin/principals",
+            create,
+            json!({"name": "HTTP/s5", "kind": "service", "password_sealed": null, "max_life_secs": null, "max_renew_secs": null}),
+        ),
+        (
+            "POST",
+            "/admin/principals",
+            create,
+            json!({"name": "HTTP/s6", "kind": "service", "roles": ["reader", "ops:write"], "max_life_secs": 60}),
+        ),
+        ("PATCH", "/admin/principals/HTTP%2Fs6", update, json!({"roles": ["a", "a"]})),
+        ("PATCH", "/admin/principals/HTTP%2Fs6", update, json!({"roles": [""]})),
+        ("PATCH", "/admin/principals/HTTP%2Fs6", update, json!({"roles": null, "disabled": null})),
+        ("PATCH", "/admin/principals/HTTP%2Fs6", update, json!({"roles": ["b", "c"], "max_life_secs": null})),
+    ];
+    for (method, path, schema, body) in &bodies {
+        let (a, _) = admin_call(&k, &creds, method, path, Some(body)).await;
+        let by_spec = valid(&spec, schema, body);
+        assert_eq!(
+            by_spec,
+            !refused_shape(&a),
+            "{method} {path} {body}: spec says valid={by_spec}, KDC answered {} {}",
+            a.status,
+            a.body
+        );
+    }
+
+    // Path and query parameters.
+    let name = &spec["components"]["schemas"]["PrincipalName"];
+    for n in [
+        "alice",
+        "HTTP/a.example.test",
+        "alice@EXAMPLE.TEST",
+        "a b",
+        "a//b",
+        "a@",
+        "a@EXAMPLE..TEST",
+        long_realm.as_str(),
+    ] {
+        let encoded: String = n
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b".-_".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let (a, _) = admin_call(&k, &creds, "GET", &format!("/admin/principals/{encoded}"), None).await;
+        let by_kdc = !(a.status == 400 && a.body["type"] == "urn:kdc-http:problem:malformed-request");
+        assert_eq!(valid(&spec, name, &json!(n)), by_kdc, "name {n:?}: KDC answered {} {}", a.status, a.body);
+    }
+    let limit = &spec["paths"]["/admin/principals"]["get"]["parameters"][1]["schema"];
+    for l in [0u64, 1, 1000, 5000, u64::from(u32::MAX)] {
+        let (a, _) = admin_call(&k, &creds, "GET", &format!("/admin/principals?limit={l}"), None).await;
+        assert_eq!(a.status, 200, "limit={l}: {}", a.body);
+        assert!(valid(&spec, limit, &json!(l)), "limit={l} is accepted by the KDC but not by the spec");
+    }
+
+    // Ticket requests: principals and nonces.
+    let c = k.client();
+    let initial = &spec["paths"]["/tickets/initial"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    let multibyte_nonce = "é".repeat(64);
+    for body in [
+        json!({"client": "alice@EXAMPLE.TEST", "nonce": "n1"}),
+        json!({"client": "alice@EXAMPLE.TEST", "nonce": "n2", "service": null, "lifetime_secs": null, "renewable": null, "pre_auth": null}),
+        json!({"client": long_realm, "nonce": "n3"}),
+        json!({"client": "alice@EXAMPLE..TEST", "nonce": "n4"}),
+        json!({"client": "alice@EXAMPLE.TEST", "nonce": multibyte_nonce}),
+        json!({"client": "alice@EXAMPLE.TEST", "nonce": "n5", "lifetime_secs": -1}),
+    ] {
+        let a = c.post("/tickets/initial", &body).await.unwrap();
+        let by_kdc = !(a.status == 400 && a.body["type"] == "urn:kdc-http:problem:malformed-request");
+        assert_eq!(valid(&spec, initial, &body), by_kdc, "{body}: KDC answered {} {}", a.status, a.body);
+    }
+}
