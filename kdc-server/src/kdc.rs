@@ -277,6 +277,12 @@ impl Kdc {
         let _ = writeln!(out, "# HELP kdc_verified_ticket_cache_entries Presented tickets already verified.");
         let _ = writeln!(out, "# TYPE kdc_verified_ticket_cache_entries gauge");
         let _ = writeln!(out, "kdc_verified_ticket_cache_entries {}", self.verified_tickets.len());
+        let _ = writeln!(
+            out,
+            "# HELP kdc_throttle_entries Failed-pre-authentication counters held (bounded by max_tracked)."
+        );
+        let _ = writeln!(out, "# TYPE kdc_throttle_entries gauge");
+        let _ = writeln!(out, "kdc_throttle_entries {}", self.throttle.tracked());
         out
     }
 

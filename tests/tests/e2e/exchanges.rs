@@ -264,6 +264,7 @@ async fn metrics_count_issued_and_refused_exchanges() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
     }
+    assert!(text.lines().any(|l| l.starts_with("kdc_throttle_entries ")), "throttle gauge missing from\n{text}");
     assert!(!text.contains("alice"), "metrics must not name principals");
 }
 
