@@ -34,6 +34,11 @@ pub struct Cli {
     /// Address to serve on [default: 127.0.0.1:8088].
     #[arg(long, global = true, env = "KDC_LISTEN")]
     listen: Option<String>,
+    /// The base URL clients reach this KDC at (discovery advertises it;
+    /// required when listening on a non-loopback address) [default:
+    /// http://<listen address>].
+    #[arg(long, global = true, env = "KDC_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Realm of a new data directory [default: EXAMPLE.TEST].
     #[arg(long, global = true, env = "KDC_REALM")]
     realm: Option<String>,
@@ -155,6 +160,7 @@ pub fn main() -> ExitCode {
 struct Settings {
     data: PathBuf,
     listen: String,
+    public_url: Option<String>,
     realm: String,
     log_format: LogFormat,
     file: FileConfig,
@@ -165,6 +171,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     Ok(Settings {
         data: cli.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
         listen: cli.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
+        public_url: cli.public_url.clone().or_else(|| file.public_url.clone()),
         realm: cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.into()),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         file,
@@ -425,6 +432,10 @@ const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
 
 async fn serve(s: &Settings) -> anyhow::Result<()> {
     init_logging(s.log_format);
+    let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
+    // Refuse a configuration that cannot advertise a trustworthy URL before
+    // touching anything.
+    crate::config::advertised_base_url(s.public_url.as_deref(), addr)?;
     let store = open_store(&s.data).await?;
     if store.realm().await?.is_none() {
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
@@ -432,15 +443,15 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
     }
     let kdc = open_kdc(s, store).await?;
-    let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
+    let public_url = crate::config::advertised_base_url(s.public_url.as_deref(), local)?;
     println!("kdc serving realm {} on http://{local}", kdc.realm());
+    println!("discovery advertises {public_url}");
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
-    let state =
-        AppState::new(Arc::new(kdc), Arc::new(SystemClock), s.file.public_url.clone(), Some(&admin_replay)).await?;
+    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?;
     http::serve(listener, state, shutdown_signal()).await?;
     Ok(())
 }

@@ -44,7 +44,7 @@ pub struct FileConfig {
     pub realm: Option<String>,
     /// Log format.
     pub log_format: Option<LogFormat>,
-    /// Externally visible base URL used in discovery.
+    /// The base URL clients reach this KDC at (see [`public_url`]).
     pub public_url: Option<String>,
     /// Ticket policy (`[policy]` table).
     #[serde(default)]
@@ -113,5 +113,82 @@ mod tests {
         assert!(FileConfig::parse("[throttle]\nper_principal = 0\n").is_err());
         assert!(FileConfig::parse("[throttle]\ntrusted_proxies = [\"10.0.0.0/8\"]\n").is_err());
         assert!(FileConfig::parse("[throttle]\nlockout_secs = 1\n").is_err());
+    }
+}
+
+/// Why a public URL was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("public URL {url:?}: {reason}")]
+pub struct InvalidPublicUrl {
+    /// What was given.
+    pub url: String,
+    /// Why not.
+    pub reason: &'static str,
+}
+
+/// Checks a configured public base URL and returns it without a trailing
+/// `/`: `http` or `https`, a host, an optional port and path prefix, nothing
+/// else (no user info, query or fragment).
+pub fn parse_public_url(url: &str) -> Result<String, InvalidPublicUrl> {
+    let bad = |reason| InvalidPublicUrl { url: url.to_owned(), reason };
+    let uri: axum::http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(bad("a host (and port) only, no user info"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(bad("no query or fragment"));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// The base URL the KDC advertises (discovery's issuer, endpoints and
+/// `jwks_uri`): the configured public URL, or else `http://` and the address
+/// it listens on, which is only allowed for a loopback address. A request's
+/// `Host` header never enters it: a KDC behind anything else must be told
+/// its public URL.
+pub fn advertised_base_url(configured: Option<&str>, listening: std::net::SocketAddr) -> anyhow::Result<String> {
+    match configured {
+        Some(url) => Ok(parse_public_url(url)?),
+        None if listening.ip().is_loopback() => Ok(format!("http://{listening}")),
+        None => anyhow::bail!(
+            "listening on {listening}, which is not a loopback address, without a public URL: set --public-url \
+             (KDC_PUBLIC_URL, or public_url in kdc.toml) to the URL clients reach this KDC at"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod public_url_tests {
+    use super::*;
+
+    #[test]
+    fn public_urls() {
+        assert_eq!(parse_public_url("https://kdc.example.test/").unwrap(), "https://kdc.example.test");
+        assert_eq!(
+            parse_public_url("https://kdc.example.test:8443/auth").unwrap(),
+            "https://kdc.example.test:8443/auth"
+        );
+        for bad in
+            ["kdc.example.test", "ftp://kdc", "https://u:p@kdc", "https://kdc/?x=1", "https://kdc/#f", "https://"]
+        {
+            assert!(parse_public_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn without_a_public_url_only_loopback_is_advertised() {
+        let lo: std::net::SocketAddr = "127.0.0.1:8088".parse().unwrap();
+        assert_eq!(advertised_base_url(None, lo).unwrap(), "http://127.0.0.1:8088");
+        let v6: std::net::SocketAddr = "[::1]:8088".parse().unwrap();
+        assert_eq!(advertised_base_url(None, v6).unwrap(), "http://[::1]:8088");
+        for any in ["0.0.0.0:8088", "10.1.2.3:8088", "[::]:8088"] {
+            assert!(advertised_base_url(None, any.parse().unwrap()).is_err(), "{any}");
+        }
+        let any: std::net::SocketAddr = "0.0.0.0:8088".parse().unwrap();
+        assert_eq!(advertised_base_url(Some("https://kdc.example.test"), any).unwrap(), "https://kdc.example.test");
     }
 }

@@ -15,7 +15,7 @@ use kdc_proto::messages::{
     InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{ALG, ENC};
-use kdc_proto::{Argon2Params, Clock, JwkSet, limits};
+use kdc_proto::{Argon2Params, Clock, limits};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -32,9 +32,9 @@ pub struct AppState {
     pub kdc: Arc<Kdc>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// The externally visible base URL, if configured; otherwise discovery
-    /// builds URLs from the request's `Host`.
-    pub public_url: Option<String>,
+    /// The base URL discovery advertises
+    /// ([`crate::config::advertised_base_url`]); never taken from a request.
+    pub public_url: String,
     /// The layer guarding `/admin` (the KDC's own middleware, `kadmin/admin`).
     pub admin: TicketAuthLayer,
 }
@@ -46,7 +46,7 @@ impl AppState {
     pub async fn new(
         kdc: Arc<Kdc>,
         clock: Arc<dyn Clock>,
-        public_url: Option<String>,
+        public_url: String,
         admin_replay_state: Option<&std::path::Path>,
     ) -> Result<Self, KdcError> {
         let admin = crate::admin::admin_layer(&kdc, clock.clone(), admin_replay_state).await?;
@@ -154,25 +154,22 @@ async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -
     s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
 }
 
-fn base_url(s: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &s.public_url {
-        return u.trim_end_matches('/').to_owned();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)))
-        .unwrap_or("localhost");
-    format!("http://{host}")
+/// How long clients, services and caches in between may keep the discovery
+/// document and the JWK set (`Cache-Control: public, max-age=…`). A signing
+/// key rotation publishes the new key beside the old for longer than this.
+pub const DISCOVERY_MAX_AGE_SECS: u64 = 300;
+
+fn cacheable<T>(body: T) -> ([(header::HeaderName, String); 1], T) {
+    ([(header::CACHE_CONTROL, format!("public, max-age={DISCOVERY_MAX_AGE_SECS}"))], body)
 }
 
-async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Json<KdcConfiguration> {
-    let base = base_url(&s, &headers);
+async fn configuration(State(s): State<AppState>) -> impl IntoResponse {
+    let base = s.public_url.as_str();
     let p = s.kdc.policy();
-    Json(KdcConfiguration {
+    cacheable(Json(KdcConfiguration {
         realm: s.kdc.realm().clone(),
         protocol_version: "kdc-http/v1".to_owned(),
-        issuer: base.clone(),
+        issuer: base.to_owned(),
         initial_ticket_endpoint: format!("{base}/tickets/initial"),
         ticket_endpoint: format!("{base}/tickets"),
         renew_endpoint: format!("{base}/tickets/renew"),
@@ -185,11 +182,11 @@ async fn configuration(State(s): State<AppState>, headers: HeaderMap) -> Json<Kd
         default_ticket_lifetime_secs: p.max_life_secs,
         max_renewable_lifetime_secs: p.max_renew_secs,
         max_ticket_bytes: limits::MAX_TICKET_LEN,
-    })
+    }))
 }
 
-async fn jwks(State(s): State<AppState>) -> Json<JwkSet> {
-    Json(s.kdc.jwks().clone())
+async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
+    cacheable(Json(s.kdc.jwks().clone()))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

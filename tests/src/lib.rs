@@ -145,10 +145,10 @@ impl TestKdc {
         let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle, now()).await?);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
-        let admin_replay = dir.path().join("admin-replay.state");
-        let state = AppState::new(kdc.clone(), clock.clone(), None, Some(&admin_replay)).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
+        let admin_replay = dir.path().join("admin-replay.state");
+        let state = AppState::new(kdc.clone(), clock.clone(), format!("http://{addr}"), Some(&admin_replay)).await?;
         let task = tokio::spawn(async move {
             let _ = http::serve_with(listener, state, limits, std::future::pending()).await;
         });
@@ -199,10 +199,16 @@ impl KdcProcess {
     /// Starts `kdc serve` (the binary at `bin`) on `data` at an ephemeral
     /// loopback port.
     pub async fn start(bin: &Path, data: &Path) -> anyhow::Result<Self> {
+        Self::start_with(bin, data, &[]).await
+    }
+
+    /// Like [`Self::start`], with more arguments for `kdc serve`.
+    pub async fn start_with(bin: &Path, data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(bin)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .env("KDC_LOG", "warn")
             .env_remove("KDC_MASTER_KEY")
             .stdout(Stdio::piped())
@@ -217,7 +223,7 @@ impl KdcProcess {
                 .context("kdc did not start in time")??
                 .context("kdc exited before serving")?;
             if let Some(idx) = line.find("http://") {
-                break line[idx..].trim().to_owned();
+                break line[idx..].split_whitespace().next().unwrap_or_default().to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.

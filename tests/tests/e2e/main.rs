@@ -6,6 +6,7 @@
 
 mod admin;
 mod admin_hardening;
+mod advertised_urls;
 mod attacks;
 mod contract;
 mod durability;
