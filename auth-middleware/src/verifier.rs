@@ -39,33 +39,46 @@ pub struct RoleRule {
 }
 
 impl RoleRule {
-    /// Whether the request path (already split by [`normalised_segments`])
-    /// falls under this rule.
-    fn covers(&self, path: &[String]) -> bool {
-        match normalised_segments(&self.path_prefix) {
-            Some(prefix) => path.starts_with(&prefix),
+    /// Whether the request path (as split by [`PathViews::of`]) falls under
+    /// this rule, read either way.
+    fn covers(&self, path: &PathViews) -> bool {
+        match PathViews::of(&self.path_prefix) {
+            Some(prefix) => {
+                path.literal.starts_with(&prefix.normalised) || path.normalised.starts_with(&prefix.normalised)
+            }
             // A rule that cannot be normalised covers everything: fail closed.
             None => true,
         }
     }
 }
 
-/// The segments of `path` after percent-decoding each one, dropping empty
-/// and `.` segments and applying `..`. `None` when a segment does not decode
-/// to UTF-8.
-fn normalised_segments(path: &str) -> Option<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for raw in path.split('/') {
-        let seg = percent_encoding::percent_decode_str(raw).decode_utf8().ok()?;
-        match seg.as_ref() {
-            "" | "." => {}
-            ".." => {
-                out.pop();
+/// Two readings of a request path, both percent-decoded and split at `/`
+/// and `\` with empty and `.` segments dropped: `literal` keeps `..`
+/// segments (as a router matching the raw path sees `/admin/..`), while
+/// `normalised` applies them (as a server that resolves dot segments sees
+/// `/x/../admin`). A rule applies when either reading falls under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PathViews {
+    literal: Vec<String>,
+    normalised: Vec<String>,
+}
+
+impl PathViews {
+    /// `None` when the path does not decode to UTF-8.
+    fn of(path: &str) -> Option<Self> {
+        let decoded = percent_encoding::percent_decode_str(path).decode_utf8().ok()?;
+        let literal: Vec<String> =
+            decoded.split(['/', '\\']).filter(|s| !s.is_empty() && *s != ".").map(str::to_owned).collect();
+        let mut normalised: Vec<String> = Vec::with_capacity(literal.len());
+        for seg in &literal {
+            if seg == ".." {
+                normalised.pop();
+            } else {
+                normalised.push(seg.clone());
             }
-            s => out.push(s.to_owned()),
         }
+        Some(Self { literal, normalised })
     }
-    Some(out)
 }
 
 /// Which `Host` values (authorities) a service answers for. The authority is
@@ -336,10 +349,10 @@ impl TicketVerifier {
         let claims = ticket.claims();
         if !self.settings.role_rules.is_empty() {
             let path = path_and_query.split('?').next().unwrap_or_default();
-            // A path that does not normalise is held to every rule.
-            let segments = normalised_segments(path);
+            // A path that does not decode is held to every rule.
+            let views = PathViews::of(path);
             for rule in &self.settings.role_rules {
-                let covered = segments.as_deref().is_none_or(|s| rule.covers(s));
+                let covered = views.as_ref().is_none_or(|v| rule.covers(v));
                 if covered && !claims.roles.iter().any(|r| r == &rule.role) {
                     return Err(AuthRejection::MissingRole);
                 }
@@ -395,20 +408,31 @@ mod tests {
     }
 
     #[test]
-    fn role_rules_match_the_normalised_path_segment_wise() {
+    fn role_rules_match_the_path_however_it_is_read() {
         let admin = rule("/admin");
-        for covered in
-            ["/admin", "/admin/", "//admin", "/%61dmin", "/%61%64%6d%69%6e/users", "/x/../admin/u", "/./admin"]
-        {
-            let segs = normalised_segments(covered).unwrap();
-            assert!(admin.covers(&segs), "{covered} escaped the rule");
+        for covered in [
+            "/admin",
+            "/admin/",
+            "//admin",
+            "/%61dmin",
+            "/%61%64%6d%69%6e/users",
+            "/x/../admin/u",
+            "/./admin",
+            "/admin/..",
+            "/admin/%2e%2e",
+            "/admin/../hello",
+            "/admin%2F..",
+            "\\admin\\x",
+        ] {
+            let v = PathViews::of(covered).unwrap();
+            assert!(admin.covers(&v), "{covered} escaped the rule");
         }
-        for free in ["/", "/administrator", "/hello/admin", "/adm", "/admin%2Fx"] {
-            let segs = normalised_segments(free).unwrap();
-            assert!(!admin.covers(&segs), "{free} caught by the rule");
+        for free in ["/", "/administrator", "/hello/admin", "/adm", "/hello/x/.."] {
+            let v = PathViews::of(free).unwrap();
+            assert!(!admin.covers(&v), "{free} caught by the rule");
         }
-        assert_eq!(normalised_segments("/%ff"), None, "invalid UTF-8 does not normalise");
-        assert!(rule("/").covers(&normalised_segments("/anything").unwrap()));
+        assert_eq!(PathViews::of("/%ff"), None, "invalid UTF-8 does not decode");
+        assert!(rule("/").covers(&PathViews::of("/anything").unwrap()));
     }
 
     #[test]
