@@ -12,8 +12,8 @@ use client_sdk::cache::CACHE_VERSION;
 use client_sdk::{FileCache, TicketCache};
 use libfuzzer_sys::fuzz_target;
 
-/// One cache per fuzzing process, in memory where the system has it (each
-/// write-back syncs the file).
+/// One cache per fuzzing process (see `kdc_fuzz::scratch_dir`: each
+/// write-back syncs the file, which is free only in memory).
 fn cache() -> &'static FileCache {
     static CACHE: OnceLock<(tempfile::TempDir, FileCache)> = OnceLock::new();
     &CACHE

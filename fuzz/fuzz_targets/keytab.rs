@@ -11,7 +11,7 @@ use auth_middleware::keys::ServiceKeyring;
 use kdc_proto::messages::Keytab;
 use libfuzzer_sys::fuzz_target;
 
-/// One scratch file per fuzzing process, in memory where the system has it.
+/// One scratch file per fuzzing process (see `kdc_fuzz::scratch_dir`).
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DIR.get_or_init(|| {
