@@ -32,7 +32,7 @@ fi
 # One build for all targets. `--dev` (the profile in fuzz/Cargo.toml) builds in
 # half the time of cargo-fuzz's default release build and runs as fast; every
 # `run` below must pass it too, or cargo-fuzz would build again.
-echo "== fuzz: building ${#targets[@]} targets (address sanitizer, debug assertions)"
+echo "== fuzz: building the targets (address sanitizer, debug assertions)"
 start=$SECONDS
 cargo fuzz build --dev
 echo "fuzz: built in $((SECONDS - start)) s"
@@ -63,10 +63,12 @@ for t in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
   cov=$(grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9]*' "$log" | tail -n1 || true)
-  echo "fuzz: $t: $status, ${execs:-?} executions in ${secs} s (${rate:-?}/s), ${cov:-no coverage line}"
-  if [ "$status" = FAILED ]; then
-    tail -n 60 "$log" >&2
-    ls "fuzz/artifacts/$t" >&2 || true
+  if [ "$status" = ok ]; then
+    echo "fuzz: $t: ok, ${execs:-?} executions in ${secs} s (${rate:-?}/s), ${cov:-no coverage line}"
+  else
+    echo "fuzz: $t: FAILED after ${execs:-?} executions, ${cov:-no coverage line}; full log: $log"
+    grep -m1 -A4 -E "panicked at|ERROR: (libFuzzer|AddressSanitizer)" "$log" >&2 || true
+    sed -n '/^Failing input:/,/^Output of/p' "$log" >&2
   fi
 done
 
