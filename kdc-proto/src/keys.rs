@@ -116,6 +116,11 @@ pub fn long_term_kid(principal: &Principal, kvno: Kvno) -> String {
 /// Splits a `PRINCIPAL#KVNO` key id.
 pub fn parse_long_term_kid(kid: &str) -> Result<(Principal, Kvno), ProtoError> {
     let (p, v) = kid.rsplit_once('#').ok_or(ProtoError::Malformed("key id"))?;
+    // One spelling per key version, as `long_term_kid` prints it: decimal
+    // digits only (no sign) and no leading zero.
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || (v.len() > 1 && v.starts_with('0')) {
+        return Err(ProtoError::Malformed("key id"));
+    }
     let kvno = v.parse::<u32>().map_err(|_| ProtoError::Malformed("key id"))?;
     Ok((p.parse()?, Kvno(kvno)))
 }
@@ -145,5 +150,18 @@ mod tests {
         let kid = long_term_kid(&p, Kvno(3));
         assert_eq!(parse_long_term_kid(&kid).unwrap(), (p, Kvno(3)));
         assert!(parse_long_term_kid("HTTP/a.b@R.T#x").is_err());
+    }
+
+    #[test]
+    fn kid_has_one_spelling() {
+        // Found by the `principal_name` fuzz target: `S@2#02` named key
+        // version 2 and printed back as `S@2#2`.
+        for kid in ["S@2#02", "S@2#+2", "S@2#00", "S@2#", "S@2# 2", "S@2#2 "] {
+            assert!(parse_long_term_kid(kid).is_err(), "{kid:?} accepted");
+        }
+        for kid in ["S@2#0", "S@2#2", "S@2#10", "S@2#4294967295"] {
+            let (p, kvno) = parse_long_term_kid(kid).unwrap();
+            assert_eq!(long_term_kid(&p, kvno), kid);
+        }
     }
 }
