@@ -40,20 +40,22 @@ fn ticket(claims: &TicketClaims, key: &LongTermKey) -> String {
 }
 
 fn authenticator(at_secs: u64, binding: &RequestBinding, usage: Usage) -> String {
-    Authenticator::new(client(), kdc_proto::UnixMillis::from_secs(at_secs), binding).seal(&session_key(), usage)
+    Authenticator::new(client(), kdc_proto::UnixMillis::from_secs(at_secs), binding)
+        .seal(&session_key(), usage)
+        .expect("sealing a seed")
 }
 
 fn main() {
     let claims = claims();
     let tkt = ticket(&claims, &service_key());
-    let get_hello = RequestBinding::new("GET", "/hello", None);
+    let get_hello = RequestBinding::new("GET", "api.example.test", "/hello", None);
     let auth = authenticator(NOW_SECS, &get_hello, Usage::Authenticator);
 
     // authorization_header: what a service receives.
     let t = "authorization_header";
     write(t, "valid", authorization_value(&tkt, &auth));
     write(t, "valid-old-kvno", authorization_value(&ticket(&claims, &old_service_key()), &auth));
-    let post = RequestBinding::new("POST", "/items?x=1", Some(b"{\"name\":\"x\"}"));
+    let post = RequestBinding::new("POST", "api.example.test", "/items?x=1", Some(b"{\"name\":\"x\"}"));
     write(t, "valid-body-bound", authorization_value(&tkt, &authenticator(NOW_SECS, &post, Usage::Authenticator)));
     write(
         t,
@@ -78,8 +80,16 @@ fn main() {
     write(t, "ticket", &tkt);
     write(t, "authenticator", &auth);
     let sent = Authenticator::new(client(), NOW, &get_hello);
-    write(t, "mutual-reply", MutualReply::for_response(&sent, 200, b"hello").seal(&session_key()));
-    write(t, "error-detail", ErrorDetail { server_time: NOW, nonce: sent.nonce.clone() }.seal(&session_key()));
+    write(
+        t,
+        "mutual-reply",
+        MutualReply::for_response(&sent, 200, b"hello").seal(&session_key()).expect("sealing a seed"),
+    );
+    write(
+        t,
+        "error-detail",
+        ErrorDetail { server_time: NOW, nonce: sent.nonce.clone() }.seal(&session_key()).expect("sealing a seed"),
+    );
     let enc_part = EncTicketPart {
         session_key: session_key(),
         nonce: "n-1".into(),
@@ -92,17 +102,35 @@ fn main() {
         kvno: Kvno(2),
     };
     let client_kid = long_term_kid(&client(), Kvno(1));
-    write(t, "as-reply", seal::seal(&client_key(), &client_kid, Usage::AsReply, &json(&enc_part)));
-    write(t, "tgs-reply", seal::seal(&session_key(), "session", Usage::TgsReply, &json(&enc_part)));
+    write(
+        t,
+        "as-reply",
+        seal::seal(&client_key(), &client_kid, Usage::AsReply, &json(&enc_part)).expect("sealing a seed"),
+    );
+    write(
+        t,
+        "tgs-reply",
+        seal::seal(&session_key(), "session", Usage::TgsReply, &json(&enc_part)).expect("sealing a seed"),
+    );
     let pre_auth = seal::seal(
         &client_key(),
         &client_kid,
         Usage::PreAuth,
         &json(&PreAuthTimestamp { ts: NOW, nonce: "n-1".into() }),
-    );
+    )
+    .expect("sealing a seed");
     write(t, "pre-auth", &pre_auth);
-    write(t, "session-secret", seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse"));
-    write(t, "key-at-rest", seal::seal(&service_key().key, "master#1", Usage::KeyAtRest, service_key().key.expose()));
+    write(
+        t,
+        "session-secret",
+        seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse").expect("sealing a seed"),
+    );
+    write(
+        t,
+        "key-at-rest",
+        seal::seal(&service_key().key, "master#1", Usage::KeyAtRest, service_key().key.expose())
+            .expect("sealing a seed"),
+    );
 
     // ticket_claims: the signed JSON, a JWS, and tickets.
     let t = "ticket_claims";
@@ -191,7 +219,8 @@ fn main() {
     write(t, "service-ticket", json(&tgs));
     let renew_auth = authenticator(NOW_SECS, &RenewRequest::binding_for("n-3"), Usage::TgsAuthenticator);
     write(t, "renew", json(&RenewRequest { ticket: tkt.clone(), authenticator: renew_auth, nonce: "n-3".into() }));
-    let password = seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse battery staple");
+    let password = seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse battery staple")
+        .expect("sealing a seed");
     write(
         t,
         "admin-create-user",
