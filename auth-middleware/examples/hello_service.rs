@@ -82,9 +82,14 @@ async fn main() -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     println!("hello_service for {service} on http://{}", listener.local_addr()?);
-    auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?;
-    // Every request has been answered: what the cache holds is final.
-    auth.save_replay_state().context("saving the replay cache")?;
+    let stopped = auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?;
+    if stopped.drained {
+        // Every request has been answered: what the cache holds is final.
+        auth.save_replay_state().context("saving the replay cache")?;
+    } else {
+        // Leave the state file saying "running": the next start warms up.
+        eprintln!("requests were still open at shutdown: the replay cache is not saved");
+    }
     Ok(())
 }
 

@@ -95,10 +95,13 @@ pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<Jw
     serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
 }
 
-/// Whether `new` shares no key id with `old`: a refresh that replaces every
-/// key at once is either a KDC that lost its keys or someone else's keys.
+/// Whether `new` is suspicious next to `old`: it shares no key id with it (a
+/// KDC that lost its keys, or someone else's keys), or it keeps a key id but
+/// changes the key behind it (key ids name keys; they are never reused).
 pub fn is_unrelated(old: &JwkSet, new: &JwkSet) -> bool {
-    !new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid))
+    let shares_a_kid = new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid));
+    let changes_a_key = new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid && o != n));
+    !shares_a_kid || changes_a_key
 }
 
 /// A verifier for a JWK set.

@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) realm: String,
     keytab_path: Option<PathBuf>,
-    replay_state: Option<(PathBuf, Arc<InMemoryReplayCache>)>,
+    replay_state: Option<(PathBuf, Arc<InMemoryReplayCache>, crate::replay_state::StateLock)>,
     key_events: KeyEvents,
 }
 
@@ -76,13 +76,14 @@ impl TicketAuthLayer {
     /// graceful shutdown); a no-op without a state file.
     pub fn save_replay_state(&self) -> std::io::Result<()> {
         match &self.shared.replay_state {
-            Some((path, cache)) => crate::replay_state::save(cache, path, self.shared.clock.now()),
+            Some((path, cache, _)) => crate::replay_state::save(cache, path, self.shared.clock.now()),
             None => Ok(()),
         }
     }
 
     /// How many JWK-set refreshes replaced every KDC key at once (a new set
-    /// sharing no key id with the old): each is also logged as a warning.
+    /// sharing no key id with the old) or changed the key behind a key id:
+    /// each is also logged as a warning.
     /// A KDC rotating its signing key publishes old and new together, so a
     /// non-zero count deserves a look.
     pub fn jwks_unrelated_replacements(&self) -> u64 {
@@ -303,7 +304,7 @@ impl TicketAuthBuilder {
             (Some(cache), _) => (cache, None),
             (None, Some(path)) => {
                 let (cap, per) = (InMemoryReplayCache::DEFAULT_CAPACITY, InMemoryReplayCache::DEFAULT_PER_PRINCIPAL);
-                let (cache, kind) = crate::replay_state::open(&path, cap, per, now)
+                let (cache, kind, held) = crate::replay_state::open(&path, cap, per, now)
                     .map_err(|source| ConfigError::ReplayState { path: path.clone(), source })?;
                 if kind == crate::replay_state::StartKind::Unclean {
                     tracing::warn!(
@@ -313,7 +314,7 @@ impl TicketAuthBuilder {
                     );
                 }
                 let cache = Arc::new(cache);
-                (cache.clone(), Some((path, cache)))
+                (cache.clone(), Some((path, cache, held)))
             }
             (None, None) => (Arc::new(InMemoryReplayCache::with_defaults(now)), None),
         };
@@ -349,8 +350,8 @@ fn spawn_jwks_refresh(shared: Weak<Shared>, http: reqwest::Client, url: reqwest:
                         s.key_events.unrelated_replacements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(
                             uri = %url,
-                            "the KDC's JWK set was replaced by one sharing no key id with the previous: \
-                             every outstanding ticket is now refused"
+                            "the KDC's JWK set was replaced by one sharing no key id with the previous, or \
+                             changing the key behind a key id: tickets signed under the old keys are refused"
                         );
                     }
                     s.verifier.set_kdc_keys(KdcVerifier::from_jwks(&set));

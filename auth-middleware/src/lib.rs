@@ -15,13 +15,17 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let auth = TicketAuthLayer::builder()
 //!     .keytab_file("hello.keytab")
-//!     .kdc_jwks_uri("http://127.0.0.1:8088/.well-known/jwks.json")
+//!     .kdc_jwks_uri("https://kdc.example.test/.well-known/jwks.json")
+//!     .replay_state_file("hello.replay-state")
 //!     .require_role("/admin", "admin")
 //!     .build()
 //!     .await?;
-//! let app = Router::new().route("/hello", get(hello)).layer(auth);
+//! let app = Router::new().route("/hello", get(hello)).layer(auth.clone());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! let stopped = auth_middleware::serve::serve(listener, app, Default::default(), std::future::pending()).await?;
+//! if stopped.drained {
+//!     auth.save_replay_state()?;
+//! }
 //! # Ok(()) }
 //! ```
 

@@ -162,15 +162,22 @@ impl InMemoryReplayCache {
     }
 
     /// Adds entries from a snapshot (they count toward the capacity, not
-    /// toward any principal's share: whose they were is not kept).
-    pub fn restore(&self, entries: impl IntoIterator<Item = ([u8; 16], UnixMillis)>, now: UnixMillis) {
+    /// toward any principal's share: whose they were is not kept). Returns
+    /// how many live entries found no room (the snapshot cannot then be
+    /// trusted as complete).
+    pub fn restore(&self, entries: impl IntoIterator<Item = ([u8; 16], UnixMillis)>, now: UnixMillis) -> usize {
+        let mut dropped = 0;
         for (key, until) in entries {
             if until < now {
                 continue;
             }
-            let Some(lock) = self.shards.get(usize::from(key[0]) % SHARDS) else { continue };
+            let Some(lock) = self.shards.get(usize::from(key[0]) % SHARDS) else {
+                dropped += 1;
+                continue;
+            };
             let mut shard = lock.lock().unwrap_or_else(|p| p.into_inner());
             if shard.entries.len() >= self.per_shard {
+                dropped += 1;
                 continue;
             }
             if shard.entries.insert(key, (until.0, RESTORED)).is_none() {
@@ -178,6 +185,7 @@ impl InMemoryReplayCache {
             }
             shard.earliest_expiry = shard.earliest_expiry.min(until.0);
         }
+        dropped
     }
 
     fn principal_hash(&self, principal: &str) -> u64 {
@@ -285,7 +293,7 @@ mod tests {
         let snap = c.live_entries(UnixMillis(200));
         assert_eq!(snap, vec![(key(2), UnixMillis(500))]);
         let d = InMemoryReplayCache::with_history(1000, 1000, None);
-        d.restore(snap, UnixMillis(200));
+        assert_eq!(d.restore(snap, UnixMillis(200)), 0);
         assert_eq!(d.check_and_insert(entry(key(2), "a", 500, 300)).await, Err(ReplayRefusal::Replay));
         assert_eq!(d.len(), 1);
         // Swept after its window without touching any principal's count.

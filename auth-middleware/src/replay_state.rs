@@ -15,8 +15,17 @@
 //!   from now (the warm-up applies), and says so in the log.
 //!
 //! At start the file is replaced by a "running" marker (fsynced), so a crash
-//! from then on is detected. The file holds keyed hashes of authenticator
-//! tags and their window ends: nothing secret, but it is written mode 0600.
+//! from then on is detected. One process at a time: an exclusive lock on
+//! `<file>.lock`, held while the cache lives, refuses a second process on the
+//! same file (whose crash the first one's clean snapshot would hide). A
+//! snapshot that no longer fits the cache (its capacity shrank) counts as
+//! unclean. The file holds keyed hashes of authenticator tags and their
+//! window ends: nothing secret, but it is written mode 0600.
+//!
+//! The trust assumption: a missing file means this service never ran with
+//! it. A service whose disk does not survive a restart (an ephemeral
+//! container volume) must keep the file on a persistent volume or share a
+//! replay cache instead; otherwise every restart looks like a first start.
 //!
 //! Format (little-endian): `kdc-replay-state/v1\n`, a status byte (0
 //! running, 1 clean), a flag byte and `u64` (remembers-since, when the flag
@@ -94,19 +103,56 @@ fn encode(status: u8, remembers_since: Option<UnixMillis>, entries: &[([u8; 16],
     out
 }
 
-/// Writes `bytes` to `path` atomically and durably: a temporary file in the
-/// same directory, fsynced, renamed over `path`, and the directory fsynced.
+/// The exclusive lock on a state file, held for as long as the cache that
+/// was loaded from it serves.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive lock on `<path>.lock`, or fails at once when another
+/// process holds it.
+fn lock(path: &Path) -> std::io::Result<StateLock> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(with_suffix(path, ".lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, "another process is using this replay state file"))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably: a new temporary file in
+/// the same directory (random name, created exclusively, so it never follows
+/// or reuses an existing path), fsynced, renamed over `path`, and the
+/// directory fsynced.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    let mut nonce = [0u8; 8];
+    rand::fill(&mut nonce[..]);
+    let tmp = with_suffix(path, &format!(".tmp.{}", u64::from_le_bytes(nonce)));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
     drop(f);
-    std::fs::rename(&tmp, path)?;
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -118,7 +164,8 @@ pub fn open(
     capacity: usize,
     per_principal: usize,
     now: UnixMillis,
-) -> std::io::Result<(InMemoryReplayCache, StartKind)> {
+) -> std::io::Result<(InMemoryReplayCache, StartKind, StateLock)> {
+    let held = lock(path)?;
     let max_file = MAGIC.len() + 18 + capacity.saturating_mul(ENTRY_LEN);
     let read = match std::fs::File::open(path) {
         Ok(f) => {
@@ -133,15 +180,18 @@ pub fn open(
         None => (InMemoryReplayCache::with_history(capacity, per_principal, None), StartKind::First),
         Some(Some(snap)) if snap.status == CLEAN => {
             let cache = InMemoryReplayCache::with_history(capacity, per_principal, snap.remembers_since);
-            cache.restore(snap.entries, now);
-            let n = cache.len();
-            (cache, StartKind::Restored(n))
+            if cache.restore(snap.entries, now) == 0 {
+                let n = cache.len();
+                (cache, StartKind::Restored(n))
+            } else {
+                (InMemoryReplayCache::new(capacity, per_principal, now), StartKind::Unclean)
+            }
         }
         Some(_) => (InMemoryReplayCache::new(capacity, per_principal, now), StartKind::Unclean),
     };
     use crate::replay::ReplayCache as _;
     write_atomically(path, &encode(RUNNING, cache.remembers_since(), &[]))?;
-    Ok((cache, kind))
+    Ok((cache, kind, held))
 }
 
 /// Saves `cache` to `path` as a clean snapshot (at a graceful shutdown, after
@@ -165,22 +215,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("replay.state");
         // First start: nothing came before.
-        let (c, kind) = open(&path, 100, 100, UnixMillis(1_000)).unwrap();
+        let (c, kind, held) = open(&path, 100, 100, UnixMillis(1_000)).unwrap();
         assert_eq!((kind, c.remembers_since()), (StartKind::First, None));
         c.check_and_insert(entry(1, 5_000, 1_000)).await.unwrap();
+        // A second process on the same file is refused while this one runs.
+        let second = open(&path, 100, 100, UnixMillis(1_500)).unwrap_err();
+        assert_eq!(second.kind(), std::io::ErrorKind::WouldBlock);
         // A crash now (no save): the next start warms up.
-        let (c2, kind) = open(&path, 100, 100, UnixMillis(2_000)).unwrap();
+        drop(held);
+        let (c2, kind, held) = open(&path, 100, 100, UnixMillis(2_000)).unwrap();
         assert_eq!((kind, c2.remembers_since()), (StartKind::Unclean, Some(UnixMillis(2_000))));
         // Clean shutdown of that one, then a restart: its entries and its
         // horizon come back.
         c2.check_and_insert(entry(2, 9_000, 2_000)).await.unwrap();
         save(&c2, &path, UnixMillis(3_000)).unwrap();
-        let (c3, kind) = open(&path, 100, 100, UnixMillis(4_000)).unwrap();
+        drop(held);
+        let (c3, kind, held) = open(&path, 100, 100, UnixMillis(4_000)).unwrap();
         assert_eq!((kind, c3.remembers_since()), (StartKind::Restored(1), Some(UnixMillis(2_000))));
         assert_eq!(c3.check_and_insert(entry(2, 9_000, 4_000)).await, Err(ReplayRefusal::Replay));
         // It is "running" again: a crash of c3 is detected.
-        let (_, kind) = open(&path, 100, 100, UnixMillis(5_000)).unwrap();
+        drop(held);
+        let (_, kind, _held) = open(&path, 100, 100, UnixMillis(5_000)).unwrap();
         assert_eq!(kind, StartKind::Unclean);
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]
@@ -190,12 +249,17 @@ mod tests {
         let good = encode(CLEAN, None, &[([7; 16], UnixMillis(10))]);
         for bad in [&good[..good.len() - 1], &good[1..], b"".as_slice()] {
             std::fs::write(&path, bad).unwrap();
-            let (c, kind) = open(&path, 100, 100, UnixMillis(5)).unwrap();
+            let (c, kind, _held) = open(&path, 100, 100, UnixMillis(5)).unwrap();
             assert_eq!((kind, c.remembers_since()), (StartKind::Unclean, Some(UnixMillis(5))));
         }
         // More entries than the cache holds: refused, not truncated.
         let big = encode(CLEAN, None, &[([1; 16], UnixMillis(10)), ([2; 16], UnixMillis(10))]);
         std::fs::write(&path, big).unwrap();
         assert_eq!(open(&path, 1, 1, UnixMillis(5)).unwrap().1, StartKind::Unclean);
+        // Entries that fit the file's count but not the cache's shards: not
+        // trusted either.
+        let crowded: Vec<_> = (0..40u8).map(|i| ([i.wrapping_mul(32); 16], UnixMillis(10))).collect();
+        std::fs::write(&path, encode(CLEAN, None, &crowded)).unwrap();
+        assert_eq!(open(&path, 40, 40, UnixMillis(5)).unwrap().1, StartKind::Unclean);
     }
 }

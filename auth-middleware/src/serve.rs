@@ -11,8 +11,9 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! auth_middleware::serve::serve(listener, app, auth_middleware::serve::ServeLimits::default(), std::future::pending())
-//!     .await
+//! let stopped = auth_middleware::serve::serve(listener, app, Default::default(), std::future::pending()).await?;
+//! # let _ = stopped;
+//! # Ok(())
 //! # }
 //! ```
 
@@ -125,6 +126,15 @@ impl Drop for Slot {
     }
 }
 
+/// How serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "save state that requests change (a replay cache) only when drained"]
+pub struct Stopped {
+    /// Every connection ended within the grace period: no request is still
+    /// being handled, so what the handlers' state holds is final.
+    pub drained: bool,
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown` completes,
 /// then lets open requests finish (up to [`ServeLimits::shutdown_grace`]).
 /// Handlers see the peer as `ConnectInfo<SocketAddr>`, as with
@@ -134,7 +144,7 @@ pub async fn serve(
     app: Router,
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<Stopped> {
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
@@ -165,7 +175,7 @@ pub async fn serve(
                 }
             },
         };
-        let Some(slot) = per_address.take(peer.ip(), limits.max_connections_per_address, permit) else {
+        let Some(slot) = per_address.take(address_group(peer.ip()), limits.max_connections_per_address, permit) else {
             tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
             tokio::spawn(refuse(stream));
             continue;
@@ -184,10 +194,24 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    let drained = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_ok();
+    if !drained {
         tracing::warn!("open connections did not finish within the shutdown grace period");
     }
-    Ok(())
+    Ok(Stopped { drained })
+}
+
+/// What counts as one client address for the per-address cap: an IPv4
+/// address, or an IPv6 /64 (one host usually holds a whole /64).
+fn address_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// Answers a connection over its address's cap with `503` and closes it,
@@ -208,7 +232,7 @@ mod tests {
         let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, app, limits, std::future::pending()));
+        tokio::spawn(async move { serve(listener, app, limits, std::future::pending()).await.map(|_| ()) });
         addr
     }
 
@@ -254,5 +278,19 @@ mod tests {
         again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let out = closed_within(&mut again, Duration::from_secs(3)).await.unwrap();
         assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
+        let g = |s: &str| address_group(s.parse().unwrap());
+        assert_eq!(g("2001:db8:1:2:aaaa::1"), g("2001:db8:1:2:bbbb::2"));
+        assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
+        assert_eq!(g("::ffff:10.0.0.1"), g("10.0.0.1"));
+        assert_ne!(g("10.0.0.1"), g("10.0.0.2"));
     }
 }

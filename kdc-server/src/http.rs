@@ -323,10 +323,17 @@ pub async fn serve_with(
         std::time::Duration::from_secs(10),
     )));
     let admin = state.admin.clone();
-    auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?;
-    // Every request has been answered: keep the admin replay cache for the
-    // next start.
-    admin.save_replay_state()
+    let stopped = auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?;
+    if stopped.drained {
+        // Every request has been answered: keep the admin replay cache for
+        // the next start.
+        admin.save_replay_state()
+    } else {
+        // A request may still be accepted after a snapshot: leave the file
+        // saying "running", so the next start warms up instead.
+        tracing::warn!("not saving the admin replay cache: requests were still open at shutdown");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -88,4 +88,10 @@ async fn a_refresh_that_replaces_every_key_is_counted() {
     *served.lock().unwrap() = serde_json::to_string(&foreign).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(layer.jwks_unrelated_replacements(), 1);
+    // The same key id with another key behind it: flagged too.
+    let mut swapped = foreign.clone();
+    swapped.keys[0].x = kdc_proto::KdcSigningKey::generate().public_jwk().x;
+    *served.lock().unwrap() = serde_json::to_string(&swapped).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(layer.jwks_unrelated_replacements(), 2);
 }

@@ -193,6 +193,25 @@ async fn role_rules_cannot_be_bypassed_by_spelling_the_path_differently() {
         let (ans, _) = call_service(&http, &alice, "GET", &svc.url, path, None).await.unwrap();
         assert_eq!(ans.status, 403, "{path} was not held to the admin rule");
     }
+    // Paths an HTTP client library would resolve before sending, written on
+    // the socket as they are: a router matching the raw path sees them
+    // under /admin (`/admin/{id}` with id = ".."), so the rule must too.
+    let host = svc.url.trim_start_matches("http://").to_owned();
+    for path in ["/admin/..", "/admin/%2e%2e", "/admin/%2E%2E/"] {
+        let binding = kdc_proto::RequestBinding::new("GET", &host, path, None);
+        let a = kdc_proto::Authenticator::new(alice.client.clone(), now(), &binding)
+            .seal(&alice.enc.session_key, kdc_proto::seal::Usage::Authenticator)
+            .unwrap();
+        let authz = auth_middleware::authorization_value(&alice.ticket, &a);
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(&host).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authz}\r\nConnection: close\r\n\r\n");
+        sock.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        sock.read_to_end(&mut out).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 403"), "{path} was not held to the admin rule: {text}");
+    }
     // A path that only shares the prefix's letters is not under the rule.
     let (ans, _) = call_service(&http, &alice, "GET", &svc.url, "/administrator", None).await.unwrap();
     assert_eq!(ans.status, 404);
