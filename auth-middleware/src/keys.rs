@@ -72,15 +72,30 @@ pub fn check_jwks_uri(uri: &str, allow_loopback_http: bool) -> Result<reqwest::U
     }
 }
 
+/// A JWK set and how long the KDC said it may be kept
+/// ([`kdc_proto::caching::max_age`] of its `Cache-Control`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedJwks {
+    /// The keys.
+    pub set: JwkSet,
+    /// `max-age`, seconds, when the answer gave one.
+    pub max_age_secs: Option<u64>,
+}
+
 /// Fetches the KDC's JWK set from `url` (checked by [`check_jwks_uri`]),
 /// reading at most [`MAX_JWKS_BYTES`]: a larger body is refused as it
 /// streams in, never buffered whole.
-pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<JwkSet, ConfigError> {
+pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<FetchedJwks, ConfigError> {
     let err = |reason: String| ConfigError::Jwks { uri: url.to_string(), reason };
     let mut resp = http.get(url.clone()).send().await.map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
+    let max_age_secs = resp
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(kdc_proto::caching::max_age);
     let too_large = || err(format!("JWK set larger than {} KiB", MAX_JWKS_BYTES / 1024));
     if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
         return Err(too_large());
@@ -92,7 +107,8 @@ pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<Jw
         }
         bytes.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))
+    let set = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    Ok(FetchedJwks { set, max_age_secs })
 }
 
 /// Whether `new` is suspicious next to `old`: it shares no key id with it (a

@@ -123,7 +123,7 @@ pub struct TicketAuthBuilder {
     service: Option<Principal>,
     keytab: Option<KeytabSource>,
     kdc_keys: Option<KdcKeySource>,
-    jwks_refresh: Duration,
+    jwks_refresh: Option<Duration>,
     keytab_reload: Option<Duration>,
     jwks_allow_loopback_http: bool,
     settings: VerifierSettings,
@@ -138,7 +138,7 @@ impl Default for TicketAuthBuilder {
             service: None,
             keytab: None,
             kdc_keys: None,
-            jwks_refresh: Duration::from_secs(300),
+            jwks_refresh: None,
             keytab_reload: None,
             jwks_allow_loopback_http: false,
             settings: VerifierSettings::default(),
@@ -199,9 +199,11 @@ impl TicketAuthBuilder {
         self
     }
 
-    /// How often to refresh keys fetched from a `jwks_uri`. Defaults to 5 minutes.
+    /// How often to refresh keys fetched from a `jwks_uri`. Defaults to what
+    /// the KDC's `Cache-Control: max-age` says (its default is 5 minutes),
+    /// kept between 10 s and a day, else 5 minutes.
     pub fn jwks_refresh_interval(mut self, every: Duration) -> Self {
-        self.jwks_refresh = every;
+        self.jwks_refresh = Some(every);
         self
     }
 
@@ -297,7 +299,8 @@ impl TicketAuthBuilder {
                     .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| ConfigError::Jwks { uri: uri.clone(), reason: e.to_string() })?;
-                (fetch_jwks(&http, &url).await?, Some((http, url)))
+                let fetched = fetch_jwks(&http, &url).await?;
+                (fetched.set.clone(), Some((http, url, fetched)))
             }
         };
         let (replay, replay_state): (Arc<dyn ReplayCache>, _) = match (self.replay, self.replay_state) {
@@ -328,8 +331,8 @@ impl TicketAuthBuilder {
             replay_state,
             key_events: KeyEvents::default(),
         });
-        if let Some((http, url)) = jwks_uri {
-            spawn_jwks_refresh(Arc::downgrade(&shared), http, url, jwks, self.jwks_refresh);
+        if let Some((http, url, fetched)) = jwks_uri {
+            spawn_jwks_refresh(Arc::downgrade(&shared), http, url, fetched, self.jwks_refresh);
         }
         if let (Some(every), Some(_)) = (self.keytab_reload, &shared.keytab_path) {
             spawn_keytab_reload(Arc::downgrade(&shared), every);
@@ -338,13 +341,30 @@ impl TicketAuthBuilder {
     }
 }
 
-fn spawn_jwks_refresh(shared: Weak<Shared>, http: reqwest::Client, url: reqwest::Url, first: JwkSet, every: Duration) {
+/// How long to wait before the next refresh: the interval configured, else
+/// the KDC's `max-age` (at least 10 s), else 5 minutes.
+fn refresh_delay(configured: Option<Duration>, max_age_secs: Option<u64>) -> Duration {
+    configured.unwrap_or_else(|| Duration::from_secs(max_age_secs.map_or(300, |a| a.max(10))))
+}
+
+fn spawn_jwks_refresh(
+    shared: Weak<Shared>,
+    http: reqwest::Client,
+    url: reqwest::Url,
+    first: crate::keys::FetchedJwks,
+    every: Option<Duration>,
+) {
     tokio::spawn(async move {
-        let mut last = first;
+        let mut delay = refresh_delay(every, first.max_age_secs);
+        let mut last = first.set;
         loop {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(delay).await;
             let Some(s) = shared.upgrade() else { return };
-            match fetch_jwks(&http, &url).await {
+            let fetched = fetch_jwks(&http, &url).await;
+            if let Ok(f) = &fetched {
+                delay = refresh_delay(every, f.max_age_secs);
+            }
+            match fetched.map(|f| f.set) {
                 Ok(set) if set != last => {
                     if is_unrelated(&last, &set) {
                         s.key_events.unrelated_replacements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -81,6 +81,22 @@ pub struct CacheContents {
     /// Service tickets by service name.
     #[serde(default)]
     pub tickets: BTreeMap<String, CachedTicket>,
+    /// The KDC's last discovery document, kept as long as its
+    /// `Cache-Control: max-age` allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<CachedDiscovery>,
+}
+
+/// A discovery document and when it may be used until.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CachedDiscovery {
+    /// The KDC URL it was fetched from.
+    pub kdc: String,
+    /// The document.
+    pub config: kdc_proto::messages::KdcConfiguration,
+    /// Fresh until (Unix seconds): fetched at + max-age.
+    pub fresh_until: u64,
 }
 
 /// Where tickets are kept. Updates are read-modify-write under the cache's

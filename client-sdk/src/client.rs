@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::cache::{CachedTicket, MemoryCache, TicketCache};
+use crate::cache::{CachedDiscovery, CachedTicket, MemoryCache, TicketCache};
 use crate::error::SdkError;
 
 /// Options of a [`KdcClient`].
@@ -162,6 +162,52 @@ fn is_idempotent(method: &Method) -> bool {
 /// Reads a body, refusing it as soon as it passes `limit` bytes: a declared
 /// `Content-Length` over the limit is refused before reading, and a body
 /// without one (chunked, or a length that lies) is cut off while streaming.
+/// The KDC's discovery document: from the cache while its `max-age` lasts,
+/// else fetched (and cached when the KDC allows). When the KDC cannot be
+/// reached at all, an expired cached copy is used rather than failing: it
+/// was fetched under the same rules, and every answer the KDC gives is
+/// checked on its own merits anyway.
+async fn discovery(
+    http: &reqwest::Client,
+    base: &Url,
+    kdc_url: &str,
+    options: &ClientOptions,
+) -> Result<KdcConfiguration, SdkError> {
+    let kdc = kdc_url.trim_end_matches('/');
+    let now = options.clock.now().as_secs();
+    let cached = options.cache.snapshot()?.discovery.filter(|d| d.kdc == kdc);
+    if let Some(d) = cached.as_ref().filter(|d| now < d.fresh_until) {
+        return Ok(d.config.clone());
+    }
+    let url = base
+        .join("/.well-known/kdc-configuration")
+        .map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })?;
+    let resp = match http.get(url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_connect() || e.is_timeout() => {
+            return cached.map(|d| d.config).ok_or(SdkError::Http(e));
+        }
+        Err(e) => return Err(SdkError::Http(e)),
+    };
+    if !resp.status().is_success() {
+        return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
+    }
+    let max_age = resp
+        .headers()
+        .get(reqwest::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(kdc_proto::caching::max_age);
+    let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
+    let config: KdcConfiguration = serde_json::from_slice(&body)
+        .map_err(|_| SdkError::Kdc("the discovery document is not a KDC configuration".into()))?;
+    if let Some(age) = max_age.filter(|a| *a > 0) {
+        let fresh =
+            CachedDiscovery { kdc: kdc.to_owned(), config: config.clone(), fresh_until: now.saturating_add(age) };
+        options.cache.update(&mut |c| c.discovery = Some(fresh.clone()))?;
+    }
+    Ok(config)
+}
+
 async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, SdkError> {
     let declared = resp.content_length().unwrap_or(0);
     if declared > u64::try_from(limit).unwrap_or(u64::MAX) {
@@ -285,16 +331,7 @@ impl KdcClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(SdkError::Http)?;
-        let url = base
-            .join("/.well-known/kdc-configuration")
-            .map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })?;
-        let resp = http.get(url).send().await?;
-        if !resp.status().is_success() {
-            return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
-        }
-        let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
-        let config: KdcConfiguration = serde_json::from_slice(&body)
-            .map_err(|_| SdkError::Kdc("the discovery document is not a KDC configuration".into()))?;
+        let config = discovery(&http, &base, kdc_url, &options).await?;
         for endpoint in [&config.initial_ticket_endpoint, &config.ticket_endpoint, &config.renew_endpoint] {
             check_transport(&parse_url(endpoint)?, options.allow_insecure_http)?;
         }

@@ -26,7 +26,7 @@ pub mod client;
 pub mod error;
 pub mod file_cache;
 
-pub use cache::{CacheContents, CachedTicket, MemoryCache, TicketCache};
+pub use cache::{CacheContents, CachedDiscovery, CachedTicket, MemoryCache, TicketCache};
 pub use client::{
     ClientOptions, DEFAULT_MAX_RESPONSE_BODY, KdcClient, MAX_KDC_RESPONSE_BYTES, PreparedRequest, ServiceResponse,
     check_transport,

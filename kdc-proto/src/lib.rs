@@ -44,6 +44,7 @@
 pub mod authenticator;
 pub mod b64;
 pub mod binding;
+pub mod caching;
 pub mod error;
 pub mod keys;
 pub mod limits;

@@ -154,13 +154,11 @@ async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -
     s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
 }
 
-/// How long clients, services and caches in between may keep the discovery
-/// document and the JWK set (`Cache-Control: public, max-age=…`). A signing
-/// key rotation publishes the new key beside the old for longer than this.
-pub const DISCOVERY_MAX_AGE_SECS: u64 = 300;
-
+/// `body` with `Cache-Control: public, max-age=…`: clients, services and
+/// caches in between may keep discovery and the JWK set that long.
 fn cacheable<T>(body: T) -> ([(header::HeaderName, String); 1], T) {
-    ([(header::CACHE_CONTROL, format!("public, max-age={DISCOVERY_MAX_AGE_SECS}"))], body)
+    let age = kdc_proto::caching::DISCOVERY_MAX_AGE_SECS;
+    ([(header::CACHE_CONTROL, format!("public, max-age={age}"))], body)
 }
 
 async fn configuration(State(s): State<AppState>) -> impl IntoResponse {

@@ -107,3 +107,34 @@ async fn a_kdc_on_a_non_loopback_address_without_a_public_url_refuses_to_start()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("public URL"));
 }
+
+/// The SDK keeps discovery as long as `max-age` allows, in its ticket cache:
+/// a second process (`tkt`) does not ask again, and calls a service with a
+/// cached ticket while the KDC is down.
+#[tokio::test]
+async fn the_sdk_keeps_discovery_in_its_cache_and_works_while_the_kdc_is_down() {
+    use client_sdk::{ClientOptions, FileCache, KdcClient};
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tkt").join("tickets.json");
+    let options = || ClientOptions { cache: std::sync::Arc::new(FileCache::new(&path).unwrap()), ..Default::default() };
+    let c = KdcClient::discover(&kdc.url, options()).await.unwrap();
+    c.login(&"alice@EXAMPLE.TEST".parse().unwrap(), ALICE_PW).await.unwrap();
+    let url = format!("{}/hello", svc.url);
+    let svc_a: kdc_proto::Principal = SVC_A.parse().unwrap();
+    c.send(&svc_a, reqwest::Method::GET, &url, None).await.unwrap();
+    let cached = std::fs::read_to_string(&path).unwrap();
+    assert!(cached.contains("\"discovery\""), "discovery not cached: {cached}");
+    // The KDC goes away; a new client (a new `tkt` process) still starts and
+    // calls the service with its cached ticket.
+    let kdc_url = kdc.url.clone();
+    drop(svc);
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    drop(kdc);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(reqwest::get(format!("{kdc_url}/healthz")).await.is_err(), "the KDC still answers");
+    let c = KdcClient::discover(&kdc_url, options()).await.unwrap();
+    let ans = c.send(&svc_a, reqwest::Method::GET, &format!("{}/hello", svc.url), None).await.unwrap();
+    assert_eq!(ans.status, 200);
+}
