@@ -33,6 +33,11 @@ struct Args {
     /// `.replay-state` appended.
     #[arg(long)]
     replay_state: Option<std::path::PathBuf>,
+    /// Allowed clock skew for authenticators, seconds: how far a client's
+    /// clock may be from this service's. Also how long replayed
+    /// authenticators are remembered, and the warm-up after an unclean stop.
+    #[arg(long, default_value_t = 300)]
+    max_skew: u64,
 }
 
 async fn hello(who: AuthenticatedPrincipal) -> String {
@@ -71,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let auth = TicketAuthLayer::builder()
         .keytab_file(&args.keytab)
         .replay_state_file(replay_state)
+        .max_clock_skew(Duration::from_secs(args.max_skew))
         .keytab_reload_interval(Duration::from_secs(30))
         .kdc_jwks_uri(jwks)
         // A KDC on this machine may serve plain http; anywhere else, https only.
