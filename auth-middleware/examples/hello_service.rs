@@ -53,12 +53,8 @@ async fn jwks_uri(kdc: &str) -> anyhow::Result<String> {
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let mut resp = http.get(url).send().await?.error_for_status()?;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        anyhow::ensure!(body.len() + chunk.len() <= 64 * 1024, "discovery document larger than 64 KiB");
-        body.extend_from_slice(&chunk);
-    }
+    let resp = http.get(url).send().await?.error_for_status()?;
+    let body = auth_middleware::keys::read_capped(resp, 64 * 1024).await.map_err(anyhow::Error::msg)?;
     let doc: serde_json::Value = serde_json::from_slice(&body)?;
     doc.get("jwks_uri").and_then(|v| v.as_str()).map(str::to_owned).context("discovery document without jwks_uri")
 }

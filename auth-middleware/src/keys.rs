@@ -87,7 +87,7 @@ pub struct FetchedJwks {
 /// streams in, never buffered whole.
 pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<FetchedJwks, ConfigError> {
     let err = |reason: String| ConfigError::Jwks { uri: url.to_string(), reason };
-    let mut resp = http.get(url.clone()).send().await.map_err(|e| err(e.to_string()))?;
+    let resp = http.get(url.clone()).send().await.map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
@@ -96,19 +96,27 @@ pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<Fe
         .get(reqwest::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .and_then(kdc_proto::caching::max_age);
-    let too_large = || err(format!("JWK set larger than {} KiB", MAX_JWKS_BYTES / 1024));
-    if resp.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+    let bytes = read_capped(resp, MAX_JWKS_BYTES).await.map_err(|e| err(e.replace("body", "JWK set")))?;
+    let set = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+    Ok(FetchedJwks { set, max_age_secs })
+}
+
+/// Reads a response body of at most `max` bytes: a larger declared length is
+/// refused before reading, and a body that grows past `max` is refused as it
+/// streams in, never buffered whole. The error says why, in one line.
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("body larger than {} KiB", max / 1024);
+    if resp.content_length().is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
         return Err(too_large());
     }
     let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| err(e.to_string()))? {
-        if bytes.len() + chunk.len() > MAX_JWKS_BYTES {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if bytes.len() + chunk.len() > max {
             return Err(too_large());
         }
         bytes.extend_from_slice(&chunk);
     }
-    let set = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
-    Ok(FetchedJwks { set, max_age_secs })
+    Ok(bytes)
 }
 
 /// Whether `new` is suspicious next to `old`: it shares no key id with it (a

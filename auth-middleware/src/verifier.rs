@@ -38,17 +38,25 @@ pub struct RoleRule {
     pub role: String,
 }
 
-impl RoleRule {
+/// A [`RoleRule`] with its prefix split once, at construction, rather than
+/// on every request.
+#[derive(Debug, Clone)]
+struct CompiledRule {
+    /// The prefix's normalised segments; `None` when it does not decode (such
+    /// a rule covers everything: fail closed).
+    prefix: Option<Vec<String>>,
+    role: String,
+}
+
+impl CompiledRule {
+    fn of(rule: &RoleRule) -> Self {
+        Self { prefix: PathViews::of(&rule.path_prefix).map(|p| p.normalised), role: rule.role.clone() }
+    }
+
     /// Whether the request path (as split by [`PathViews::of`]) falls under
     /// this rule, read either way.
     fn covers(&self, path: &PathViews) -> bool {
-        match PathViews::of(&self.path_prefix) {
-            Some(prefix) => {
-                path.literal.starts_with(&prefix.normalised) || path.normalised.starts_with(&prefix.normalised)
-            }
-            // A rule that cannot be normalised covers everything: fail closed.
-            None => true,
-        }
+        self.prefix.as_ref().is_none_or(|p| path.literal.starts_with(p) || path.normalised.starts_with(p))
     }
 }
 
@@ -195,6 +203,7 @@ pub struct TicketVerifier {
     replay: Arc<dyn ReplayCache>,
     tickets: VerifiedTicketCache,
     settings: VerifierSettings,
+    role_rules: Vec<CompiledRule>,
 }
 
 impl std::fmt::Debug for TicketVerifier {
@@ -223,6 +232,7 @@ impl TicketVerifier {
             kdc: RwLock::new(Arc::new(kdc)),
             replay,
             tickets: VerifiedTicketCache::new(10_000),
+            role_rules: settings.role_rules.iter().map(CompiledRule::of).collect(),
             settings,
         }
     }
@@ -347,11 +357,11 @@ impl TicketVerifier {
             ReplayRefusal::Unavailable => AuthRejection::ReplayCacheUnavailable { retry_after: 1 },
         })?;
         let claims = ticket.claims();
-        if !self.settings.role_rules.is_empty() {
+        if !self.role_rules.is_empty() {
             let path = path_and_query.split('?').next().unwrap_or_default();
             // A path that does not decode is held to every rule.
             let views = PathViews::of(path);
-            for rule in &self.settings.role_rules {
+            for rule in &self.role_rules {
                 let covered = views.as_ref().is_none_or(|v| rule.covers(v));
                 if covered && !claims.roles.iter().any(|r| r == &rule.role) {
                     return Err(AuthRejection::MissingRole);
@@ -403,8 +413,8 @@ fn replay_key(ticket: &VerifiedTicket, tag: &[u8; 16]) -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn rule(prefix: &str) -> RoleRule {
-        RoleRule { path_prefix: prefix.into(), role: "admin".into() }
+    fn rule(prefix: &str) -> CompiledRule {
+        CompiledRule::of(&RoleRule { path_prefix: prefix.into(), role: "admin".into() })
     }
 
     #[test]

@@ -55,26 +55,43 @@ async fn get_as(url: &str, host: &str, authorization: &str) -> ServiceAnswer {
     }
 }
 
-/// Finding 3: a client whose clock runs 60 s fast makes an authenticator
-/// that the old process accepts; the process crashes and restarts with an
-/// empty cache. Its window opened before the new cache existed, so it is
-/// refused as stale (it was accepted before as `ts >= start`).
-#[tokio::test]
-async fn a_fast_clients_authenticator_is_not_replayable_after_a_crash() {
+/// A service on a replay-state file accepts an authenticator from a client
+/// whose clock runs 60 s fast, then stops (saving its cache when `clean`) and
+/// comes back on the same address and file (the captured request names that
+/// address).
+struct Restarted {
+    kdc: TestKdc,
+    again: TestService,
+    alice: Credentials,
+    captured: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn accept_then_restart(clean: bool) -> Restarted {
     let kdc = TestKdc::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("replay.state");
     let first = TestService::start_with(&kdc, SVC_A, |b| b.replay_state_file(&state)).await.unwrap();
     let alice = alice_for(&kdc, SVC_A).await;
     let url = format!("{}/hello", first.url);
-    let (authz, _) = ap_authorization(&alice, "GET", &url, None, now().plus_secs(60));
-    assert_eq!(send(&reqwest::Client::new(), "GET", &url, Some(&authz), None).await.unwrap().status, 200);
-
-    // The process dies without saving its cache, and comes back on the same
-    // address and state file (the captured request names that address).
+    let (captured, _) = ap_authorization(&alice, "GET", &url, None, now().plus_secs(60));
+    assert_eq!(send(&reqwest::Client::new(), "GET", &url, Some(&captured), None).await.unwrap().status, 200);
     let addr = first.url.trim_start_matches("http://").to_owned();
+    if clean {
+        first.layer.save_replay_state().unwrap();
+    }
     drop(first);
     let again = TestService::start_on(&kdc, SVC_A, &addr, |b| b.replay_state_file(&state)).await.unwrap();
+    Restarted { kdc, again, alice, captured, _dir: dir }
+}
+
+/// Finding 3: a client whose clock runs 60 s fast makes an authenticator
+/// that the old process accepts; the process crashes (saves nothing) and
+/// restarts with an empty cache. Its window opened before the new cache existed, so it is
+/// refused as stale (it was accepted before as `ts >= start`).
+#[tokio::test]
+async fn a_fast_clients_authenticator_is_not_replayable_after_a_crash() {
+    let Restarted { kdc, again, alice, captured: authz, _dir } = accept_then_restart(false).await;
     let ans = send(&reqwest::Client::new(), "GET", &format!("{}/hello", again.url), Some(&authz), None).await.unwrap();
     assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("stale_authenticator")));
     // So is a fresh one, until the skew window since the restart has passed:
@@ -92,18 +109,7 @@ async fn a_fast_clients_authenticator_is_not_replayable_after_a_crash() {
 /// what the previous process accepted is still a replay.
 #[tokio::test]
 async fn a_clean_restart_keeps_the_replay_cache_and_needs_no_warm_up() {
-    let kdc = TestKdc::start().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("replay.state");
-    let first = TestService::start_with(&kdc, SVC_A, |b| b.replay_state_file(&state)).await.unwrap();
-    let alice = alice_for(&kdc, SVC_A).await;
-    let url = format!("{}/hello", first.url);
-    let (authz, _) = ap_authorization(&alice, "GET", &url, None, now().plus_secs(60));
-    assert_eq!(send(&reqwest::Client::new(), "GET", &url, Some(&authz), None).await.unwrap().status, 200);
-    let addr = first.url.trim_start_matches("http://").to_owned();
-    first.layer.save_replay_state().unwrap();
-    drop(first);
-    let again = TestService::start_on(&kdc, SVC_A, &addr, |b| b.replay_state_file(&state)).await.unwrap();
+    let Restarted { again, alice, captured: authz, .. } = accept_then_restart(true).await;
     let ans = send(&reqwest::Client::new(), "GET", &format!("{}/hello", again.url), Some(&authz), None).await.unwrap();
     assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("replay")));
     let (ans, _) = call_service(&reqwest::Client::new(), &alice, "GET", &again.url, "/hello", None).await.unwrap();
