@@ -74,12 +74,13 @@ impl AuthenticatedPrincipal {
     }
 
     /// Seals a secret for the client under this request's session key (usage
-    /// `session-secret`).
+    /// `session-secret-reply`, never `session-secret`: what a service sends
+    /// cannot be replayed to it as what a client sent).
     pub fn seal_secret(&self, secret: &[u8]) -> Result<String, kdc_proto::ProtoError> {
         kdc_proto::seal::seal(
             self.ticket.session_key(),
             kdc_proto::authenticator::SESSION_KID,
-            kdc_proto::seal::Usage::SessionSecret,
+            kdc_proto::seal::Usage::SessionSecretReply,
             secret,
         )
     }

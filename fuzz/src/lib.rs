@@ -36,7 +36,7 @@ pub const CLIENT: &str = "alice@EXAMPLE.TEST";
 
 /// Every sealing usage, so a target can try them all (the enum is
 /// `#[non_exhaustive]`: a new usage must be added here).
-pub const USAGES: [Usage; 10] = [
+pub const USAGES: [Usage; 11] = [
     Usage::AsReply,
     Usage::TgsReply,
     Usage::Ticket,
@@ -45,6 +45,7 @@ pub const USAGES: [Usage; 10] = [
     Usage::MutualReply,
     Usage::ErrorDetail,
     Usage::SessionSecret,
+    Usage::SessionSecretReply,
     Usage::PreAuth,
     Usage::KeyAtRest,
 ];

@@ -68,9 +68,13 @@ pub enum Usage {
     MutualReply,
     /// A service's authenticated error detail (server time), under the session key.
     ErrorDetail,
-    /// An application secret exchanged between client and service (a
-    /// password for the admin API, a keytab), under the session key.
+    /// An application secret a client sends a service (a password for the
+    /// admin API), under the session key.
     SessionSecret,
+    /// An application secret a service sends back to its client (an exported
+    /// keytab), under the session key. Its own usage, so that a service's
+    /// output can never be reflected back to it as a client's input.
+    SessionSecretReply,
     /// Pre-authentication data (encrypted timestamp), under the client's long-term key.
     PreAuth,
     /// Key material at rest, under the KDC master key.
@@ -89,6 +93,7 @@ impl Usage {
             Usage::MutualReply => "mutual-reply",
             Usage::ErrorDetail => "error-detail",
             Usage::SessionSecret => "session-secret",
+            Usage::SessionSecretReply => "session-secret-reply",
             Usage::PreAuth => "pre-auth",
             Usage::KeyAtRest => "key-at-rest",
         }

@@ -276,7 +276,7 @@ async fn rotate(
     Ok(Json(Rotated { kvno }))
 }
 
-/// A keytab sealed for the admin who asked (usage `session-secret`).
+/// A keytab sealed for the admin who asked (usage `session-secret-reply`).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SealedKeytab {
     /// The JSON keytab, sealed under the admin ticket's session key.

@@ -172,10 +172,11 @@ async fn principals_can_be_managed_remotely() {
     // The keytab travels sealed under the admin's session key only.
     let sealed = body["keytab_sealed"].as_str().unwrap();
     let obj = kdc_proto::seal::SealedObject::parse(sealed, 16 * 1024).unwrap();
-    let plain = obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecret).unwrap();
+    let plain = obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecretReply).unwrap();
+    assert!(obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecret).is_err());
     let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&plain).unwrap();
     assert_eq!(kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(), vec![2, 1]);
-    assert!(obj.open(&kdc_proto::SecretKey::generate(), kdc_proto::seal::Usage::SessionSecret).is_err());
+    assert!(obj.open(&kdc_proto::SecretKey::generate(), kdc_proto::seal::Usage::SessionSecretReply).is_err());
     // Passwords in the clear are not accepted, nor ones sealed under another key.
     let (s, _, _) = admin
         .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password": "clear"})))
@@ -227,6 +228,32 @@ async fn principals_can_be_managed_remotely() {
     let next = body["next"].as_str().unwrap().to_owned();
     let (_, body2, _) = admin.call("GET", &format!("/admin/principals?limit=2&after={next}"), None).await;
     assert!(body2["principals"][0]["name"].as_str().unwrap() > next.as_str());
+}
+
+/// A value the KDC sealed for the admin (an exported keytab) must not be
+/// accepted back as a value the admin sealed for the KDC (a password): the
+/// two directions use different key usages, so a reflected object does not
+/// open. Found by the contract fuzzer's stateful phase, which linked
+/// `keytab_sealed` into `password_sealed`.
+#[tokio::test]
+async fn a_sealed_keytab_reflected_as_a_password_is_refused() {
+    let k = TestKdc::start().await.unwrap();
+    let admin = Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let (s, body, _) =
+        admin.call("GET", &format!("/admin/principals/{}/keytab", SVC_A.replace('/', "%2F")), None).await;
+    assert_eq!(s, 200, "{body}");
+    let reflected = body["keytab_sealed"].as_str().unwrap().to_owned();
+    let (s, body, _) = admin
+        .call("POST", "/admin/principals/alice%40EXAMPLE.TEST/rotate", Some(json!({"password_sealed": reflected})))
+        .await;
+    assert_eq!((s, body["type"].as_str()), (400, Some("urn:kdc-http:problem:malformed-request")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("does not open"), "{body}");
+    // Alice's password is unchanged.
+    k.client().login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let (s, body, _) = admin
+        .call("POST", "/admin/principals", Some(json!({"name": "eve", "kind": "user", "password_sealed": reflected})))
+        .await;
+    assert_eq!(s, 400, "{body}");
 }
 
 #[tokio::test]
