@@ -3,12 +3,18 @@
 //!
 //! ```sh
 //! hello_service --keytab hello.keytab --kdc http://127.0.0.1:8088 --listen 127.0.0.1:8080
+//! # over TLS, with a KDC whose certificate comes from a private CA:
+//! hello_service --keytab hello.keytab --kdc https://kdc.example.test --kdc-ca-cert ca.pem \
+//!     --tls-cert hello.pem --tls-key hello.key --listen 0.0.0.0:8443
 //! ```
+//!
+//! `SIGHUP` reloads the TLS certificate and key without dropping connections.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use auth_middleware::serve::ServeLimits;
+use auth_middleware::tls::ServerTls;
 use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
 use axum::Router;
 use axum::routing::get;
@@ -38,6 +44,16 @@ struct Args {
     /// authenticators are remembered, and the warm-up after an unclean stop.
     #[arg(long, default_value_t = 300)]
     max_skew: u64,
+    /// Serve https with this PEM certificate chain (leaf first); reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// A PEM file of certificate authorities to trust (besides the
+    /// platform's roots) for the KDC's discovery document and JWK set.
+    #[arg(long)]
+    kdc_ca_cert: Option<std::path::PathBuf>,
 }
 
 async fn hello(who: AuthenticatedPrincipal) -> String {
@@ -46,10 +62,11 @@ async fn hello(who: AuthenticatedPrincipal) -> String {
 
 /// The KDC's `jwks_uri`, from its discovery document (fetched under the same
 /// rules as the keys: https, or http to loopback; bounded; no redirects).
-async fn jwks_uri(kdc: &str) -> anyhow::Result<String> {
+async fn jwks_uri(kdc: &str, roots: &[reqwest::Certificate]) -> anyhow::Result<String> {
     let url = format!("{}/.well-known/kdc-configuration", kdc.trim_end_matches('/'));
     let url = auth_middleware::keys::check_jwks_uri(&url, true)?;
     let http = reqwest::Client::builder()
+        .tls_certs_merge(roots.iter().cloned())
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
@@ -63,7 +80,21 @@ async fn jwks_uri(kdc: &str) -> anyhow::Result<String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     let args = Args::parse();
-    let jwks = jwks_uri(&args.kdc).await.with_context(|| format!("discovering the KDC at {}", args.kdc))?;
+    let roots = match &args.kdc_ca_cert {
+        Some(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .with_context(|| format!("{}: no PEM certificate in it", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(ServerTls::from_pem_files(cert, key)?)),
+        _ => None,
+    };
+    let jwks = jwks_uri(&args.kdc, &roots).await.with_context(|| format!("discovering the KDC at {}", args.kdc))?;
     let replay_state = args.replay_state.clone().unwrap_or_else(|| {
         let mut p = args.keytab.clone().into_os_string();
         p.push(".replay-state");
@@ -77,14 +108,22 @@ async fn main() -> anyhow::Result<()> {
         .kdc_jwks_uri(jwks)
         // A KDC on this machine may serve plain http; anywhere else, https only.
         .jwks_allow_loopback_http(true)
+        .kdc_ca_certificates(roots)
         .build()
         .await?;
     let service = auth.verifier().service();
     let app = Router::new().route("/hello", get(hello)).layer(auth.clone());
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    println!("hello_service for {service} on http://{}", listener.local_addr()?);
-    let stopped = auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("hello_service for {service} on {scheme}://{}", listener.local_addr()?);
+    let stopped = match &tls {
+        Some(tls) => {
+            let _reloader = tls.reload_on_sighup()?;
+            auth_middleware::serve::serve_tls(listener, app, ServeLimits::default(), tls, shutdown_signal()).await?
+        }
+        None => auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?,
+    };
     if stopped.drained {
         // Every request has been answered: what the cache holds is final.
         auth.save_replay_state().context("saving the replay cache")?;

@@ -44,6 +44,14 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A CA certificate file for the JWK-set fetch could not be used.
+    #[error("CA certificate {path}: {reason}")]
+    CaCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
     /// The KDC's JWK set could not be fetched.
     #[error("fetching the KDC keys from {uri}: {reason}")]
     Jwks {

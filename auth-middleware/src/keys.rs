@@ -82,12 +82,29 @@ pub struct FetchedJwks {
     pub max_age_secs: Option<u64>,
 }
 
+/// An error and its causes on one line (`error sending request: …: invalid
+/// peer certificate: UnknownIssuer`): reqwest's own message alone does not
+/// say why a request failed.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Fetches the KDC's JWK set from `url` (checked by [`check_jwks_uri`]),
 /// reading at most [`MAX_JWKS_BYTES`]: a larger body is refused as it
 /// streams in, never buffered whole.
 pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<FetchedJwks, ConfigError> {
     let err = |reason: String| ConfigError::Jwks { uri: url.to_string(), reason };
-    let resp = http.get(url.clone()).send().await.map_err(|e| err(e.to_string()))?;
+    let resp = http.get(url.clone()).send().await.map_err(|e| err(with_causes(&e)))?;
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }

@@ -118,6 +118,30 @@ impl<S> Layer<S> for TicketAuthLayer {
     }
 }
 
+/// A certificate authority to trust for the JWK-set fetch.
+enum KdcCa {
+    File(PathBuf),
+    Given(reqwest::Certificate),
+}
+
+impl KdcCa {
+    fn load(self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+        match self {
+            KdcCa::Given(c) => Ok(vec![c]),
+            KdcCa::File(path) => {
+                let err = |reason: String| ConfigError::CaCertificate { path: path.clone(), reason };
+                let pem = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|_| err("not a PEM certificate file".to_owned()))?;
+                if certs.is_empty() {
+                    return Err(err("no PEM certificate in it".to_owned()));
+                }
+                Ok(certs)
+            }
+        }
+    }
+}
+
 /// Configuration of a [`TicketAuthLayer`].
 pub struct TicketAuthBuilder {
     service: Option<Principal>,
@@ -126,6 +150,7 @@ pub struct TicketAuthBuilder {
     jwks_refresh: Option<Duration>,
     keytab_reload: Option<Duration>,
     jwks_allow_loopback_http: bool,
+    kdc_ca: Vec<KdcCa>,
     settings: VerifierSettings,
     replay: Option<Arc<dyn ReplayCache>>,
     replay_state: Option<PathBuf>,
@@ -141,6 +166,7 @@ impl Default for TicketAuthBuilder {
             jwks_refresh: None,
             keytab_reload: None,
             jwks_allow_loopback_http: false,
+            kdc_ca: Vec::new(),
             settings: VerifierSettings::default(),
             replay: None,
             replay_state: None,
@@ -190,6 +216,21 @@ impl TicketAuthBuilder {
     /// (a KDC on the same machine; tests). Defaults to false: https only.
     pub fn jwks_allow_loopback_http(mut self, allow: bool) -> Self {
         self.jwks_allow_loopback_http = allow;
+        self
+    }
+
+    /// Trusts the certificate authorities in a PEM file (a private CA)
+    /// besides the platform's roots when fetching the JWK set over https.
+    /// Read at [`Self::build`]; repeatable.
+    pub fn kdc_ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kdc_ca.push(KdcCa::File(path.into()));
+        self
+    }
+
+    /// Trusts the given certificate authorities besides the platform's
+    /// roots when fetching the JWK set over https.
+    pub fn kdc_ca_certificates(mut self, certs: impl IntoIterator<Item = reqwest::Certificate>) -> Self {
+        self.kdc_ca.extend(certs.into_iter().map(KdcCa::Given));
         self
     }
 
@@ -293,7 +334,9 @@ impl TicketAuthBuilder {
             KdcKeySource::Given(set) => (set, None),
             KdcKeySource::Uri(uri) => {
                 let url = check_jwks_uri(&uri, self.jwks_allow_loopback_http)?;
+                let roots = self.kdc_ca.into_iter().map(KdcCa::load).collect::<Result<Vec<_>, _>>()?;
                 let http = reqwest::Client::builder()
+                    .tls_certs_merge(roots.into_iter().flatten())
                     .timeout(Duration::from_secs(10))
                     // The keys come from the URL configured, not from wherever it points.
                     .redirect(reqwest::redirect::Policy::none())

@@ -43,6 +43,7 @@ pub mod replay_state;
 pub mod serve;
 pub mod service;
 pub mod ticket_cache;
+pub mod tls;
 pub mod verifier;
 
 pub use credentials::authorization_value;

@@ -30,6 +30,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tower::ServiceExt as _;
 
+use crate::tls::ServerTls;
+
 /// Limits on what one client can hold. Every field has a safe default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -145,6 +147,31 @@ pub async fn serve(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Stopped> {
+    serve_inner(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS: every connection is a TLS handshake first, within
+/// [`ServeLimits::header_read_timeout`] (a client that stalls the handshake
+/// is cut off like one that stalls its request head). The certificate is
+/// the one `tls` serves at each handshake, so a [`ServerTls::reload`]
+/// applies to new connections without dropping open ones.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: &ServerTls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Stopped> {
+    serve_inner(listener, app, limits, Some(tls.acceptor()), shutdown).await
+}
+
+async fn serve_inner(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Stopped> {
     let app = app.layer(tower_http::timeout::TimeoutLayer::with_status_code(
         axum::http::StatusCode::REQUEST_TIMEOUT,
         limits.request_timeout,
@@ -177,7 +204,11 @@ pub async fn serve(
         };
         let Some(slot) = per_address.take(address_group(peer.ip()), limits.max_connections_per_address, permit) else {
             tracing::debug!(peer = %peer.ip(), "connection refused: too many from this address");
-            tokio::spawn(refuse(stream));
+            // Over TLS the client would not understand a plain answer; it
+            // just sees the connection closed.
+            if tls.is_none() {
+                tokio::spawn(refuse(stream));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -185,10 +216,32 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req
         });
-        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let service = TowerToHyperService::new(service);
+        // The watcher keeps a graceful shutdown waiting for a handshake in
+        // progress too; the handshake itself is bounded.
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
-            if let Err(e) = conn.await {
+            let ended = match tls {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service)).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer.ip(), error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %peer.ip(), "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

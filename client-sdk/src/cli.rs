@@ -29,6 +29,10 @@ struct Cli {
     /// Allow plain http:// to hosts other than loopback (unsafe).
     #[arg(long, global = true)]
     insecure_http: bool,
+    /// A PEM file of certificate authorities to trust besides the
+    /// platform's roots (a private CA), for the KDC and services.
+    #[arg(long, global = true, env = "TKT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,7 +87,7 @@ impl From<SdkError> for Failure {
         let code = match &e {
             SdkError::LoginFailed | SdkError::NotLoggedIn | SdkError::Throttled { .. } => 3,
             SdkError::Refused { .. } | SdkError::MutualAuthFailed => 4,
-            SdkError::Http(_) => 5,
+            SdkError::Http(_) | SdkError::Tls { .. } => 5,
             _ => 1,
         };
         Self { code, message: e.to_string() }
@@ -120,7 +124,12 @@ async fn client(cli: &Cli, cache: Arc<FileCache>) -> Result<KdcClient, Failure> 
         Some(k) => k.clone(),
         None => cache.snapshot()?.kdc.ok_or_else(|| fail(1, "no KDC: set TKT_KDC_URL or pass --kdc URL"))?,
     };
-    let options = ClientOptions { cache, allow_insecure_http: cli.insecure_http, ..ClientOptions::default() };
+    let ca_certificates = match &cli.ca_cert {
+        Some(path) => crate::tls::load_ca_file(path)?,
+        None => Vec::new(),
+    };
+    let options =
+        ClientOptions { cache, allow_insecure_http: cli.insecure_http, ca_certificates, ..ClientOptions::default() };
     KdcClient::discover(&kdc, options).await.map_err(|e| match e {
         SdkError::Http(_) => fail(5, format!("cannot reach the KDC at {kdc}")),
         e => e.into(),

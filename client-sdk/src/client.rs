@@ -48,6 +48,10 @@ pub struct ClientOptions {
     /// one (declared or streamed) fails with [`SdkError::ResponseTooLarge`].
     /// Defaults to [`DEFAULT_MAX_RESPONSE_BODY`] (16 MiB).
     pub max_response_body: usize,
+    /// Certificate authorities to trust besides the platform's roots, for
+    /// the KDC and services alike (a private CA: [`crate::tls::load_ca_file`];
+    /// `tkt` reads `TKT_CA_CERT`). Defaults to none.
+    pub ca_certificates: Vec<reqwest::Certificate>,
 }
 
 /// The default of [`ClientOptions::max_response_body`]: 16 MiB.
@@ -69,6 +73,7 @@ impl Default for ClientOptions {
             clock: Arc::new(SystemClock),
             allow_service_host_mismatch: false,
             max_response_body: DEFAULT_MAX_RESPONSE_BODY,
+            ca_certificates: Vec::new(),
         }
     }
 }
@@ -80,6 +85,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("require_mutual", &self.require_mutual)
             .field("allow_service_host_mismatch", &self.allow_service_host_mismatch)
             .field("max_response_body", &self.max_response_body)
+            .field("ca_certificates", &self.ca_certificates.len())
             .finish_non_exhaustive()
     }
 }
@@ -184,10 +190,14 @@ async fn discovery(
         .map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })?;
     let resp = match http.get(url).send().await {
         Ok(r) => r,
-        Err(e) if e.is_connect() || e.is_timeout() => {
-            return cached.map(|d| d.config).ok_or(SdkError::Http(e));
-        }
-        Err(e) => return Err(SdkError::Http(e)),
+        // A certificate problem is not "unreachable": report it rather than
+        // fall back to a cached copy.
+        Err(e) => match SdkError::from(e) {
+            SdkError::Http(e) if e.is_connect() || e.is_timeout() => {
+                return cached.map(|d| d.config).ok_or(SdkError::Http(e));
+            }
+            other => return Err(other),
+        },
     };
     if !resp.status().is_success() {
         return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
@@ -329,8 +339,8 @@ impl KdcClient {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(SdkError::Http)?;
+            .tls_certs_merge(options.ca_certificates.iter().cloned())
+            .build()?;
         let config = discovery(&http, &base, kdc_url, &options).await?;
         for endpoint in [&config.initial_ticket_endpoint, &config.ticket_endpoint, &config.renew_endpoint] {
             check_transport(&parse_url(endpoint)?, options.allow_insecure_http)?;

@@ -80,7 +80,28 @@ pub enum SdkError {
     /// pre-authentication data). Says nothing about keys or contents.
     #[error("protocol: {0}")]
     Protocol(#[from] kdc_proto::ProtoError),
-    /// The network failed.
+    /// The network failed (the host cannot be reached, a timeout, a broken
+    /// connection). TLS failures are [`SdkError::Tls`].
     #[error("network: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(reqwest::Error),
+    /// A TLS handshake failed: most often a certificate the client does not
+    /// trust or that names another host. Never retried over plain http.
+    #[error(
+        "TLS with {host} failed: {reason}; if it uses a private certificate authority, trust it with TKT_CA_CERT \
+         (ClientOptions::ca_certificates)"
+    )]
+    Tls {
+        /// The host.
+        host: String,
+        /// What rustls reported (e.g. `invalid peer certificate: UnknownIssuer`).
+        reason: String,
+    },
+    /// A CA certificate file could not be used.
+    #[error("CA certificate {path}: {reason}")]
+    CaCertificate {
+        /// The file.
+        path: String,
+        /// Why not.
+        reason: String,
+    },
 }

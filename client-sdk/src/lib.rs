@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod file_cache;
+pub mod tls;
 
 pub use cache::{CacheContents, CachedDiscovery, CachedTicket, MemoryCache, TicketCache};
 pub use client::{

@@ -39,6 +39,13 @@ pub struct Cli {
     /// http://<listen address>].
     #[arg(long, global = true, env = "KDC_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Serve https with this PEM certificate chain (leaf first); reloaded
+    /// on SIGHUP without dropping connections.
+    #[arg(long, global = true, env = "KDC_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "KDC_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     /// Realm of a new data directory [default: EXAMPLE.TEST].
     #[arg(long, global = true, env = "KDC_REALM")]
     realm: Option<String>,
@@ -161,6 +168,8 @@ struct Settings {
     data: PathBuf,
     listen: String,
     public_url: Option<String>,
+    /// Certificate and key files, when serving https.
+    tls: Option<(PathBuf, PathBuf)>,
     realm: String,
     log_format: LogFormat,
     file: FileConfig,
@@ -172,6 +181,15 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         data: cli.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
         listen: cli.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
         public_url: cli.public_url.clone().or_else(|| file.public_url.clone()),
+        tls: match (
+            cli.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+            cli.tls_key.clone().or_else(|| file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => bail!("--tls-cert needs --tls-key (KDC_TLS_KEY, tls_key in kdc.toml)"),
+            (None, Some(_)) => bail!("--tls-key needs --tls-cert (KDC_TLS_CERT, tls_cert in kdc.toml)"),
+        },
         realm: cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.into()),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         file,
@@ -433,9 +451,13 @@ const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
 async fn serve(s: &Settings) -> anyhow::Result<()> {
     init_logging(s.log_format);
     let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
-    // Refuse a configuration that cannot advertise a trustworthy URL before
-    // touching anything.
-    crate::config::advertised_base_url(s.public_url.as_deref(), addr)?;
+    // Refuse a configuration that cannot advertise a trustworthy URL, or a
+    // certificate that cannot be served, before touching anything.
+    crate::config::advertised_base_url(s.public_url.as_deref(), addr, s.tls.is_some())?;
+    let tls = match &s.tls {
+        Some((cert, key)) => Some(Arc::new(auth_middleware::tls::ServerTls::from_pem_files(cert, key)?)),
+        None => None,
+    };
     let store = open_store(&s.data).await?;
     if store.realm().await?.is_none() {
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
@@ -445,14 +467,37 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     let kdc = open_kdc(s, store).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let public_url = crate::config::advertised_base_url(s.public_url.as_deref(), local)?;
-    println!("kdc serving realm {} on http://{local}", kdc.realm());
+    let public_url = crate::config::advertised_base_url(s.public_url.as_deref(), local, tls.is_some())?;
+    // Before the serving line, which tells a supervisor it may now signal.
+    let _reloader = match &tls {
+        Some(tls) => Some(tls.reload_on_sighup().context("listening for SIGHUP")?),
+        None => None,
+    };
+    println!("kdc serving realm {} on {}://{local}", kdc.realm(), crate::config::scheme(tls.is_some()));
     println!("discovery advertises {public_url}");
+    if tls.is_none() && !local.ip().is_loopback() {
+        // Plain HTTP off this machine is only right behind a TLS-terminating
+        // proxy on a trusted network; say so where an operator looks.
+        let warning = format!(
+            "WARNING: serving plain HTTP on {local}, which is not a loopback address: names, roles, \
+             pre-authentication data (an offline password-guessing target) and tickets cross the network \
+             unencrypted unless a TLS proxy sits in front. Serve https with --tls-cert and --tls-key."
+        );
+        eprintln!("{warning}");
+        tracing::warn!(%local, "serving plain HTTP on a non-loopback address");
+    }
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
     let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?;
-    http::serve(listener, state, shutdown_signal()).await?;
+    http::serve_with_tls(
+        listener,
+        state,
+        auth_middleware::serve::ServeLimits::default(),
+        tls.as_deref(),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -46,6 +46,10 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// The base URL clients reach this KDC at (see [`public_url`]).
     pub public_url: Option<String>,
+    /// PEM certificate chain to serve https with.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// Ticket policy (`[policy]` table).
     #[serde(default)]
     pub policy: Policy,
@@ -145,15 +149,24 @@ pub fn parse_public_url(url: &str) -> Result<String, InvalidPublicUrl> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// The scheme the KDC serves: `https` with a certificate, else `http`.
+pub fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
 /// The base URL the KDC advertises (discovery's issuer, endpoints and
-/// `jwks_uri`): the configured public URL, or else `http://` and the address
-/// it listens on, which is only allowed for a loopback address. A request's
-/// `Host` header never enters it: a KDC behind anything else must be told
-/// its public URL.
-pub fn advertised_base_url(configured: Option<&str>, listening: std::net::SocketAddr) -> anyhow::Result<String> {
+/// `jwks_uri`): the configured public URL, or else the scheme it serves
+/// (`tls`) and the address it listens on, which is only allowed for a
+/// loopback address. A request's `Host` header never enters it: a KDC
+/// behind anything else must be told its public URL.
+pub fn advertised_base_url(
+    configured: Option<&str>,
+    listening: std::net::SocketAddr,
+    tls: bool,
+) -> anyhow::Result<String> {
     match configured {
         Some(url) => Ok(parse_public_url(url)?),
-        None if listening.ip().is_loopback() => Ok(format!("http://{listening}")),
+        None if listening.ip().is_loopback() => Ok(format!("{}://{listening}", scheme(tls))),
         None => anyhow::bail!(
             "listening on {listening}, which is not a loopback address, without a public URL: set --public-url \
              (KDC_PUBLIC_URL, or public_url in kdc.toml) to the URL clients reach this KDC at"
@@ -182,13 +195,17 @@ mod public_url_tests {
     #[test]
     fn without_a_public_url_only_loopback_is_advertised() {
         let lo: std::net::SocketAddr = "127.0.0.1:8088".parse().unwrap();
-        assert_eq!(advertised_base_url(None, lo).unwrap(), "http://127.0.0.1:8088");
+        assert_eq!(advertised_base_url(None, lo, false).unwrap(), "http://127.0.0.1:8088");
         let v6: std::net::SocketAddr = "[::1]:8088".parse().unwrap();
-        assert_eq!(advertised_base_url(None, v6).unwrap(), "http://[::1]:8088");
+        assert_eq!(advertised_base_url(None, v6, false).unwrap(), "http://[::1]:8088");
         for any in ["0.0.0.0:8088", "10.1.2.3:8088", "[::]:8088"] {
-            assert!(advertised_base_url(None, any.parse().unwrap()).is_err(), "{any}");
+            assert!(advertised_base_url(None, any.parse().unwrap(), true).is_err(), "{any}");
         }
         let any: std::net::SocketAddr = "0.0.0.0:8088".parse().unwrap();
-        assert_eq!(advertised_base_url(Some("https://kdc.example.test"), any).unwrap(), "https://kdc.example.test");
+        assert_eq!(
+            advertised_base_url(Some("https://kdc.example.test"), any, false).unwrap(),
+            "https://kdc.example.test"
+        );
+        assert_eq!(advertised_base_url(None, lo, true).unwrap(), "https://127.0.0.1:8088");
     }
 }

@@ -308,6 +308,18 @@ pub async fn serve_with(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with_tls(listener, state, limits, None, shutdown).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given (its certificate as it is
+/// at each handshake, so a reload applies to new connections).
+pub async fn serve_with_tls(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ServeLimits,
+    tls: Option<&auth_middleware::tls::ServerTls>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     /// Stops the admin-key refresher when serving ends or is dropped.
     struct AbortOnDrop(tokio::task::JoinHandle<()>);
     impl Drop for AbortOnDrop {
@@ -321,7 +333,10 @@ pub async fn serve_with(
         std::time::Duration::from_secs(10),
     )));
     let admin = state.admin.clone();
-    let stopped = auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?;
+    let stopped = match tls {
+        Some(tls) => auth_middleware::serve::serve_tls(listener, app(state), limits, tls, shutdown).await?,
+        None => auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?,
+    };
     if stopped.drained {
         // Every request has been answered: keep the admin replay cache for
         // the next start.

@@ -20,7 +20,7 @@
 //! Kdc::initialize(store.as_ref(), &master, &realm, "an admin password".to_owned().into(), now).await?;
 //! let kdc = Kdc::open(store, MasterKey::new(master_bytes), Default::default(), Default::default(), SystemClock.now()).await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let public_url = kdc_server::config::advertised_base_url(None, listener.local_addr()?)?;
+//! let public_url = kdc_server::config::advertised_base_url(None, listener.local_addr()?, false)?;
 //! let state = http::AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, None).await?;
 //! http::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }

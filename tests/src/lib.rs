@@ -222,13 +222,18 @@ impl KdcProcess {
                 .await
                 .context("kdc did not start in time")??
                 .context("kdc exited before serving")?;
-            if let Some(idx) = line.find("http://") {
+            if let Some(idx) = line.find("https://").or_else(|| line.find("http://")) {
                 break line[idx..].split_whitespace().next().unwrap_or_default().to_owned();
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self { url, child })
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// `kill -9`.
