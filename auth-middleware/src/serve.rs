@@ -86,6 +86,12 @@ impl ServeLimits {
         self
     }
 
+    /// Sets [`Self::shutdown_grace`].
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.shutdown_grace = d;
+        self
+    }
+
     /// Sets [`Self::max_connections`].
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;

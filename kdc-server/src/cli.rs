@@ -46,6 +46,10 @@ pub struct Cli {
     /// The PEM private key of --tls-cert.
     #[arg(long, global = true, env = "KDC_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// On SIGTERM or SIGINT, how long open requests may take to finish
+    /// before the KDC exits anyway, seconds [default: 10].
+    #[arg(long, global = true, env = "KDC_SHUTDOWN_GRACE")]
+    shutdown_grace: Option<u64>,
     /// Realm of a new data directory [default: EXAMPLE.TEST].
     #[arg(long, global = true, env = "KDC_REALM")]
     realm: Option<String>,
@@ -170,6 +174,7 @@ struct Settings {
     public_url: Option<String>,
     /// Certificate and key files, when serving https.
     tls: Option<(PathBuf, PathBuf)>,
+    shutdown_grace: std::time::Duration,
     realm: String,
     log_format: LogFormat,
     file: FileConfig,
@@ -191,6 +196,9 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             (None, Some(_)) => bail!("--tls-key needs --tls-cert (KDC_TLS_CERT, tls_cert in kdc.toml)"),
         },
         realm: cli.realm.clone().or_else(|| file.realm.clone()).unwrap_or_else(|| DEFAULT_REALM.into()),
+        shutdown_grace: std::time::Duration::from_secs(
+            cli.shutdown_grace.or(file.shutdown_grace_secs).unwrap_or(crate::config::DEFAULT_SHUTDOWN_GRACE_SECS),
+        ),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         file,
     })
@@ -490,14 +498,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     tracing::info!(realm = %kdc.realm(), %local, "serving");
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
     let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?;
-    http::serve_with_tls(
-        listener,
-        state,
-        auth_middleware::serve::ServeLimits::default(),
-        tls.as_deref(),
-        shutdown_signal(),
-    )
-    .await?;
+    let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
+    http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await?;
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -17,6 +17,8 @@ pub const DEFAULT_DATA_DIR: &str = "./kdc-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 /// Default realm for a new data directory.
 pub const DEFAULT_REALM: &str = "EXAMPLE.TEST";
+/// Default time open requests get to finish at shutdown, seconds.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// The configuration file read from the working directory when no
 /// `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "kdc.toml";
@@ -50,6 +52,8 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Time open requests get to finish at shutdown, seconds.
+    pub shutdown_grace_secs: Option<u64>,
     /// Ticket policy (`[policy]` table).
     #[serde(default)]
     pub policy: Policy,

@@ -236,6 +236,11 @@ impl KdcProcess {
         self.child.id()
     }
 
+    /// Waits up to `within` for the process to exit by itself.
+    pub async fn exited(mut self, within: std::time::Duration) -> anyhow::Result<std::process::ExitStatus> {
+        Ok(tokio::time::timeout(within, self.child.wait()).await.context("still running")??)
+    }
+
     /// `kill -9`.
     pub async fn kill9(mut self) -> anyhow::Result<()> {
         self.child.start_kill()?;

@@ -12,6 +12,7 @@ mod contract;
 mod durability;
 mod exchanges;
 mod jwks_fetch;
+mod lifecycle;
 mod lockout;
 mod middleware;
 mod raw_attacks;
