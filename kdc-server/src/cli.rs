@@ -13,6 +13,7 @@ use kdc_proto::{Clock, Principal, Realm, SystemClock, b64};
 use zeroize::Zeroizing;
 
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REALM, FileConfig, LogFormat};
+use crate::cors::AllowedOrigins;
 use crate::http::{self, AppState};
 use crate::kdc::{BOOTSTRAP_ADMIN, Credential, Kdc, PrincipalSpec};
 use crate::master_key::MasterKey;
@@ -56,6 +57,12 @@ pub struct Cli {
     /// Log format [default: pretty].
     #[arg(long, global = true, env = "KDC_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// An origin (scheme://host[:port]) whose web pages may call this KDC
+    /// (CORS); repeatable, comma-separated in the environment; replaces
+    /// `[cors] allowed_origins` of kdc.toml. `*` is refused [default: none,
+    /// no CORS headers].
+    #[arg(long = "cors-origin", value_name = "ORIGIN", global = true, env = "KDC_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
     /// What to do (default: serve).
     #[command(subcommand)]
     command: Option<Command>,
@@ -177,6 +184,7 @@ struct Settings {
     shutdown_grace: std::time::Duration,
     realm: String,
     log_format: LogFormat,
+    cors_origins: Vec<String>,
     file: FileConfig,
 }
 
@@ -200,6 +208,12 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
             cli.shutdown_grace.or(file.shutdown_grace_secs).unwrap_or(crate::config::DEFAULT_SHUTDOWN_GRACE_SECS),
         ),
         log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
+        // A list given by flags or environment replaces the file's whole.
+        cors_origins: if cli.cors_origins.is_empty() {
+            file.cors.allowed_origins.clone()
+        } else {
+            cli.cors_origins.clone()
+        },
         file,
     })
 }
@@ -462,6 +476,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     // Refuse a configuration that cannot advertise a trustworthy URL, or a
     // certificate that cannot be served, before touching anything.
     crate::config::advertised_base_url(s.public_url.as_deref(), addr, s.tls.is_some())?;
+    let cors = AllowedOrigins::parse(&s.cors_origins)?;
     let tls = match &s.tls {
         Some((cert, key)) => Some(Arc::new(auth_middleware::tls::ServerTls::from_pem_files(cert, key)?)),
         None => None,
@@ -497,7 +512,11 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, "serving");
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
-    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?;
+    if !cors.is_empty() {
+        tracing::info!(origins = ?cors.origins().collect::<Vec<_>>(), "CORS: pages from these origins may call the KDC");
+    }
+    let state =
+        AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?.with_cors(cors);
     let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
     http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::cors::AllowedOrigins;
 use crate::policy::Policy;
 use crate::throttle::ThrottlePolicy;
 
@@ -60,6 +61,19 @@ pub struct FileConfig {
     /// Pre-auth throttling and trusted proxies (`[throttle]` table).
     #[serde(default)]
     pub throttle: ThrottlePolicy,
+    /// Browser access (`[cors]` table).
+    #[serde(default)]
+    pub cors: CorsConfig,
+}
+
+/// The `[cors]` table of `kdc.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins (`scheme://host[:port]`) whose pages may call the KDC; empty
+    /// (the default): no CORS. See [`crate::cors`].
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 impl FileConfig {
@@ -84,6 +98,7 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Self = toml::from_str(text)?;
         config.throttle.validate()?;
+        AllowedOrigins::parse(&config.cors.allowed_origins)?;
         Ok(config)
     }
 }
@@ -121,6 +136,19 @@ mod tests {
         assert!(FileConfig::parse("[throttle]\nper_principal = 0\n").is_err());
         assert!(FileConfig::parse("[throttle]\ntrusted_proxies = [\"10.0.0.0/8\"]\n").is_err());
         assert!(FileConfig::parse("[throttle]\nlockout_secs = 1\n").is_err());
+    }
+
+    #[test]
+    fn parses_the_cors_table_and_refuses_a_wildcard() {
+        let c =
+            FileConfig::parse("[cors]\nallowed_origins = [\"https://app.example.test\", \"http://127.0.0.1:5173\"]\n")
+                .unwrap();
+        assert_eq!(c.cors.allowed_origins, ["https://app.example.test", "http://127.0.0.1:5173"]);
+        assert!(FileConfig::parse("").unwrap().cors.allowed_origins.is_empty(), "off by default");
+        let star = FileConfig::parse("[cors]\nallowed_origins = [\"*\"]\n").unwrap_err();
+        assert!(format!("{star:#}").contains("`*` is refused"), "{star:#}");
+        assert!(FileConfig::parse("[cors]\nallowed_origins = [\"https://app.example.test/app\"]\n").is_err());
+        assert!(FileConfig::parse("[cors]\nallow_credentials = true\n").is_err());
     }
 }
 

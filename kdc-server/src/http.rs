@@ -22,6 +22,7 @@ use serde_json::json;
 use auth_middleware::TicketAuthLayer;
 use auth_middleware::serve::ServeLimits;
 
+use crate::cors::AllowedOrigins;
 use crate::error::{ApiError, KdcError};
 use crate::kdc::Kdc;
 
@@ -37,6 +38,9 @@ pub struct AppState {
     pub public_url: String,
     /// The layer guarding `/admin` (the KDC's own middleware, `kadmin/admin`).
     pub admin: TicketAuthLayer,
+    /// The origins whose pages may call the KDC ([`crate::cors`]); empty by
+    /// default: no CORS headers at all.
+    pub cors: AllowedOrigins,
 }
 
 impl AppState {
@@ -50,7 +54,12 @@ impl AppState {
         admin_replay_state: Option<&std::path::Path>,
     ) -> Result<Self, KdcError> {
         let admin = crate::admin::admin_layer(&kdc, clock.clone(), admin_replay_state).await?;
-        Ok(Self { kdc, clock, public_url, admin })
+        Ok(Self { kdc, clock, public_url, admin, cors: AllowedOrigins::default() })
+    }
+
+    /// The same state, with browser access for `origins`.
+    pub fn with_cors(self, origins: AllowedOrigins) -> Self {
+        Self { cors: origins, ..self }
     }
 }
 
@@ -278,6 +287,9 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::map_response(uniform_errors))
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
+        // Outside the admin layer (a preflight carries no ticket) and
+        // `uniform_errors` (refusals carry the CORS headers too).
+        .layer(axum::middleware::from_fn_with_state(state.cors.layer(), crate::cors::cors))
         // One line per request: method, URI, status, latency. Never headers:
         // they carry tickets and authenticators.
         .layer(

@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod exchange;
 pub mod http;

@@ -20,6 +20,7 @@ use kdc_proto::messages::{
 };
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key};
+use kdc_server::cors::AllowedOrigins;
 use kdc_server::http::AppState;
 use kdc_server::kdc::{Credential, PrincipalSpec};
 use kdc_server::master_key::MasterKey;
@@ -131,6 +132,25 @@ impl TestKdc {
         throttle: ThrottlePolicy,
         limits: auth_middleware::serve::ServeLimits,
     ) -> anyhow::Result<Self> {
+        Self::start_configured(policy, throttle, limits, AllowedOrigins::default()).await
+    }
+
+    /// Starts a KDC with the default policy that lets pages from `origins`
+    /// call it (CORS).
+    pub async fn start_with_cors(origins: &[&str]) -> anyhow::Result<Self> {
+        let origins = AllowedOrigins::parse(origins)?;
+        let limits = auth_middleware::serve::ServeLimits::default();
+        Self::start_configured(Policy::default(), ThrottlePolicy::default(), limits, origins).await
+    }
+
+    /// Starts a KDC with the given policy, throttling, connection limits and
+    /// CORS origins.
+    pub async fn start_configured(
+        policy: Policy,
+        throttle: ThrottlePolicy,
+        limits: auth_middleware::serve::ServeLimits,
+        cors: AllowedOrigins,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
         let master = SecretKey::generate();
@@ -148,7 +168,9 @@ impl TestKdc {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let admin_replay = dir.path().join("admin-replay.state");
-        let state = AppState::new(kdc.clone(), clock.clone(), format!("http://{addr}"), Some(&admin_replay)).await?;
+        let state = AppState::new(kdc.clone(), clock.clone(), format!("http://{addr}"), Some(&admin_replay))
+            .await?
+            .with_cors(cors);
         let task = tokio::spawn(async move {
             let _ = http::serve_with(listener, state, limits, std::future::pending()).await;
         });

@@ -9,6 +9,7 @@ mod admin_hardening;
 mod advertised_urls;
 mod attacks;
 mod contract;
+mod cors;
 mod durability;
 mod exchanges;
 mod jwks_fetch;
