@@ -18,6 +18,7 @@ mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
+mod signing_key_rotation;
 
 /// The `kdc` command under test.
 pub fn kdc_bin() -> std::path::PathBuf {
