@@ -8,8 +8,9 @@
 //! assert_eq!(max_age("no-store, max-age=300"), None);
 //! ```
 
-/// What the KDC sends for discovery and its JWK set, seconds. A rotated
-/// signing key is published beside the old one for longer than this.
+/// What the KDC sends for discovery and its JWK set, seconds. A new signing
+/// key is published for longer than this before it signs (`kdc signing-key
+/// rotate`).
 pub const DISCOVERY_MAX_AGE_SECS: u64 = 300;
 
 /// The longest any client keeps a discovery document or key set, whatever a

@@ -390,7 +390,7 @@ pub async fn admin_layer(
         // `kadmin/admin` names no host: the admin API is reached under the
         // KDC's own address, whatever it is. The authority is still bound.
         .authorities(AuthorityPolicy::Any)
-        .kdc_keys(kdc.jwks().clone())
+        .kdc_keys(kdc.jwks())
         .require_role("/admin", ADMIN_ROLE)
         // Admin writes carry passwords and policy: their bodies must be bound.
         .require_body_binding(true)

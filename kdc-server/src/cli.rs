@@ -85,6 +85,26 @@ enum Command {
     /// Export service keys.
     #[command(subcommand)]
     Keytab(KeytabCommand),
+    /// Manage the KDC's ticket-signing keys.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningKeyCommand {
+    /// Add the next signing key: published in the JWK set at once (a serving
+    /// KDC picks it up within seconds), signing only after the publish
+    /// delay, so every service has fetched it first. The key signing today
+    /// stays published until every ticket it signed has expired.
+    Rotate {
+        /// Seconds until the new key starts signing [default: 3600; at least
+        /// the JWK set's max-age + the KDC's key reload interval + the max
+        /// clock skew, 605 with the defaults].
+        #[arg(long, value_name = "SECS")]
+        activate_after: Option<u64>,
+    },
+    /// List the signing keys and their states (next, active, retiring, retired).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,7 +331,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display());
             Ok(())
         }
+        Some(Command::SigningKey(cmd)) => {
+            let store = open_store(&s.data).await?;
+            let kdc = open_kdc(&s, store).await?;
+            signing_key_command(&kdc, cmd).await
+        }
     }
+}
+
+/// A Unix time with how far it is from `now`.
+fn when(t: u64, now: u64) -> String {
+    if t >= now { format!("{t} (in {} s)", t - now) } else { format!("{t} ({} s ago)", now - t) }
+}
+
+async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now().as_secs();
+    match cmd {
+        SigningKeyCommand::Rotate { activate_after } => {
+            let r = kdc.rotate_signing_key(activate_after, now).await?;
+            println!(
+                "new signing key {}: published now (a serving KDC picks it up within {} s), signs from {}",
+                r.kid,
+                crate::signing_keys::RELOAD_INTERVAL_SECS,
+                when(r.activates_at, now)
+            );
+            if let Some(prev) = &r.previous {
+                println!(
+                    "previous key {prev}: signs until then, published until {}, when every ticket it signed has \
+                     expired",
+                    when(r.previous_retires_at, now)
+                );
+            }
+        }
+        SigningKeyCommand::List => {
+            for (k, state) in kdc.signing_key_states(now).await? {
+                let retires = k.retires_at.map_or_else(|| "-".to_owned(), |r| when(r, now));
+                println!("{}\t{}\tactivates {}\tretires {retires}", k.kid, state.as_str(), when(k.activates_at, now));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn print_bootstrap(realm: &str, password: Option<&str>) {

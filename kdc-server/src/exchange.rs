@@ -153,7 +153,8 @@ impl Kdc {
             flags: issue.flags,
             roles: issue.client.roles.clone(),
         };
-        let ticket = mint_ticket(&claims, self.signer(), issue.service_key).map_err(|e| match e {
+        let signer = self.signer_at(issue.times.start)?;
+        let ticket = mint_ticket(&claims, &signer, issue.service_key).map_err(|e| match e {
             ProtoError::TicketTooLarge { .. } => KdcError::TicketTooLarge,
             _ => KdcError::Internal("ticket signing failed"),
         })?;
@@ -325,7 +326,8 @@ impl Kdc {
             }
             None => {
                 let key = self.open_key(&service.id, stored)?;
-                let check = TicketCheck { service: &st.service, kdc: self.verifier(), now, max_skew_secs: skew };
+                let kdc = self.verifier();
+                let check = TicketCheck { service: &st.service, kdc: &kdc, now, max_skew_secs: skew };
                 let t = Arc::new(open_ticket(&st, &key.key, &check).map_err(refused)?);
                 self.verified_tickets.insert(digest, t.clone(), now.as_secs());
                 t

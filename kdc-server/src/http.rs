@@ -193,7 +193,7 @@ async fn configuration(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn jwks(State(s): State<AppState>) -> impl IntoResponse {
-    cacheable(Json(s.kdc.jwks().clone()))
+    cacheable(Json(s.kdc.jwks()))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -343,6 +343,13 @@ pub async fn serve_with_tls(
         state.clone(),
         state.admin.clone(),
         std::time::Duration::from_secs(10),
+    )));
+    // Publishes a rotation made by the `kdc` command, retires old keys.
+    let _signing_keys = AbortOnDrop(tokio::spawn(crate::signing_keys::refresh(
+        state.kdc.clone(),
+        state.clock.clone(),
+        state.admin.clone(),
+        std::time::Duration::from_secs(crate::signing_keys::RELOAD_INTERVAL_SECS),
     )));
     let admin = state.admin.clone();
     let stopped = match tls {

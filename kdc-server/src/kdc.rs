@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use crate::error::KdcError;
 use crate::master_key::MasterKey;
 use crate::policy::Policy;
+use crate::signing_keys::{self, KeyState, RotationError, Schedule, SigningKeyRotation, SigningKeys};
 use crate::store::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
     StoredSigningKey,
@@ -59,9 +60,9 @@ pub struct Kdc {
     store: Arc<dyn PrincipalStore>,
     realm: Realm,
     master: MasterKey,
-    signer: KdcSigningKey,
-    verifier: KdcVerifier,
-    jwks: JwkSet,
+    /// The signing keys as last loaded from the store; replaced whole by
+    /// [`Kdc::reload_signing_keys`], read (never locked for long) per ticket.
+    signing: std::sync::RwLock<Arc<SigningKeys>>,
     policy: Policy,
     pub(crate) replay: InMemoryReplayCache,
     pub(crate) throttle: PreAuthThrottle,
@@ -150,6 +151,8 @@ impl Kdc {
             kid: signer.kid().to_owned(),
             sealed: master.seal_key(&format!("signing#{}", signer.kid()), &SecretKey::from_bytes(*signer.seed()))?,
             created_at: now_secs,
+            activates_at: now_secs,
+            retires_at: None,
         };
         let tgs = Self::prepare(master, service_spec(Principal::ticket_granting(realm)), now_secs).await?;
         let kadmin = Self::prepare(master, service_spec(Principal::admin_service(realm)), now_secs).await?;
@@ -189,14 +192,7 @@ impl Kdc {
             .parse()
             .map_err(|_| KdcError::Store(StoreError::Corrupt("realm")))?;
         let stored = store.signing_keys().await?;
-        let mut signers = Vec::new();
-        for s in &stored {
-            let seed = master.open_key(&format!("signing#{}", s.kid), &s.sealed)?;
-            signers.push(KdcSigningKey::from_seed(*seed.expose()));
-        }
-        let jwks = JwkSet { keys: signers.iter().map(KdcSigningKey::public_jwk).collect() };
-        let verifier = KdcVerifier::from_jwks(&jwks);
-        let signer = signers.into_iter().next().ok_or(KdcError::Store(StoreError::Corrupt("no signing key")))?;
+        let signing = SigningKeys::load(&stored, &master, &policy, now.as_secs(), None)?;
         let tgs = store
             .principal_by_name(&Principal::ticket_granting(&realm).to_string())
             .await?
@@ -213,9 +209,7 @@ impl Kdc {
             store,
             realm,
             master,
-            signer,
-            verifier,
-            jwks,
+            signing: std::sync::RwLock::new(Arc::new(signing)),
             policy,
             replay: InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now),
             throttle: PreAuthThrottle::new(throttle),
@@ -237,9 +231,100 @@ impl Kdc {
         &self.policy
     }
 
-    /// The public signing keys.
-    pub fn jwks(&self) -> &JwkSet {
-        &self.jwks
+    /// The published signing keys (`/.well-known/jwks.json`): every key not
+    /// retired, the next one included, latest activation first.
+    pub fn jwks(&self) -> JwkSet {
+        self.signing_keys().jwks().clone()
+    }
+
+    /// The signing keys as last loaded.
+    pub fn signing_keys(&self) -> Arc<SigningKeys> {
+        self.signing.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the signing keys from the store (a rotation made by another
+    /// process) and drops keys retired by `now_secs`. Cheap when nothing
+    /// changed: one small query. Returns whether the published set changed.
+    pub async fn reload_signing_keys(&self, now_secs: u64) -> Result<bool, KdcError> {
+        let stored = self.store.signing_keys().await?;
+        let current = self.signing_keys();
+        if current.is_current(&stored, now_secs) {
+            return Ok(false);
+        }
+        let fresh = SigningKeys::load(&stored, &self.master, &self.policy, now_secs, Some(&current))?;
+        let changed = fresh.jwks() != current.jwks();
+        *self.signing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(changed)
+    }
+
+    /// Rotates the KDC's signing key: stores a new key that signs from
+    /// `now_secs + publish_delay` (default
+    /// [`signing_keys::DEFAULT_PUBLISH_DELAY_SECS`], never below
+    /// [`signing_keys::publish_floor_secs`]) and is published from now on,
+    /// and schedules the retirement of the key signing today once every
+    /// ticket it can sign has expired. One rotation at a time: refused while
+    /// a key is waiting to activate.
+    pub async fn rotate_signing_key(
+        &self,
+        publish_delay: Option<u64>,
+        now_secs: u64,
+    ) -> Result<SigningKeyRotation, RotationError> {
+        let floor = signing_keys::publish_floor_secs(&self.policy);
+        let delay = match publish_delay {
+            Some(d) if d < floor => return Err(RotationError::TooSoon { requested: d, floor }),
+            Some(d) if d > signing_keys::MAX_PUBLISH_DELAY_SECS => {
+                return Err(RotationError::TooLate { requested: d, max: signing_keys::MAX_PUBLISH_DELAY_SECS });
+            }
+            Some(d) => d,
+            None => signing_keys::DEFAULT_PUBLISH_DELAY_SECS.max(floor),
+        };
+        let pending = |stored: &[StoredSigningKey]| {
+            stored
+                .iter()
+                .find(|k| k.activates_at > now_secs)
+                .map(|k| RotationError::Pending { kid: k.kid.clone(), activates_at: k.activates_at })
+        };
+        let stored = self.store.signing_keys().await.map_err(KdcError::from)?;
+        if let Some(e) = pending(&stored) {
+            return Err(e);
+        }
+        let schedule = Schedule::of(&stored, signing_keys::retain_secs(&self.policy));
+        let previous =
+            signing_keys::active_index(&schedule, now_secs).and_then(|i| schedule.get(i)).map(|s| s.kid.clone());
+        let key = KdcSigningKey::generate();
+        let activates_at = now_secs.saturating_add(delay);
+        let previous_retires_at = activates_at.saturating_add(signing_keys::retain_secs(&self.policy));
+        let row = StoredSigningKey {
+            kid: key.kid().to_owned(),
+            sealed: self
+                .master
+                .seal_key(&format!("signing#{}", key.kid()), &SecretKey::from_bytes(*key.seed()))
+                .map_err(KdcError::from)?,
+            created_at: now_secs,
+            activates_at,
+            retires_at: None,
+        };
+        match self.store.add_signing_key(&row, previous_retires_at, now_secs).await {
+            Ok(()) => {}
+            // Another rotation got in between the check and the write.
+            Err(StoreError::AlreadyExists) => {
+                let stored = self.store.signing_keys().await.map_err(KdcError::from)?;
+                return Err(pending(&stored).unwrap_or(RotationError::Kdc(KdcError::InvalidOperation(
+                    "a concurrent signing-key rotation happened; retry",
+                ))));
+            }
+            Err(e) => return Err(KdcError::from(e).into()),
+        }
+        Ok(SigningKeyRotation { kid: row.kid, activates_at, previous, previous_retires_at })
+    }
+
+    /// Every stored signing key with its state at `now_secs`, latest
+    /// activation first, read from the store (not from this KDC's copy).
+    pub async fn signing_key_states(&self, now_secs: u64) -> Result<Vec<(Schedule, KeyState)>, KdcError> {
+        let stored = self.store.signing_keys().await?;
+        let schedule = Schedule::of(&stored, signing_keys::retain_secs(&self.policy));
+        let states = signing_keys::states(&schedule, now_secs);
+        Ok(schedule.into_iter().zip(states).collect())
     }
 
     /// How many tickets each exchange issued since start.
@@ -291,12 +376,14 @@ impl Kdc {
         self.store.as_ref()
     }
 
-    pub(crate) fn signer(&self) -> &KdcSigningKey {
-        &self.signer
+    /// The key that signs tickets issued at `now_secs`.
+    pub(crate) fn signer_at(&self, now_secs: u64) -> Result<Arc<KdcSigningKey>, KdcError> {
+        self.signing_keys().signer_at(now_secs).cloned().ok_or(KdcError::Internal("no live signing key"))
     }
 
-    pub(crate) fn verifier(&self) -> &KdcVerifier {
-        &self.verifier
+    /// Verifies the KDC's signature on presented tickets: the published keys.
+    pub(crate) fn verifier(&self) -> Arc<KdcVerifier> {
+        self.signing_keys().verifier().clone()
     }
 
     /// Parses a principal name, filling in this realm for a bare name, and

@@ -38,6 +38,7 @@ pub mod http;
 pub mod kdc;
 pub mod master_key;
 pub mod policy;
+pub mod signing_keys;
 pub mod store;
 pub mod throttle;
 

@@ -496,6 +496,23 @@ pub fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> anyhow::Result<En
     Ok(serde_json::from_slice(&plain)?)
 }
 
+/// The id of the KDC key that signed `ticket` (a service ticket sealed under
+/// `service_key`): the `kid` of the signature inside, read without checking it.
+pub fn ticket_signing_kid(ticket: &str, service_key: &SecretKey) -> anyhow::Result<String> {
+    let sealed = kdc_proto::SealedTicket::parse(ticket)?;
+    let jws = sealed.sealed.open(service_key, Usage::Ticket)?;
+    let header = std::str::from_utf8(&jws)?.split('.').next().context("not a JWS")?;
+    let header: Value = serde_json::from_slice(&b64::decode(header, "JWS header")?)?;
+    Ok(header["kid"].as_str().context("no kid")?.to_owned())
+}
+
+/// The key ids a KDC at `url` publishes in its JWK set, in order.
+pub async fn published_kids(url: &str) -> anyhow::Result<Vec<String>> {
+    let set: kdc_proto::JwkSet =
+        reqwest::get(format!("{url}/.well-known/jwks.json")).await?.error_for_status()?.json().await?;
+    Ok(set.keys.into_iter().map(|k| k.kid).collect())
+}
+
 /// A service behind `TicketAuthLayer`, served in-process on `127.0.0.1:0`,
 /// sharing the KDC's movable clock. Routes: `GET /hello` → `hello, <name>`,
 /// `GET /roles` → the roles, `POST /echo` → the body, `GET /admin/x`

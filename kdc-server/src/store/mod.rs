@@ -32,6 +32,15 @@ pub enum StoreError {
     /// The database file could not be created.
     #[error("database file: {0}")]
     Io(std::io::Error),
+    /// The database was written by a newer version of the KDC (its schema
+    /// has changes this one does not know).
+    #[error("the database has schema version {found}; this kdc knows up to {supported}: use a newer kdc")]
+    NewerSchema {
+        /// The database's `user_version`.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
 }
 
 /// Whether a principal is a person (password-derived key) or a service
@@ -129,7 +138,9 @@ pub struct PrincipalUpdate {
     pub max_renew_secs: Option<Option<u64>>,
 }
 
-/// The KDC's signing key, sealed under the master key.
+/// One of the KDC's signing keys, sealed under the master key, with its
+/// lifecycle: published from creation, signing from `activates_at`,
+/// published until `retires_at` (see [`crate::signing_keys`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSigningKey {
     /// Its key id.
@@ -138,6 +149,12 @@ pub struct StoredSigningKey {
     pub sealed: String,
     /// Creation time (Unix seconds).
     pub created_at: u64,
+    /// When the KDC starts signing with it (Unix seconds). Keys stored before
+    /// rotation existed activate at their creation.
+    pub activates_at: u64,
+    /// After this (Unix seconds) it is no longer published: every ticket it
+    /// signed has expired. `None` until a successor is stored.
+    pub retires_at: Option<u64>,
 }
 
 /// Everything `kdc init` writes, in one transaction.
@@ -177,8 +194,19 @@ pub trait PrincipalStore: Send + Sync + 'static {
     /// `key.kvno` must be one more than the highest stored version; if a
     /// concurrent rotation took it, [`StoreError::AlreadyExists`].
     async fn rotate_key(&self, principal_id: &str, key: &StoredKey, retire_at: u64) -> Result<(), StoreError>;
-    /// All signing keys, newest first.
+    /// All signing keys, latest activation first (retired ones included).
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
+    /// Signing-key rotation: gives every key without a retirement time the
+    /// retirement `retire_previous_at`, and adds `key` (which activates after
+    /// `now`), atomically. While a key that activates after `now` is stored
+    /// (a rotation is pending), nothing is written and the answer is
+    /// [`StoreError::AlreadyExists`].
+    async fn add_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        retire_previous_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kdc_proto::{Argon2Params, Kvno};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, PrincipalUpdate, RealmInit,
@@ -53,6 +53,41 @@ CREATE TABLE IF NOT EXISTS signing_keys (
     created_at INTEGER NOT NULL
 );
 "#;
+
+/// Schema changes since [`SCHEMA`] was first released, in order. The
+/// database's `user_version` counts those applied: a data directory from
+/// before versioning has 0 and is brought forward when opened.
+const MIGRATIONS: &[&str] = &[
+    // 1: signing-key rotation. A key stored before it has been signing since
+    // its creation and retires only once a successor is stored.
+    r#"
+ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE signing_keys ADD COLUMN retires_at INTEGER;
+UPDATE signing_keys SET activates_at = created_at;
+"#,
+];
+
+/// Creates the tables and applies the migrations not yet applied, in one
+/// transaction that holds the write lock, so a `kdc` command and a serving
+/// KDC opening the same file at once migrate it once.
+fn migrate(c: &mut Connection) -> Result<(), StoreError> {
+    let latest = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > latest {
+        return Err(StoreError::NewerSchema { found: version, supported: latest });
+    }
+    if version == latest {
+        return Ok(());
+    }
+    tx.execute_batch(SCHEMA)?;
+    for m in MIGRATIONS.iter().skip(usize::try_from(version).unwrap_or(0)) {
+        tx.execute_batch(m)?;
+    }
+    tx.pragma_update(None, "user_version", latest)?;
+    tx.commit()?;
+    Ok(())
+}
 
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 8;
@@ -113,7 +148,7 @@ impl SqliteStore {
         }
         let inner = Arc::new(Inner { path: path.to_owned(), idle: Mutex::new(Vec::new()) });
         let setup = inner.clone();
-        tokio::task::spawn_blocking(move || setup.with_conn(|c| Ok(c.execute_batch(SCHEMA)?)))
+        tokio::task::spawn_blocking(move || setup.with_conn(migrate))
             .await
             .map_err(|_| StoreError::Corrupt("store task failed"))??;
         Ok(Self { inner })
@@ -240,6 +275,15 @@ fn insert_key(conn: &Connection, principal_id: &str, k: &StoredKey) -> Result<()
     Ok(())
 }
 
+fn insert_signing_key(conn: &Connection, k: &StoredSigningKey) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO signing_keys (kid, sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![k.kid, k.sealed, to_i64(k.created_at), to_i64(k.activates_at), k.retires_at.map(to_i64)],
+    )
+    .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists } else { e.into() })?;
+    Ok(())
+}
+
 fn principal_where(conn: &Connection, column: &str, value: &str) -> Result<Option<PrincipalRecord>, StoreError> {
     let sql = match column {
         "id" => {
@@ -271,10 +315,7 @@ impl PrincipalStore for SqliteStore {
                 "INSERT INTO realm (id, name, created_at) VALUES (1, ?1, ?2)",
                 params![init.realm, to_i64(init.signing_key.created_at)],
             )?;
-            tx.execute(
-                "INSERT INTO signing_keys (kid, sealed, created_at) VALUES (?1, ?2, ?3)",
-                params![init.signing_key.kid, init.signing_key.sealed, to_i64(init.signing_key.created_at)],
-            )?;
+            insert_signing_key(&tx, &init.signing_key)?;
             for p in &init.principals {
                 insert_principal(&tx, p)?;
             }
@@ -404,16 +445,131 @@ impl PrincipalStore for SqliteStore {
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         self.read(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT kid, sealed, created_at FROM signing_keys ORDER BY created_at DESC, kid")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT kid, sealed, created_at, activates_at, retires_at FROM signing_keys \
+                 ORDER BY activates_at DESC, created_at DESC, kid",
+            )?;
             let rows = stmt.query_map([], |r| {
-                Ok(StoredSigningKey { kid: r.get(0)?, sealed: r.get(1)?, created_at: to_u64(r.get(2)?) })
+                Ok(StoredSigningKey {
+                    kid: r.get(0)?,
+                    sealed: r.get(1)?,
+                    created_at: to_u64(r.get(2)?),
+                    activates_at: to_u64(r.get(3)?),
+                    retires_at: r.get::<_, Option<i64>>(4)?.map(to_u64),
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
+    async fn add_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        retire_previous_at: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.write(move |c| {
+            // Immediate: the check for a pending key and the insert see the
+            // same store, whatever another process does meanwhile.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pending: Option<i64> = tx
+                .query_row("SELECT 1 FROM signing_keys WHERE activates_at > ?1 LIMIT 1", [to_i64(now)], |r| r.get(0))
+                .optional()?;
+            if pending.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            tx.execute(
+                "UPDATE signing_keys SET retires_at = ?1 WHERE retires_at IS NULL",
+                [to_i64(retire_previous_at)],
+            )?;
+            insert_signing_key(&tx, &key)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signing_key(kid: &str, created_at: u64, activates_at: u64) -> StoredSigningKey {
+        StoredSigningKey {
+            kid: kid.into(),
+            sealed: format!("sealed-{kid}"),
+            created_at,
+            activates_at,
+            retires_at: None,
+        }
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    }
+
+    /// The tables as the first release created them, before versioning.
+    const UNVERSIONED: &str = "
+        CREATE TABLE realm (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, created_at INTEGER NOT NULL);
+        CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, sealed TEXT NOT NULL, created_at INTEGER NOT NULL);
+        INSERT INTO realm VALUES (1, 'EXAMPLE.TEST', 1000);
+        INSERT INTO signing_keys VALUES ('first', 'sealed-first', 1000);
+    ";
+
+    #[tokio::test]
+    async fn a_data_directory_from_before_versioning_is_migrated_and_its_key_signs_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kdc.sqlite3");
+        Connection::open(&path).unwrap().execute_batch(UNVERSIONED).unwrap();
+        assert_eq!(user_version(&path), 0);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(user_version(&path), i64::try_from(MIGRATIONS.len()).unwrap());
+        assert_eq!(store.realm().await.unwrap().as_deref(), Some("EXAMPLE.TEST"));
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys, vec![StoredSigningKey { retires_at: None, ..signing_key("first", 1000, 1000) }]);
+        // Opening again (another process) changes nothing.
+        drop(store);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.signing_keys().await.unwrap(), keys);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_kdc_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kdc.sqlite3");
+        Connection::open(&path).unwrap().execute_batch("PRAGMA user_version = 99;").unwrap();
+        let e = SqliteStore::open(&path).await.unwrap_err();
+        assert!(matches!(e, StoreError::NewerSchema { found: 99, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn adding_a_signing_key_retires_the_current_one_and_one_rotation_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("kdc.sqlite3")).await.unwrap();
+        let init =
+            RealmInit { realm: "EXAMPLE.TEST".into(), signing_key: signing_key("k1", 1000, 1000), principals: vec![] };
+        store.initialize(&init).await.unwrap();
+        store.add_signing_key(&signing_key("k2", 2000, 3000), 9000, 2000).await.unwrap();
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(
+            keys.iter().map(|k| (k.kid.as_str(), k.retires_at)).collect::<Vec<_>>(),
+            vec![("k2", None), ("k1", Some(9000))]
+        );
+        // k2 activates at 3000: until then, no other rotation.
+        let e = store.add_signing_key(&signing_key("k3", 2500, 4000), 9500, 2500).await.unwrap_err();
+        assert!(matches!(e, StoreError::AlreadyExists), "{e}");
+        assert_eq!(store.signing_keys().await.unwrap(), keys, "nothing written");
+        // After it, the next rotation retires k2 and leaves k1's retirement alone.
+        store.add_signing_key(&signing_key("k3", 3000, 4000), 9500, 3000).await.unwrap();
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(
+            keys.iter().map(|k| (k.kid.as_str(), k.retires_at)).collect::<Vec<_>>(),
+            vec![("k3", None), ("k2", Some(9500)), ("k1", Some(9000))]
+        );
     }
 }

@@ -66,7 +66,7 @@ async fn an_endless_key_set_is_cut_off_at_the_cap() {
 #[tokio::test]
 async fn a_refresh_that_replaces_every_key_is_counted() {
     let kdc = TestKdc::start().await.unwrap();
-    let real = serde_json::to_string(kdc.kdc.jwks()).unwrap();
+    let real = serde_json::to_string(&kdc.kdc.jwks()).unwrap();
     let served = Arc::new(Mutex::new(real.clone()));
     let uri = fake_kdc(served.clone(), false).await;
     let layer = TicketAuthLayer::builder()
@@ -78,7 +78,7 @@ async fn a_refresh_that_replaces_every_key_is_counted() {
         .await
         .unwrap();
     // Adding a key beside the old one (a rotation) is not flagged.
-    let mut rotated = kdc.kdc.jwks().clone();
+    let mut rotated = kdc.kdc.jwks();
     rotated.keys.push(kdc_proto::KdcSigningKey::generate().public_jwk());
     *served.lock().unwrap() = serde_json::to_string(&rotated).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;

@@ -20,6 +20,7 @@ mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
+mod signing_key_rotation;
 mod tls;
 
 /// The `kdc` command under test.
