@@ -37,7 +37,7 @@ pub struct Cli {
     listen: Option<String>,
     /// The base URL clients reach this KDC at (discovery advertises it;
     /// required when listening on a non-loopback address) [default:
-    /// http://<listen address>].
+    /// http(s)://<listen address>].
     #[arg(long, global = true, env = "KDC_PUBLIC_URL")]
     public_url: Option<String>,
     /// Serve https with this PEM certificate chain (leaf first); reloaded
@@ -59,8 +59,8 @@ pub struct Cli {
     log_format: Option<LogFormat>,
     /// An origin (scheme://host[:port]) whose web pages may call this KDC
     /// (CORS); repeatable, comma-separated in the environment; replaces
-    /// `[cors] allowed_origins` of kdc.toml. `*` is refused [default: none,
-    /// no CORS headers].
+    /// `[cors] allowed_origins` of kdc.toml. `*` is refused. Without any,
+    /// no CORS headers are sent [default: none].
     #[arg(long = "cors-origin", value_name = "ORIGIN", global = true, env = "KDC_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
     /// What to do (default: serve).

@@ -67,7 +67,7 @@ pub struct FileConfig {
 }
 
 /// The `[cors]` table of `kdc.toml`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// Origins (`scheme://host[:port]`) whose pages may call the KDC; empty

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 
 /// Realm-wide ticket policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+// Serialize: docs/CONFIGURATION.md's defaults are checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Maximum (and default) ticket lifetime in seconds. Defaults to 10 h.

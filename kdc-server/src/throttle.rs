@@ -56,7 +56,8 @@ pub const MAX_TRACKED_CEILING: usize = 10_000_000;
 pub const MAX_WINDOW_SECS: u64 = 86_400;
 
 /// Limits on failed pre-authentication (`[throttle]` in `kdc.toml`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+// Serialize: docs/CONFIGURATION.md's defaults are checked against it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottlePolicy {
     /// Failures for one principal from one client address within the window
