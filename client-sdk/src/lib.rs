@@ -21,7 +21,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
-pub mod cli;
 pub mod client;
 pub mod error;
 pub mod file_cache;

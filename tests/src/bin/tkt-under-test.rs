@@ -2,5 +2,5 @@
 //! run it as a real process (`CARGO_BIN_EXE_tkt-under-test`).
 
 fn main() -> std::process::ExitCode {
-    client_sdk::cli::main()
+    tkt::main()
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::{ClientOptions, FileCache, KdcClient, SdkError, TicketCache};
 use clap::{Parser, Subcommand};
+use client_sdk::{ClientOptions, FileCache, KdcClient, SdkError, TicketCache};
 use kdc_proto::{Clock, SystemClock};
 use reqwest::Method;
 use zeroize::Zeroizing;
@@ -125,7 +125,7 @@ async fn client(cli: &Cli, cache: Arc<FileCache>) -> Result<KdcClient, Failure> 
         None => cache.snapshot()?.kdc.ok_or_else(|| fail(1, "no KDC: set TKT_KDC_URL or pass --kdc URL"))?,
     };
     let ca_certificates = match &cli.ca_cert {
-        Some(path) => crate::tls::load_ca_file(path)?,
+        Some(path) => client_sdk::tls::load_ca_file(path)?,
         None => Vec::new(),
     };
     let options =

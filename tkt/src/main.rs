@@ -2,5 +2,5 @@
 //! `tkt --help` and the README.
 
 fn main() -> std::process::ExitCode {
-    client_sdk::cli::main()
+    tkt::main()
 }
