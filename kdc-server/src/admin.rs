@@ -14,11 +14,14 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use kdc_proto::{Kvno, Principal};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditEvent, EventKind, Outcome};
 use crate::error::{ApiError, KdcError};
 use crate::http::{ApiJson, AppState};
 use crate::kdc::{ADMIN_ROLE, Credential, Kdc, PrincipalSpec};
+use crate::request::RequestContext;
 use crate::store::{PrincipalRecord, PrincipalUpdate, StoreError};
 
 /// Largest page of a principal listing.
@@ -174,33 +177,77 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<J
     Ok(Json(PrincipalPage { principals: page.iter().map(|r| PrincipalView::of(r, vec![])).collect(), next }))
 }
 
+/// Runs an administrative change and records it in the audit trail (as
+/// `kind`, on `target`, by the caller), failing closed: while the audit
+/// trail is failing the change is not attempted, and a change the trail
+/// could not record is answered `503 audit-unavailable` (saying it was
+/// applied). A refused change is recorded too, as far as the trail allows.
+/// `change` returns its answer and its success event (with the details only
+/// it knows: the canonical name, a key version, what changed).
+async fn audited<T>(
+    s: &AppState,
+    ctx: &RequestContext,
+    who: &AuthenticatedPrincipal,
+    kind: EventKind,
+    target: &str,
+    change: impl Future<Output = Result<(T, AuditEvent), KdcError>>,
+) -> Result<T, ApiError> {
+    s.audit.check().map_err(|_| KdcError::AuditUnavailable { applied: false })?;
+    let result = change.await;
+    let now = s.clock.now();
+    match result {
+        Ok((answer, event)) => {
+            let event = ctx.stamp(event.actor(who.name()).target_or(target));
+            s.audit.record(event, now).await.map_err(|_| KdcError::AuditUnavailable { applied: true })?;
+            Ok(answer)
+        }
+        Err(e) => {
+            let (status, problem) = e.status_and_slug();
+            let event =
+                AuditEvent::new(kind, Outcome::of_status(status)).problem(problem).actor(who.name()).target(target);
+            let _ = s.audit.record(ctx.stamp(event), now).await;
+            Err(e.into())
+        }
+    }
+}
+
 async fn create(
     State(s): State<AppState>,
+    ctx: RequestContext,
     who: AuthenticatedPrincipal,
     ApiJson(req): ApiJson<CreatePrincipal>,
 ) -> Result<Response, ApiError> {
-    let kdc = &s.kdc;
-    let now = s.clock.now().as_secs();
-    let name = kdc.principal_name(&req.name)?;
-    let credential = match (req.kind.as_str(), req.password_sealed) {
-        ("user", Some(sealed)) => Credential::Password(open_password(&who, &sealed)?),
-        ("service", None) => Credential::Random,
-        ("user", None) => return Err(KdcError::Malformed("a user needs a password".to_owned()).into()),
-        ("service", Some(_)) => {
-            return Err(KdcError::InvalidOperation("service principals have random keys, never passwords").into());
-        }
-        _ => return Err(KdcError::Malformed("kind must be \"user\" or \"service\"".to_owned()).into()),
-    };
-    let spec = PrincipalSpec {
-        name,
-        credential,
-        roles: req.roles,
-        max_life_secs: req.max_life_secs,
-        max_renew_secs: req.max_renew_secs,
-    };
-    let rec = kdc.create_principal(spec, now).await?;
-    tracing::info!(admin = %who.name(), principal = %rec.name, "principal created");
-    Ok((StatusCode::CREATED, Json(view(kdc, &rec, now).await?)).into_response())
+    let target = req.name.clone();
+    audited(&s, &ctx, &who, EventKind::PrincipalCreated, &target, async {
+        let kdc = &s.kdc;
+        let now = s.clock.now().as_secs();
+        let name = kdc.principal_name(&req.name)?;
+        let credential = match (req.kind.as_str(), req.password_sealed) {
+            ("user", Some(sealed)) => Credential::Password(open_password(&who, &sealed)?),
+            ("service", None) => Credential::Random,
+            ("user", None) => return Err(KdcError::Malformed("a user needs a password".to_owned())),
+            ("service", Some(_)) => {
+                return Err(KdcError::InvalidOperation("service principals have random keys, never passwords"));
+            }
+            _ => return Err(KdcError::Malformed("kind must be \"user\" or \"service\"".to_owned())),
+        };
+        let spec = PrincipalSpec {
+            name,
+            credential,
+            roles: req.roles,
+            max_life_secs: req.max_life_secs,
+            max_renew_secs: req.max_renew_secs,
+        };
+        let rec = kdc.create_principal(spec, now).await?;
+        let event = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success).target(&rec.name).changes(json!({
+            "kind": rec.kind.as_str(),
+            "roles": rec.roles,
+            "max_life_secs": rec.max_life_secs,
+            "max_renew_secs": rec.max_renew_secs,
+        }));
+        Ok(((StatusCode::CREATED, Json(view(kdc, &rec, now).await?)).into_response(), event))
+    })
+    .await
 }
 
 async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<PrincipalView>, ApiError> {
@@ -209,71 +256,105 @@ async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Jso
     Ok(Json(view(&s.kdc, &rec, s.clock.now().as_secs()).await?))
 }
 
+/// What an update sets, for the audit trail: the fields given, `null` for a
+/// cleared override.
+pub(crate) fn update_changes(update: &PrincipalUpdate) -> serde_json::Value {
+    let mut changes = serde_json::Map::new();
+    if let Some(d) = update.disabled {
+        changes.insert("disabled".into(), json!(d));
+    }
+    if let Some(r) = &update.roles {
+        changes.insert("roles".into(), json!(r));
+    }
+    if let Some(l) = update.max_life_secs {
+        changes.insert("max_life_secs".into(), json!(l));
+    }
+    if let Some(r) = update.max_renew_secs {
+        changes.insert("max_renew_secs".into(), json!(r));
+    }
+    serde_json::Value::Object(changes)
+}
+
 async fn update(
     State(s): State<AppState>,
+    ctx: RequestContext,
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpdatePrincipal>,
 ) -> Result<Json<PrincipalView>, ApiError> {
-    let kdc = &s.kdc;
-    let name = kdc.principal_name(&name)?;
-    if req.disabled == Some(true) && is_builtin(kdc, &name) {
-        return Err(KdcError::InvalidOperation("built-in principals cannot be disabled").into());
-    }
-    if let Some(roles) = &req.roles {
-        crate::kdc::check_roles(roles)?;
-        let unique: HashSet<&String> = roles.iter().collect();
-        if unique.len() != roles.len() {
-            return Err(KdcError::Malformed("duplicate roles".to_owned()).into());
+    audited(&s, &ctx, &who, EventKind::PrincipalUpdated, &name, async {
+        let kdc = &s.kdc;
+        let name = kdc.principal_name(&name)?;
+        if req.disabled == Some(true) && is_builtin(kdc, &name) {
+            return Err(KdcError::InvalidOperation("built-in principals cannot be disabled"));
         }
-    }
-    let update = PrincipalUpdate {
-        disabled: req.disabled,
-        roles: req.roles,
-        max_life_secs: req.max_life_secs,
-        max_renew_secs: req.max_renew_secs,
-    };
-    kdc.store().update_principal(&name.to_string(), &update).await.map_err(store_err)?;
-    tracing::info!(admin = %who.name(), principal = %name, "principal updated");
-    let rec = kdc.get(&name).await?;
-    Ok(Json(view(kdc, &rec, s.clock.now().as_secs()).await?))
+        if let Some(roles) = &req.roles {
+            crate::kdc::check_roles(roles)?;
+            let unique: HashSet<&String> = roles.iter().collect();
+            if unique.len() != roles.len() {
+                return Err(KdcError::Malformed("duplicate roles".to_owned()));
+            }
+        }
+        let update = PrincipalUpdate {
+            disabled: req.disabled,
+            roles: req.roles,
+            max_life_secs: req.max_life_secs,
+            max_renew_secs: req.max_renew_secs,
+        };
+        kdc.store().update_principal(&name.to_string(), &update).await.map_err(store_err)?;
+        let event = AuditEvent::new(EventKind::PrincipalUpdated, Outcome::Success)
+            .target(&name)
+            .changes(update_changes(&update));
+        let rec = kdc.get(&name).await?;
+        Ok((Json(view(kdc, &rec, s.clock.now().as_secs()).await?), event))
+    })
+    .await
 }
 
 async fn delete(
     State(s): State<AppState>,
+    ctx: RequestContext,
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let name = s.kdc.principal_name(&name)?;
-    if is_builtin(&s.kdc, &name) {
-        return Err(KdcError::InvalidOperation("built-in principals cannot be deleted").into());
-    }
-    if who.name() == &name {
-        return Err(KdcError::InvalidOperation("an administrator cannot delete itself").into());
-    }
-    s.kdc.store().delete_principal(&name.to_string()).await.map_err(store_err)?;
-    tracing::info!(admin = %who.name(), principal = %name, "principal deleted");
-    Ok(StatusCode::NO_CONTENT)
+    audited(&s, &ctx, &who, EventKind::PrincipalDeleted, &name, async {
+        let name = s.kdc.principal_name(&name)?;
+        if is_builtin(&s.kdc, &name) {
+            return Err(KdcError::InvalidOperation("built-in principals cannot be deleted"));
+        }
+        if who.name() == &name {
+            return Err(KdcError::InvalidOperation("an administrator cannot delete itself"));
+        }
+        s.kdc.store().delete_principal(&name.to_string()).await.map_err(store_err)?;
+        Ok((StatusCode::NO_CONTENT, AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name)))
+    })
+    .await
 }
 
 async fn rotate(
     State(s): State<AppState>,
+    ctx: RequestContext,
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Rotated>, ApiError> {
-    let name = s.kdc.principal_name(&name)?;
-    // The body is optional: services rotate with none.
-    let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|_| KdcError::Malformed("body must be {} or {\"password_sealed\": \"…\"}".to_owned()))?
-    };
-    let password = req.password_sealed.as_deref().map(|p| open_password(&who, p)).transpose()?;
-    let kvno = s.kdc.rotate(&name, password, s.clock.now().as_secs()).await?;
-    tracing::info!(admin = %who.name(), principal = %name, %kvno, "key rotated");
-    Ok(Json(Rotated { kvno }))
+    audited(&s, &ctx, &who, EventKind::PrincipalRotated, &name, async {
+        let name = s.kdc.principal_name(&name)?;
+        // The body is optional: services rotate with none.
+        let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+            RotateRequest::default()
+        } else {
+            serde_json::from_slice(&body)
+                .map_err(|_| KdcError::Malformed("body must be {} or {\"password_sealed\": \"…\"}".to_owned()))?
+        };
+        let password = req.password_sealed.as_deref().map(|p| open_password(&who, p)).transpose()?;
+        let kvno = s.kdc.rotate(&name, password, s.clock.now().as_secs()).await?;
+        Ok((
+            Json(Rotated { kvno }),
+            AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).target(&name).kvno(kvno),
+        ))
+    })
+    .await
 }
 
 /// A keytab sealed for the admin who asked (usage `session-secret-reply`).
@@ -285,15 +366,22 @@ pub struct SealedKeytab {
 
 async fn keytab(
     State(s): State<AppState>,
+    ctx: RequestContext,
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
 ) -> Result<Json<SealedKeytab>, ApiError> {
-    let name = s.kdc.principal_name(&name)?;
-    let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
-    let json = Zeroizing::new(serde_json::to_vec(&kt).map_err(|_| KdcError::Internal("keytab encoding"))?);
-    tracing::info!(admin = %who.name(), principal = %name, "keytab exported");
-    let keytab_sealed = who.seal_secret(&json).map_err(|_| KdcError::Internal("sealing the keytab failed"))?;
-    Ok(Json(SealedKeytab { keytab_sealed }))
+    // Key material leaves the KDC: audited like a change, and the sealed
+    // keytab is only answered once the event is recorded.
+    audited(&s, &ctx, &who, EventKind::KeytabExported, &name, async {
+        let name = s.kdc.principal_name(&name)?;
+        let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
+        let json = Zeroizing::new(serde_json::to_vec(&kt).map_err(|_| KdcError::Internal("keytab encoding"))?);
+        let keytab_sealed = who.seal_secret(&json).map_err(|_| KdcError::Internal("sealing the keytab failed"))?;
+        let kvnos = kt.keys.iter().map(|k| k.kvno).collect();
+        let event = AuditEvent::new(EventKind::KeytabExported, Outcome::Success).target(&name).kvnos(kvnos);
+        Ok((Json(SealedKeytab { keytab_sealed }), event))
+    })
+    .await
 }
 
 /// The admin routes: `(method, path, handler)`, all behind the admin layer.
@@ -343,7 +431,15 @@ pub async fn require_current_admin(State(s): State<AppState>, req: Request, next
     match s.kdc.is_current_admin(&caller).await {
         Ok(true) => next.run(req).await,
         Ok(false) => {
-            tracing::info!(admin = %caller.name(), "admin request refused: the caller is no longer an administrator");
+            let event = AuditEvent::new(EventKind::AdminRefused, Outcome::Refused)
+                .actor(caller.name())
+                .problem("insufficient-role")
+                .reason(Some("not-current-admin"));
+            let event = match req.extensions().get::<RequestContext>() {
+                Some(ctx) => ctx.stamp(event),
+                None => event,
+            };
+            let _ = s.audit.record(event, s.clock.now()).await;
             AuthRejection::MissingRole.into_response_for(s.kdc.realm().as_str())
         }
         Err(e) => ApiError::from(e).into_response(),
@@ -362,8 +458,9 @@ pub fn admin_router(state: &AppState) -> Router<AppState> {
         // Inner: runs only for requests the admin layer let through.
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_current_admin))
         // Inside the admin layer, so that the mutual reply it adds covers the
-        // rewritten body.
+        // rewritten body and the problem's `instance`.
         .layer(axum::middleware::map_response(crate::http::uniform_errors))
+        .layer(axum::middleware::map_response(crate::request::problem_instance))
         .layer(state.admin.clone())
 }
 

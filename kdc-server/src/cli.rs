@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use kdc_proto::{Clock, Principal, Realm, SystemClock, b64};
 use zeroize::Zeroizing;
 
+use crate::audit::{AuditDestination, AuditEvent, AuditLog, AuditSink, EventKind, FsyncPolicy, Outcome};
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REALM, FileConfig, LogFormat};
 use crate::cors::AllowedOrigins;
 use crate::http::{self, AppState};
@@ -54,7 +55,7 @@ pub struct Cli {
     /// Realm of a new data directory [default: EXAMPLE.TEST].
     #[arg(long, global = true, env = "KDC_REALM")]
     realm: Option<String>,
-    /// Log format [default: pretty].
+    /// Log format [default: pretty when standard error is a terminal, else json].
     #[arg(long, global = true, env = "KDC_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
     /// An origin (scheme://host[:port]) whose web pages may call this KDC
@@ -63,6 +64,17 @@ pub struct Cli {
     /// no CORS headers are sent [default: none].
     #[arg(long = "cors-origin", value_name = "ORIGIN", global = true, env = "KDC_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+    /// Audit trail: a file to append hash-chained JSON events to (created
+    /// 0600), or `-` for standard output. `serve` records ticket exchanges
+    /// and admin API changes; `init`, `principal` and `keytab` commands
+    /// record their changes to the same file [default: none].
+    #[arg(long, global = true, env = "KDC_AUDIT_LOG", value_name = "FILE")]
+    audit_log: Option<PathBuf>,
+    /// When the audit file is synced to disk: `always` (before any answer)
+    /// or `interval` (admin events before the answer, ticket events within
+    /// 1 s) [default: interval].
+    #[arg(long, global = true, env = "KDC_AUDIT_FSYNC", value_enum)]
+    audit_fsync: Option<FsyncPolicy>,
     /// What to do (default: serve).
     #[command(subcommand)]
     command: Option<Command>,
@@ -88,6 +100,9 @@ enum Command {
     /// Manage the KDC's ticket-signing keys.
     #[command(subcommand)]
     SigningKey(SigningKeyCommand),
+    /// Check an audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +120,16 @@ enum SigningKeyCommand {
     },
     /// List the signing keys and their states (next, active, retiring, retired).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check that every line of an audit file is intact and chained to the
+    /// one before it; exit 1 naming the first line that is not.
+    Verify {
+        /// The audit file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +230,8 @@ struct Settings {
     realm: String,
     log_format: LogFormat,
     cors_origins: Vec<String>,
+    audit_log: Option<AuditDestination>,
+    audit_fsync: FsyncPolicy,
     file: FileConfig,
 }
 
@@ -227,13 +254,15 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         shutdown_grace: std::time::Duration::from_secs(
             cli.shutdown_grace.or(file.shutdown_grace_secs).unwrap_or(crate::config::DEFAULT_SHUTDOWN_GRACE_SECS),
         ),
-        log_format: cli.log_format.or(file.log_format).unwrap_or_default(),
         // A list given by flags or environment replaces the file's whole.
         cors_origins: if cli.cors_origins.is_empty() {
             file.cors.allowed_origins.clone()
         } else {
             cli.cors_origins.clone()
         },
+        log_format: cli.log_format.or(file.log_format).unwrap_or_else(LogFormat::for_stderr),
+        audit_log: cli.audit_log.clone().or_else(|| file.audit_log.clone()).map(AuditDestination::from),
+        audit_fsync: cli.audit_fsync.or(file.audit_fsync).unwrap_or_default(),
         file,
     })
 }
@@ -310,22 +339,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if store.realm().await?.is_some() {
                 bail!("{} already holds a realm", s.data.display());
             }
+            let mut audit = CliAudit::open(&s)?;
             let pw = if admin_password_stdin { Some(read_secret_line("admin password")?) } else { None };
             let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
+            // The generated password first: it is shown once, whatever follows.
             println!("initialised realm {} in {}", s.realm, s.data.display());
-            print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
-            Ok(())
+            println!("{}", bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
+            audit.record(realm_initialized(&s.realm), "the realm was initialised")
         }
         Some(Command::Principal(cmd)) => {
             let store = open_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
-            principal_command(&kdc, cmd).await
+            // Opened before any change, so an unwritable trail stops the
+            // command before it changes anything.
+            let audit = match cmd {
+                PrincipalCommand::List | PrincipalCommand::Show { .. } => CliAudit::none(),
+                _ => CliAudit::open(&s)?,
+            };
+            principal_command(&kdc, cmd, audit).await
         }
         Some(Command::Keytab(KeytabCommand::Export { name, out })) => {
             let store = open_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
+            let mut audit = CliAudit::open(&s)?;
             let name = kdc.principal_name(&name)?;
             let keytab = kdc.keytab(&name, SystemClock.now().as_secs()).await?;
+            let kvnos = keytab.keys.iter().map(|k| k.kvno).collect();
+            audit.record(
+                AuditEvent::new(EventKind::KeytabExported, Outcome::Success).target(&name).kvnos(kvnos),
+                "no keytab was written",
+            )?;
             let json = Zeroizing::new(serde_json::to_vec_pretty(&keytab)?);
             write_private_file(&out, &json)?;
             println!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display());
@@ -335,6 +378,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = open_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
             signing_key_command(&kdc, cmd).await
+        }
+        Some(Command::Audit(AuditCommand::Verify { file })) => {
+            let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            match crate::audit::verify(std::io::BufReader::new(f)) {
+                Ok(summary) => {
+                    println!(
+                        "{}: {} event(s), chain intact; last hash {}",
+                        file.display(),
+                        summary.events,
+                        summary.last_hash
+                    );
+                    Ok(())
+                }
+                Err(e) => bail!("{}: {e}", file.display()),
+            }
         }
     }
 }
@@ -373,12 +431,43 @@ async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Resul
     Ok(())
 }
 
-fn print_bootstrap(realm: &str, password: Option<&str>) {
+/// The audit trail of one `kdc` command that changes something: its events
+/// are appended and synced before the command reports success.
+struct CliAudit(Option<AuditSink>);
+
+impl CliAudit {
+    fn none() -> Self {
+        Self(None)
+    }
+
+    fn open(s: &Settings) -> anyhow::Result<Self> {
+        match &s.audit_log {
+            Some(dest) => Ok(Self(Some(AuditSink::open(dest).context("opening the audit log")?))),
+            None => Ok(Self(None)),
+        }
+    }
+
+    /// Records `event` (actor `cli`); `if_failed` says what happened
+    /// nevertheless, for the error.
+    fn record(&mut self, event: AuditEvent, if_failed: &str) -> anyhow::Result<()> {
+        let Some(sink) = &mut self.0 else { return Ok(()) };
+        let written = sink.append(&[(event.actor("cli"), SystemClock.now())]).and_then(|()| sink.sync());
+        written.with_context(|| format!("{if_failed}, but the audit log could not record it"))
+    }
+}
+
+fn realm_initialized(realm: &str) -> AuditEvent {
+    AuditEvent::new(EventKind::RealmInitialized, Outcome::Success)
+        .target(realm)
+        .changes(serde_json::json!({ "bootstrap_admin": format!("{BOOTSTRAP_ADMIN}@{realm}") }))
+}
+
+fn bootstrap_text(realm: &str, password: Option<&str>) -> String {
     match password {
         Some(pw) => {
-            println!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm}\npassword (shown once, store it now): {pw}")
+            format!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm}\npassword (shown once, store it now): {pw}")
         }
-        None => println!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm} (password from standard input)"),
+        None => format!("bootstrap administrator: {BOOTSTRAP_ADMIN}@{realm} (password from standard input)"),
     }
 }
 
@@ -408,7 +497,7 @@ fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result
 }
 
-async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<()> {
+async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit) -> anyhow::Result<()> {
     let now = SystemClock.now().as_secs();
     match cmd {
         PrincipalCommand::Add(a) => {
@@ -427,6 +516,15 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
                     now,
                 )
                 .await?;
+            let event = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success).target(&rec.name).changes(
+                serde_json::json!({
+                    "kind": rec.kind.as_str(),
+                    "roles": rec.roles,
+                    "max_life_secs": rec.max_life_secs,
+                    "max_renew_secs": rec.max_renew_secs,
+                }),
+            );
+            audit.record(event, &format!("{} was created", rec.name))?;
             println!("created {} ({}, kvno 1)", rec.name, rec.kind.as_str());
         }
         PrincipalCommand::List => {
@@ -459,12 +557,14 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
                 println!("key:        kvno {} ({until})", k.kvno);
             }
         }
-        PrincipalCommand::Disable { name } => set_disabled(kdc, &name, true).await?,
-        PrincipalCommand::Enable { name } => set_disabled(kdc, &name, false).await?,
+        PrincipalCommand::Disable { name } => set_disabled(kdc, &name, true, &mut audit).await?,
+        PrincipalCommand::Enable { name } => set_disabled(kdc, &name, false, &mut audit).await?,
         PrincipalCommand::Delete { name } => {
             let name = kdc.principal_name(&name)?;
             protect_builtin(kdc, &name)?;
             kdc.store().delete_principal(&name.to_string()).await.map_err(not_found)?;
+            let event = AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name);
+            audit.record(event, &format!("{name} was deleted"))?;
             println!("deleted {name}");
         }
         PrincipalCommand::Rotate { name, password_stdin } => {
@@ -481,6 +581,8 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand) -> anyhow::Result<(
                 (PrincipalKind::Service, false) => None,
             };
             let kvno = kdc.rotate(&name, pw, now).await?;
+            let event = AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).target(&name).kvno(kvno);
+            audit.record(event, &format!("{name} was rotated to kvno {kvno}"))?;
             println!(
                 "rotated {name}: new kvno {kvno}; previous versions keep working for {} s",
                 kdc.policy().key_grace_secs
@@ -504,23 +606,34 @@ fn protect_builtin(kdc: &Kdc, name: &Principal) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool) -> anyhow::Result<()> {
+async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool, audit: &mut CliAudit) -> anyhow::Result<()> {
     let name = kdc.principal_name(name)?;
     if disabled {
         protect_builtin(kdc, &name)?;
     }
     let update = PrincipalUpdate { disabled: Some(disabled), ..Default::default() };
     kdc.store().update_principal(&name.to_string(), &update).await.map_err(not_found)?;
-    println!("{} {name}", if disabled { "disabled" } else { "enabled" });
+    let done = if disabled { "disabled" } else { "enabled" };
+    let event = AuditEvent::new(EventKind::PrincipalUpdated, Outcome::Success)
+        .target(&name)
+        .changes(crate::admin::update_changes(&update));
+    audit.record(event, &format!("{name} was {done}"))?;
+    println!("{done} {name}");
     Ok(())
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KDC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, never into a file.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
+        // Fields at the top level of each object, beside `message`.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
 }
@@ -540,11 +653,30 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         Some((cert, key)) => Some(Arc::new(auth_middleware::tls::ServerTls::from_pem_files(cert, key)?)),
         None => None,
     };
+    let audit = match &s.audit_log {
+        Some(dest) => AuditLog::start(dest, s.audit_fsync).context("opening the audit log")?,
+        None => AuditLog::disabled(),
+    };
+    // With the audit trail on standard output, the banner goes to standard
+    // error, so standard output holds nothing but the chain.
+    let say = |line: String| {
+        if s.audit_log == Some(AuditDestination::Stdout) {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let store = open_store(&s.data).await?;
     if store.realm().await?.is_none() {
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
-        println!("initialised realm {} in {}", s.realm, s.data.display());
-        print_bootstrap(&s.realm, generated.as_deref().map(String::as_str));
+        // The generated password first: it is shown once, whatever follows.
+        say(format!("initialised realm {} in {}", s.realm, s.data.display()));
+        say(bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
+        let event = realm_initialized(&s.realm).actor("cli");
+        audit
+            .record(event, SystemClock.now())
+            .await
+            .context("the realm was initialised, but the audit log could not record it")?;
     }
     let kdc = open_kdc(s, store).await?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
@@ -555,8 +687,8 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         Some(tls) => Some(tls.reload_on_sighup().context("listening for SIGHUP")?),
         None => None,
     };
-    println!("kdc serving realm {} on {}://{local}", kdc.realm(), crate::config::scheme(tls.is_some()));
-    println!("discovery advertises {public_url}");
+    say(format!("kdc serving realm {} on {}://{local}", kdc.realm(), crate::config::scheme(tls.is_some())));
+    say(format!("discovery advertises {public_url}"));
     if tls.is_none() && !local.ip().is_loopback() {
         // Plain HTTP off this machine is only right behind a TLS-terminating
         // proxy on a trusted network; say so where an operator looks.
@@ -569,15 +701,22 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         tracing::warn!(%local, "serving plain HTTP on a non-loopback address");
     }
     let _ = std::io::stdout().flush();
-    tracing::info!(realm = %kdc.realm(), %local, "serving");
+    tracing::info!(realm = %kdc.realm(), %local, audit = audit.is_enabled(), "serving");
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
     if !cors.is_empty() {
         tracing::info!(origins = ?cors.origins().collect::<Vec<_>>(), "CORS: pages from these origins may call the KDC");
     }
-    let state =
-        AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay)).await?.with_cors(cors);
+    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay))
+        .await?
+        .with_cors(cors)
+        .with_audit(audit.clone());
     let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
-    http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await?;
+    let served = http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await;
+    // Whatever stopped serving, what the trail holds is made durable.
+    if let Err(e) = audit.flush().await {
+        tracing::error!(error = %e, "syncing the audit log at shutdown failed");
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -25,14 +25,22 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 pub const DEFAULT_CONFIG_FILE: &str = "kdc.toml";
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
-    #[default]
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+impl LogFormat {
+    /// The default: pretty when standard error is a terminal (a person
+    /// reads it), JSON otherwise (a collector does).
+    pub fn for_stderr() -> Self {
+        use std::io::IsTerminal as _;
+        if std::io::stderr().is_terminal() { Self::Pretty } else { Self::Json }
+    }
 }
 
 /// The contents of `kdc.toml`. Every field is optional.
@@ -45,8 +53,13 @@ pub struct FileConfig {
     pub listen: Option<String>,
     /// Realm for a new data directory.
     pub realm: Option<String>,
-    /// Log format.
+    /// Log format (defaults to [`LogFormat::for_stderr`]).
     pub log_format: Option<LogFormat>,
+    /// Audit trail: a file appended to, or `-` for standard output. Defaults
+    /// to none.
+    pub audit_log: Option<PathBuf>,
+    /// When the audit trail is synced to disk. Defaults to `interval`.
+    pub audit_fsync: Option<crate::audit::FsyncPolicy>,
     /// The base URL clients reach this KDC at (see [`public_url`]).
     pub public_url: Option<String>,
     /// PEM certificate chain to serve https with.
@@ -110,9 +123,12 @@ mod tests {
     #[test]
     fn parses_a_full_file_and_refuses_unknown_keys() {
         let c: FileConfig = toml::from_str(
-            "data = \"/var/lib/kdc\"\nlisten = \"0.0.0.0:80\"\nlog_format = \"json\"\n[policy]\nmax_life_secs = 3600\n",
+            "data = \"/var/lib/kdc\"\nlisten = \"0.0.0.0:80\"\nlog_format = \"json\"\naudit_log = \"/var/log/kdc/audit.log\"\n\
+             audit_fsync = \"always\"\n[policy]\nmax_life_secs = 3600\n",
         )
         .unwrap();
+        assert_eq!(c.audit_log.as_deref(), Some(Path::new("/var/log/kdc/audit.log")));
+        assert_eq!(c.audit_fsync, Some(crate::audit::FsyncPolicy::Always));
         assert_eq!(c.listen.as_deref(), Some("0.0.0.0:80"));
         assert_eq!(c.policy.max_life_secs, 3600);
         assert_eq!(c.policy.max_skew_secs, 300);

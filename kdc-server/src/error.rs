@@ -94,6 +94,17 @@ pub enum KdcError {
     /// The operation does not apply to this kind of principal.
     #[error("{0}")]
     InvalidOperation(&'static str),
+    /// The audit trail cannot be written: an administrative change is
+    /// refused (`applied: false`), or was made but not recorded.
+    #[error("{}", if *applied {
+        "the change was applied, but the audit trail could not record it"
+    } else {
+        "the audit trail cannot be written: administrative changes are refused until it can"
+    })]
+    AuditUnavailable {
+        /// Whether the change was made before the audit write failed.
+        applied: bool,
+    },
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -136,6 +147,7 @@ impl KdcError {
             ReplayCacheFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "replay-cache-full"),
             PrincipalExists => (StatusCode::CONFLICT, "principal-exists"),
             PrincipalNotFound => (StatusCode::NOT_FOUND, "principal-not-found"),
+            AuditUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable"),
             InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid-operation"),
             Store(_) | Keys(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -64,6 +64,22 @@ fn lifetime_request(
     }
 }
 
+/// Who an exchange turned out to involve, for the audit trail: filled in as
+/// the exchange learns it, so a refusal records as much as was known when it
+/// happened. Nothing here reaches the client.
+#[derive(Debug, Clone, Default)]
+pub struct Parties {
+    /// The client: the name an initial request claims (known or not), or the
+    /// client a presented ticket names once its seal and signature verified.
+    pub client: Option<Principal>,
+    /// The service the ticket is, or was to be, for.
+    pub service: Option<Principal>,
+    /// Why a refusal happened where the client is told less on purpose:
+    /// `unknown-principal`, `wrong-key` and `nonce-mismatch` all answer
+    /// `preauth-failed`; `client-disabled` answers `client-not-permitted`.
+    pub reason: Option<&'static str>,
+}
+
 /// What a ticket being issued will say.
 struct Issue<'a> {
     client: &'a PrincipalRecord,
@@ -187,9 +203,13 @@ impl Kdc {
         req: InitialTicketRequest,
         addr: Option<IpAddr>,
         now: UnixMillis,
+        parties: &mut Parties,
     ) -> Result<TicketReply, KdcError> {
-        check_nonce(&req.nonce)?;
         let client_name = req.client.clone();
+        let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
+        parties.client = Some(client_name.clone());
+        parties.service = Some(service_name.clone());
+        check_nonce(&req.nonce)?;
         if client_name.realm() != self.realm() {
             return Err(KdcError::WrongRealm);
         }
@@ -208,6 +228,9 @@ impl Kdc {
             Verdict::Proceed { delay } => delay,
         };
         let user = self.find(&client_name).await?.filter(|r| r.kind == PrincipalKind::User);
+        if user.is_none() {
+            parties.reason = Some("unknown-principal");
+        }
         let (client_key, salt, params) = match &user {
             Some(rec) => {
                 let (key, stored) = self.current_key(rec, now_s).await?;
@@ -248,9 +271,12 @@ impl Kdc {
         });
         let (ts, tag) = match (opened, &user) {
             (Ok((ts, tag)), Some(_)) if ts.nonce == req.nonce => (ts, tag),
-            _ => {
+            (opened, _) => {
+                if parties.reason.is_none() {
+                    parties.reason = Some(if opened.is_ok() { "nonce-mismatch" } else { "wrong-key" });
+                }
                 // Already counted by `begin_guess`.
-                tracing::info!(client = %client_str, "pre-authentication failed");
+                tracing::debug!(client = %client_str, "pre-authentication failed");
                 return Err(KdcError::PreAuthFailed(challenge()));
             }
         };
@@ -268,9 +294,9 @@ impl Kdc {
         // failures for this name start afresh.
         self.throttle.guess_succeeded(&client_str, addr, now_s);
         if client.disabled {
+            parties.reason = Some("client-disabled");
             return Err(KdcError::ClientNotPermitted);
         }
-        let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
         let service = self.ticket_target(&service_name).await?;
         let (service_key, _) = self.current_key(&service, now_s).await?;
         let times =
@@ -290,7 +316,7 @@ impl Kdc {
         let kid = long_term_kid(&client_name, client_key.kvno);
         let enc_part = Self::seal_enc_part(&client_key.key, &kid, Usage::AsReply, &enc)?;
         self.issued.initial.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(client = %client_name, service = %enc.service, "initial ticket issued");
+        tracing::debug!(client = %client_name, service = %enc.service, "initial ticket issued");
         Ok(TicketReply { client: client_name, ticket, enc_part })
     }
 
@@ -359,10 +385,17 @@ impl Kdc {
     /// The service-ticket (TGS) exchange: a TGT and an authenticator buy a
     /// ticket for a service. The client is re-read from the store: nothing
     /// the TGT carries about authorization is trusted.
-    pub async fn service_ticket(&self, req: ServiceTicketRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
+    pub async fn service_ticket(
+        &self,
+        req: ServiceTicketRequest,
+        now: UnixMillis,
+        parties: &mut Parties,
+    ) -> Result<TicketReply, KdcError> {
+        parties.service = Some(req.service.clone());
         check_nonce(&req.nonce)?;
         let tgs = Principal::ticket_granting(self.realm());
         let (tgt, _) = self.presented_ticket(&req.tgt, Some(&tgs), now).await?;
+        parties.client = Some(tgt.claims().sub.clone());
         self.check_authenticator(&req.authenticator, &tgt, &req.binding(), now).await?;
         let parent = tgt.claims();
         let client = self.current_client(parent).await?;
@@ -398,15 +431,22 @@ impl Kdc {
         })?;
         let enc_part = Self::seal_enc_part(tgt.session_key(), SESSION_KID, Usage::TgsReply, &enc)?;
         self.issued.service.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(client = %parent.sub, service = %req.service, "service ticket issued");
+        tracing::debug!(client = %parent.sub, service = %req.service, "service ticket issued");
         Ok(TicketReply { client: parent.sub.clone(), ticket, enc_part })
     }
 
     /// Renewal: a renewable, unexpired ticket gets a fresh session key and a
     /// new end time, never past its renew-till.
-    pub async fn renew_ticket(&self, req: RenewRequest, now: UnixMillis) -> Result<TicketReply, KdcError> {
+    pub async fn renew_ticket(
+        &self,
+        req: RenewRequest,
+        now: UnixMillis,
+        parties: &mut Parties,
+    ) -> Result<TicketReply, KdcError> {
         check_nonce(&req.nonce)?;
         let (old, service) = self.presented_ticket(&req.ticket, None, now).await?;
+        parties.client = Some(old.claims().sub.clone());
+        parties.service = Some(old.claims().aud.clone());
         self.check_authenticator(&req.authenticator, &old, &req.binding(), now).await?;
         let claims = old.claims();
         let now_s = now.as_secs();
@@ -436,7 +476,7 @@ impl Kdc {
         })?;
         let enc_part = Self::seal_enc_part(old.session_key(), SESSION_KID, Usage::TgsReply, &enc)?;
         self.issued.renewed.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(client = %claims.sub, service = %claims.aud, "ticket renewed");
+        tracing::debug!(client = %claims.sub, service = %claims.aud, "ticket renewed");
         Ok(TicketReply { client: claims.sub.clone(), ticket, enc_part })
     }
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header, request::Parts};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
@@ -15,16 +15,19 @@ use kdc_proto::messages::{
     InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{ALG, ENC};
-use kdc_proto::{Argon2Params, Clock, limits};
+use kdc_proto::{Argon2Params, Clock, UnixMillis, limits};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use auth_middleware::TicketAuthLayer;
 use auth_middleware::serve::ServeLimits;
 
+use crate::audit::{AuditEvent, AuditLog, EventKind, Exchange, Outcome};
 use crate::cors::AllowedOrigins;
 use crate::error::{ApiError, KdcError};
+use crate::exchange::Parties;
 use crate::kdc::Kdc;
+use crate::request::{RequestContext, RequestTracking};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -41,6 +44,9 @@ pub struct AppState {
     /// The origins whose pages may call the KDC ([`crate::cors`]); empty by
     /// default: no CORS headers at all.
     pub cors: AllowedOrigins,
+    /// Where ticket and admin events are recorded ([`AppState::with_audit`]);
+    /// off unless configured.
+    pub audit: AuditLog,
 }
 
 impl AppState {
@@ -54,12 +60,19 @@ impl AppState {
         admin_replay_state: Option<&std::path::Path>,
     ) -> Result<Self, KdcError> {
         let admin = crate::admin::admin_layer(&kdc, clock.clone(), admin_replay_state).await?;
-        Ok(Self { kdc, clock, public_url, admin, cors: AllowedOrigins::default() })
+        Ok(Self { kdc, clock, public_url, admin, cors: AllowedOrigins::default(), audit: AuditLog::disabled() })
     }
 
     /// The same state, with browser access for `origins`.
     pub fn with_cors(self, origins: AllowedOrigins) -> Self {
         Self { cors: origins, ..self }
+    }
+
+    /// Records ticket exchanges and admin changes to `audit`.
+    #[must_use]
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -85,23 +98,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             }
             .into()),
         }
-    }
-}
-
-/// The client address failed pre-authentication is counted under: the peer,
-/// or behind a trusted proxy the address it forwarded for
-/// ([`client_address`]). `None` without connect info (router tests driven by
-/// `oneshot`).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let trusted = &s.kdc.throttle.policy().trusted_proxies;
-        Ok(Self(peer.map(|p| client_address(p, &parts.headers, trusted))))
     }
 }
 
@@ -141,26 +137,80 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> 
     client
 }
 
+/// Records the end of a ticket exchange in the audit trail and makes it the
+/// answer. A failed audit write is counted and logged by the audit log but
+/// does not hold the answer back (`docs/AUDIT.md`: issuance stays available).
+async fn audited_exchange(
+    s: &AppState,
+    ctx: &RequestContext,
+    exchange: Exchange,
+    parties: Parties,
+    result: Result<TicketReply, ApiError>,
+    now: UnixMillis,
+) -> Result<Json<TicketReply>, ApiError> {
+    let event = match &result {
+        Ok(_) if exchange == Exchange::Renew => AuditEvent::new(EventKind::TicketRenewed, Outcome::Success),
+        Ok(_) => AuditEvent::new(EventKind::TicketIssued, Outcome::Success),
+        Err(e) => {
+            let (status, problem) = e.error().status_and_slug();
+            AuditEvent::new(EventKind::TicketRefused, Outcome::of_status(status))
+                .problem(problem)
+                .reason(parties.reason)
+        }
+    };
+    let mut event = event.exchange(exchange);
+    if let Some(client) = &parties.client {
+        event = event.actor(client);
+    }
+    if let Some(service) = &parties.service {
+        event = event.service(service);
+    }
+    let _ = s.audit.record(ctx.stamp(event), now).await;
+    result.map(Json)
+}
+
 async fn initial_ticket(
     State(s): State<AppState>,
-    ClientAddr(addr): ClientAddr,
-    ApiJson(req): ApiJson<InitialTicketRequest>,
+    ctx: RequestContext,
+    body: Result<ApiJson<InitialTicketRequest>, ApiError>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.initial_ticket(req, addr, now).await.map(Json).map_err(|e| s.kdc.refused(e))
+    let mut parties = Parties::default();
+    let result = match body {
+        Ok(ApiJson(req)) => {
+            s.kdc.initial_ticket(req, ctx.client, now, &mut parties).await.map_err(|e| s.kdc.refused(e))
+        }
+        Err(e) => Err(e),
+    };
+    audited_exchange(&s, &ctx, Exchange::Initial, parties, result, now).await
 }
 
 async fn service_ticket(
     State(s): State<AppState>,
-    ApiJson(req): ApiJson<ServiceTicketRequest>,
+    ctx: RequestContext,
+    body: Result<ApiJson<ServiceTicketRequest>, ApiError>,
 ) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.service_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
+    let mut parties = Parties::default();
+    let result = match body {
+        Ok(ApiJson(req)) => s.kdc.service_ticket(req, now, &mut parties).await.map_err(|e| s.kdc.refused(e)),
+        Err(e) => Err(e),
+    };
+    audited_exchange(&s, &ctx, Exchange::Service, parties, result, now).await
 }
 
-async fn renew(State(s): State<AppState>, ApiJson(req): ApiJson<RenewRequest>) -> Result<Json<TicketReply>, ApiError> {
+async fn renew(
+    State(s): State<AppState>,
+    ctx: RequestContext,
+    body: Result<ApiJson<RenewRequest>, ApiError>,
+) -> Result<Json<TicketReply>, ApiError> {
     let now = s.clock.now();
-    s.kdc.renew_ticket(req, now).await.map(Json).map_err(|e| s.kdc.refused(e))
+    let mut parties = Parties::default();
+    let result = match body {
+        Ok(ApiJson(req)) => s.kdc.renew_ticket(req, now, &mut parties).await.map_err(|e| s.kdc.refused(e)),
+        Err(e) => Err(e),
+    };
+    audited_exchange(&s, &ctx, Exchange::Renew, parties, result, now).await
 }
 
 /// `body` with `Cache-Control: public, max-age=…`: clients, services and
@@ -211,7 +261,8 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Re
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.kdc.metrics_text())
+    let text = s.kdc.metrics_text() + &s.audit.metrics_text();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 /// Whether an answer's body is JSON (problem+json, or `/readyz`'s status).
@@ -288,16 +339,16 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(uniform_errors))
         .layer(DefaultBodyLimit::max(limits::MAX_REQUEST_BODY))
         // Outside the admin layer (a preflight carries no ticket) and
-        // `uniform_errors` (refusals carry the CORS headers too).
+        // `uniform_errors` (refusals carry the CORS headers too); inside the
+        // request tracking, so preflights get a request id and a log line.
         .layer(axum::middleware::from_fn_with_state(state.cors.layer(), crate::cors::cors))
-        // One line per request: method, URI, status, latency. Never headers:
-        // they carry tickets and authenticators.
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
-                .on_request(())
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
+        // Outermost: the request id, `instance` in problems, and the one log
+        // line per request (never a header or body: they carry tickets and
+        // authenticators).
+        .layer(axum::middleware::from_fn_with_state(
+            RequestTracking::new(&state.kdc.throttle.policy().trusted_proxies),
+            crate::request::track,
+        ))
         .with_state(state)
 }
 

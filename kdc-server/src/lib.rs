@@ -1,6 +1,7 @@
 //! The key distribution center of the HTTP ticket authority: the ticket
 //! exchanges as plain functions ([`Kdc`]), their HTTP glue ([`http::app`]),
-//! the principal store ([`store`]) and the `kdc` command ([`cli`]).
+//! the principal store ([`store`]), the audit trail ([`audit`]), request ids
+//! and the request log ([`request`]) and the `kdc` command ([`cli`]).
 //!
 //! Booting a KDC in-process on a fresh store:
 //!
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod cors;
@@ -38,6 +40,7 @@ pub mod http;
 pub mod kdc;
 pub mod master_key;
 pub mod policy;
+pub mod request;
 pub mod signing_keys;
 pub mod store;
 pub mod throttle;

@@ -132,7 +132,14 @@ impl TestKdc {
         throttle: ThrottlePolicy,
         limits: auth_middleware::serve::ServeLimits,
     ) -> anyhow::Result<Self> {
-        Self::start_configured(policy, throttle, limits, AllowedOrigins::default()).await
+        Self::start_configured(
+            policy,
+            throttle,
+            limits,
+            AllowedOrigins::default(),
+            kdc_server::audit::AuditLog::disabled(),
+        )
+        .await
     }
 
     /// Starts a KDC with the default policy that lets pages from `origins`
@@ -140,16 +147,36 @@ impl TestKdc {
     pub async fn start_with_cors(origins: &[&str]) -> anyhow::Result<Self> {
         let origins = AllowedOrigins::parse(origins)?;
         let limits = auth_middleware::serve::ServeLimits::default();
-        Self::start_configured(Policy::default(), ThrottlePolicy::default(), limits, origins).await
+        Self::start_configured(
+            Policy::default(),
+            ThrottlePolicy::default(),
+            limits,
+            origins,
+            kdc_server::audit::AuditLog::disabled(),
+        )
+        .await
     }
 
-    /// Starts a KDC with the given policy, throttling, connection limits and
-    /// CORS origins.
+    /// Starts a KDC with the default policy that records to `audit`.
+    pub async fn start_with_audit(audit: kdc_server::audit::AuditLog) -> anyhow::Result<Self> {
+        Self::start_configured(
+            Policy::default(),
+            ThrottlePolicy::default(),
+            Default::default(),
+            AllowedOrigins::default(),
+            audit,
+        )
+        .await
+    }
+
+    /// Starts a KDC with the given policy, throttling, connection limits,
+    /// CORS origins and audit trail.
     pub async fn start_configured(
         policy: Policy,
         throttle: ThrottlePolicy,
         limits: auth_middleware::serve::ServeLimits,
         cors: AllowedOrigins,
+        audit: kdc_server::audit::AuditLog,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
@@ -170,7 +197,8 @@ impl TestKdc {
         let admin_replay = dir.path().join("admin-replay.state");
         let state = AppState::new(kdc.clone(), clock.clone(), format!("http://{addr}"), Some(&admin_replay))
             .await?
-            .with_cors(cors);
+            .with_cors(cors)
+            .with_audit(audit);
         let task = tokio::spawn(async move {
             let _ = http::serve_with(listener, state, limits, std::future::pending()).await;
         });
@@ -226,15 +254,27 @@ impl KdcProcess {
 
     /// Like [`Self::start`], with more arguments for `kdc serve`.
     pub async fn start_with(bin: &Path, data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn(bin, data, extra, Stdio::null(), "warn").await
+    }
+
+    /// Like [`Self::start_with`], logging at `info` (one line per request)
+    /// to the file `log`.
+    pub async fn start_logged(bin: &Path, data: &Path, extra: &[&str], log: &Path) -> anyhow::Result<Self> {
+        Self::spawn(bin, data, extra, Stdio::from(std::fs::File::create(log)?), "info").await
+    }
+
+    async fn spawn(bin: &Path, data: &Path, extra: &[&str], stderr: Stdio, filter: &str) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(bin)
             .args(["serve", "--data"])
             .arg(data)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
-            .env("KDC_LOG", "warn")
+            .env("KDC_LOG", filter)
             .env_remove("KDC_MASTER_KEY")
+            .env_remove("KDC_LOG_FORMAT")
+            .env_remove("KDC_AUDIT_LOG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()?;
         let stdout = child.stdout.take().context("stdout")?;
@@ -268,6 +308,16 @@ impl KdcProcess {
         self.child.start_kill()?;
         self.child.wait().await?;
         Ok(())
+    }
+
+    /// `kill -TERM`, then waits for the exit.
+    pub async fn terminate(mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().context("already exited")?;
+        let status = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        Ok(tokio::time::timeout(std::time::Duration::from_secs(20), self.child.wait()).await??)
     }
 }
 

@@ -8,6 +8,7 @@ mod admin;
 mod admin_hardening;
 mod advertised_urls;
 mod attacks;
+mod audit_trail;
 mod configuration_doc;
 mod contract;
 mod cors;

@@ -1,0 +1,1162 @@
+//! The audit trail: one JSON line per ticket issued, renewed or refused and
+//! per administrative change, each line carrying the SHA-256 of its own
+//! content and of the line before it, so an edited, deleted or inserted line
+//! shows (`kdc audit verify`). The format, the event list and the policies
+//! (fsync, write failures, rotation) are in `docs/AUDIT.md`.
+//!
+//! Recording two events to a file and checking the chain:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kdc_proto::UnixMillis;
+//! use kdc_server::audit::{AuditEvent, AuditSink, EventKind, Outcome, verify};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("audit.log");
+//! let mut sink = AuditSink::open(&path.clone().into())?;
+//! let created = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
+//! let rotated = AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
+//! sink.append(&[(created, UnixMillis(1_700_000_000_000)), (rotated, UnixMillis(1_700_000_000_500))])?;
+//! sink.sync()?;
+//! let summary = verify(std::io::BufReader::new(std::fs::File::open(&path)?))?;
+//! assert_eq!(summary.events, 2);
+//! # Ok(()) }
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Read as _, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use kdc_proto::{Kvno, UnixMillis};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first line of a file: 64 zeros.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How long an event may wait for `fdatasync` under [`FsyncPolicy::Interval`].
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Most events the writer puts in one write (and one sync).
+const MAX_BATCH: usize = 512;
+
+/// How much of a file's end is read to find its last line. Events are a few
+/// hundred bytes; the largest (32 roles of 64 bytes) stays under 4 KiB.
+const TAIL_WINDOW: u64 = 64 * 1024;
+
+/// Longest line `verify` reads.
+const MAX_VERIFY_LINE: u64 = 1024 * 1024;
+
+/// What every line ends with: `,"hash":"` + 64 hex digits + `"}`.
+const HASH_SUFFIX_LEN: usize = 9 + 64 + 2;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A ticket was issued by the initial (AS) or service (TGS) exchange.
+    #[serde(rename = "ticket.issued")]
+    TicketIssued,
+    /// A ticket was renewed.
+    #[serde(rename = "ticket.renewed")]
+    TicketRenewed,
+    /// A ticket exchange was refused (including the `preauth-required`
+    /// challenge that starts every login) or failed.
+    #[serde(rename = "ticket.refused")]
+    TicketRefused,
+    /// A principal was created (or creating one was refused).
+    #[serde(rename = "principal.created")]
+    PrincipalCreated,
+    /// A principal was disabled, enabled, or its roles or lifetimes changed.
+    #[serde(rename = "principal.updated")]
+    PrincipalUpdated,
+    /// A principal was deleted.
+    #[serde(rename = "principal.deleted")]
+    PrincipalDeleted,
+    /// A principal's key was rotated.
+    #[serde(rename = "principal.rotated")]
+    PrincipalRotated,
+    /// A service's keys were exported in a keytab.
+    #[serde(rename = "keytab.exported")]
+    KeytabExported,
+    /// A realm was initialised (with its bootstrap administrator).
+    #[serde(rename = "realm.initialized")]
+    RealmInitialized,
+    /// An authenticated admin request was refused because its caller is no
+    /// longer an administrator.
+    #[serde(rename = "admin.refused")]
+    AdminRefused,
+}
+
+impl EventKind {
+    /// The name written in `event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TicketIssued => "ticket.issued",
+            Self::TicketRenewed => "ticket.renewed",
+            Self::TicketRefused => "ticket.refused",
+            Self::PrincipalCreated => "principal.created",
+            Self::PrincipalUpdated => "principal.updated",
+            Self::PrincipalDeleted => "principal.deleted",
+            Self::PrincipalRotated => "principal.rotated",
+            Self::KeytabExported => "keytab.exported",
+            Self::RealmInitialized => "realm.initialized",
+            Self::AdminRefused => "admin.refused",
+        }
+    }
+
+    /// Whether the event is synced to disk before it is acknowledged
+    /// whatever the [`FsyncPolicy`]: everything but the ticket exchanges,
+    /// which are frequent; administrative events are rare and each matters.
+    pub fn always_synced(self) -> bool {
+        !matches!(self, Self::TicketIssued | Self::TicketRenewed | Self::TicketRefused)
+    }
+}
+
+/// How it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Refused: the request was wrong, not allowed or throttled (a 4xx).
+    Refused,
+    /// The KDC failed (a 5xx).
+    Error,
+}
+
+impl Outcome {
+    /// The outcome of an answer with `status`.
+    pub fn of_status(status: axum::http::StatusCode) -> Self {
+        match status {
+            s if s.is_success() => Self::Success,
+            s if s.is_server_error() => Self::Error,
+            _ => Self::Refused,
+        }
+    }
+}
+
+/// Which ticket exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Exchange {
+    /// `POST /tickets/initial` (AS).
+    Initial,
+    /// `POST /tickets` (TGS).
+    Service,
+    /// `POST /tickets/renew`.
+    Renew,
+}
+
+/// One event, before the writer numbers, dates and chains it. Holds names,
+/// addresses, problem kinds and key version numbers only: there is no field
+/// a password, key, ticket, authenticator or sealed value could go in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    event: EventKind,
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<Exchange>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kvno: Option<Kvno>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kvnos: Option<Vec<Kvno>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    changes: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+}
+
+impl AuditEvent {
+    /// An event of `kind` that ended with `outcome`.
+    pub fn new(kind: EventKind, outcome: Outcome) -> Self {
+        Self {
+            event: kind,
+            outcome,
+            actor: None,
+            target: None,
+            service: None,
+            exchange: None,
+            problem: None,
+            reason: None,
+            kvno: None,
+            kvnos: None,
+            changes: None,
+            address: None,
+            request_id: None,
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> EventKind {
+        self.event
+    }
+
+    /// Who did it: the client of an exchange, an administrator, or `cli`.
+    #[must_use]
+    pub fn actor(mut self, actor: impl ToString) -> Self {
+        self.actor = Some(actor.to_string());
+        self
+    }
+
+    /// The principal acted on (admin events).
+    #[must_use]
+    pub fn target(mut self, target: impl ToString) -> Self {
+        self.target = Some(target.to_string());
+        self
+    }
+
+    /// Sets the target unless one is set already.
+    #[must_use]
+    pub fn target_or(self, target: impl ToString) -> Self {
+        if self.target.is_some() { self } else { self.target(target) }
+    }
+
+    /// The service a ticket is (or was to be) for.
+    #[must_use]
+    pub fn service(mut self, service: impl ToString) -> Self {
+        self.service = Some(service.to_string());
+        self
+    }
+
+    /// The ticket exchange.
+    #[must_use]
+    pub fn exchange(mut self, exchange: Exchange) -> Self {
+        self.exchange = Some(exchange);
+        self
+    }
+
+    /// The problem kind the client was answered with (the `type` suffix).
+    #[must_use]
+    pub fn problem(mut self, problem: &'static str) -> Self {
+        self.problem = Some(problem);
+        self
+    }
+
+    /// What the problem kind does not tell the client on purpose (say
+    /// `unknown-principal` behind a `preauth-failed`).
+    #[must_use]
+    pub fn reason(mut self, reason: Option<&'static str>) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// The key version a rotation created.
+    #[must_use]
+    pub fn kvno(mut self, kvno: Kvno) -> Self {
+        self.kvno = Some(kvno);
+        self
+    }
+
+    /// The key versions a keytab holds.
+    #[must_use]
+    pub fn kvnos(mut self, kvnos: Vec<Kvno>) -> Self {
+        self.kvnos = Some(kvnos);
+        self
+    }
+
+    /// What a creation set or an update changed (names, roles, lifetimes,
+    /// `disabled`; never a credential).
+    #[must_use]
+    pub fn changes(mut self, changes: Value) -> Self {
+        self.changes = Some(changes);
+        self
+    }
+
+    /// The request it answers: its id and the client address the KDC saw
+    /// (behind a trusted proxy, the address the proxy forwarded for).
+    #[must_use]
+    pub fn request(mut self, request_id: &str, address: Option<IpAddr>) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self.address = address;
+        self
+    }
+}
+
+/// An event as written, hash aside: the fields in this order, then `hash`.
+#[derive(Serialize)]
+struct Unsealed<'a> {
+    seq: u64,
+    ts: String,
+    #[serde(flatten)]
+    event: &'a AuditEvent,
+    prev: &'a str,
+}
+
+/// The end of a chain: the last line's `seq` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tip {
+    seq: u64,
+    hash: String,
+}
+
+impl Tip {
+    fn genesis() -> Self {
+        Self { seq: 0, hash: GENESIS.to_owned() }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn is_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `at` as RFC 3339 in UTC with milliseconds: `2026-11-25T09:30:00.123Z`.
+pub fn rfc3339(at: UnixMillis) -> String {
+    let (secs, millis) = (at.0 / 1000, at.0 % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil_from_days, for days on or after 1970-01-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Writes `event` as the line after `tip` (with its newline) and advances
+/// `tip`. The hash is SHA-256 over the line's bytes from `{` up to `prev`'s
+/// value and a closing `}`: everything but the hash itself.
+fn seal_line(tip: &mut Tip, event: &AuditEvent, at: UnixMillis) -> Result<Vec<u8>, AuditError> {
+    let seq = tip.seq + 1;
+    let mut line = serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash })
+        .map_err(|_| AuditError::Encoding)?;
+    let hash = hex(&Sha256::digest(&line));
+    // A struct always serializes to an object: the last byte is its `}`.
+    if line.pop() != Some(b'}') {
+        return Err(AuditError::Encoding);
+    }
+    line.extend_from_slice(b",\"hash\":\"");
+    line.extend_from_slice(hash.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+    *tip = Tip { seq, hash };
+    Ok(line)
+}
+
+/// Why the audit trail could not be written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// Reading, writing, locking or syncing the file failed.
+    #[error("audit log: {0}")]
+    Io(Arc<std::io::Error>),
+    /// The file's last line is not a complete audit event: the chain cannot
+    /// go on from it.
+    #[error(
+        "the audit log ends with a damaged line ({0}): check it with `kdc audit verify`, and move the file aside \
+         to start a new one"
+    )]
+    DamagedTail(&'static str),
+    /// An event could not be encoded.
+    #[error("encoding an audit event failed")]
+    Encoding,
+    /// The writer thread is gone.
+    #[error("the audit writer has stopped")]
+    Stopped,
+    /// The last write failed: administrative changes wait until one succeeds.
+    #[error("the audit log is failing")]
+    Unavailable,
+}
+
+impl From<std::io::Error> for AuditError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(Arc::new(e))
+    }
+}
+
+/// Where events go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditDestination {
+    /// Standard output (`--audit-log -`), for a log collector.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+}
+
+impl From<PathBuf> for AuditDestination {
+    /// `-` is standard output; anything else a file.
+    fn from(p: PathBuf) -> Self {
+        if p.as_os_str() == "-" { Self::Stdout } else { Self::File(p) }
+    }
+}
+
+/// When the writer calls `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Before any event is acknowledged (requests wait for the disk; events
+    /// arriving together share one sync).
+    Always,
+    /// Ticket events are written (so they survive the process) before the
+    /// answer and synced within 1 s; administrative events are synced
+    /// before the answer. The default.
+    #[default]
+    Interval,
+}
+
+/// An audit file, appended to under an exclusive lock (`flock`), so a
+/// serving KDC and `kdc principal …` commands never interleave lines and
+/// each continues the chain from the other's last line.
+#[derive(Debug)]
+pub struct AuditFile {
+    path: PathBuf,
+    file: File,
+    /// Device and inode of `file`: when `path` names another file (it was
+    /// rotated away), the next append opens the new one.
+    identity: (u64, u64),
+    /// The length after this handle's last append; another length means
+    /// another process appended, and the tip is read again.
+    len: u64,
+    tip: Tip,
+}
+
+fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
+    let file = OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, (meta.dev(), meta.ino())))
+}
+
+/// The tip of a file `len` bytes long: its last line's `seq` and `hash`.
+fn read_tip(file: &File, len: u64) -> Result<Tip, AuditError> {
+    if len == 0 {
+        return Ok(Tip::genesis());
+    }
+    let start = len.saturating_sub(TAIL_WINDOW);
+    let size = usize::try_from(len - start).map_err(|_| AuditError::DamagedTail("unreadable end"))?;
+    let mut buf = vec![0u8; size];
+    file.read_exact_at(&mut buf, start)?;
+    let Some(body) = buf.strip_suffix(b"\n") else {
+        return Err(AuditError::DamagedTail("the last line is incomplete"));
+    };
+    let last = match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => body.get(i + 1..).unwrap_or_default(),
+        None if start == 0 => body,
+        None => return Err(AuditError::DamagedTail("the last line is too long")),
+    };
+    let v: serde_json::Map<String, Value> =
+        serde_json::from_slice(last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
+    match (v.get("seq").and_then(Value::as_u64), v.get("hash").and_then(Value::as_str)) {
+        (Some(seq), Some(hash)) if is_hash(hash) => Ok(Tip { seq, hash: hash.to_owned() }),
+        _ => Err(AuditError::DamagedTail("the last line has no seq or hash")),
+    }
+}
+
+impl AuditFile {
+    /// Opens (creating, mode 0600) the file at `path` and reads where its
+    /// chain ends. Fails when its last line is not an audit event.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let (file, identity) = open_append(path)?;
+        let mut f = Self { path: path.to_owned(), file, identity, len: 0, tip: Tip::genesis() };
+        f.file.lock()?;
+        let read = f.refresh();
+        f.file.unlock()?;
+        read?;
+        Ok(f)
+    }
+
+    /// Reads the tip again if the file changed length since this handle
+    /// last wrote. Call with the lock held.
+    fn refresh(&mut self) -> Result<(), AuditError> {
+        let len = self.file.metadata()?.len();
+        if len != self.len || self.tip.seq == 0 {
+            self.tip = read_tip(&self.file, len)?;
+            self.len = len;
+        }
+        Ok(())
+    }
+
+    /// Opens the file now at `path` if it is not the one held (it was
+    /// renamed or removed by log rotation): that file starts a new chain.
+    fn follow_rotation(&mut self) -> Result<(), AuditError> {
+        let current = match std::fs::metadata(&self.path) {
+            Ok(m) => Some((m.dev(), m.ino())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        if current != Some(self.identity) {
+            // What was written to the old file stays durable.
+            self.file.sync_data()?;
+            let (file, identity) = open_append(&self.path)?;
+            *self = Self { path: self.path.clone(), file, identity, len: 0, tip: Tip::genesis() };
+        }
+        Ok(())
+    }
+
+    /// Appends `events` (each with its time) in one write, under the lock.
+    /// On a failed write the file is cut back to where it was, so a partly
+    /// written line never breaks the chain. Does not sync: see [`Self::sync`].
+    pub fn append(&mut self, events: &[(AuditEvent, UnixMillis)]) -> Result<(), AuditError> {
+        self.follow_rotation()?;
+        self.file.lock()?;
+        let result = self.append_locked(events);
+        let unlocked = self.file.unlock();
+        result?;
+        Ok(unlocked?)
+    }
+
+    fn append_locked(&mut self, events: &[(AuditEvent, UnixMillis)]) -> Result<(), AuditError> {
+        self.refresh()?;
+        let mut tip = self.tip.clone();
+        let mut buf = Vec::with_capacity(events.len() * 400);
+        for (event, at) in events {
+            buf.extend_from_slice(&seal_line(&mut tip, event, *at)?);
+        }
+        if let Err(e) = (&self.file).write_all(&buf) {
+            let _ = self.file.set_len(self.len);
+            return Err(e.into());
+        }
+        self.len += buf.len() as u64;
+        self.tip = tip;
+        Ok(())
+    }
+
+    /// `fdatasync`: what was appended is on disk when this returns.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        Ok(self.file.sync_data()?)
+    }
+}
+
+/// Where the writer puts lines: a file, or a stream (standard output) whose
+/// chain starts at [`GENESIS`] with the process.
+pub struct AuditSink(Sink);
+
+enum Sink {
+    File(AuditFile),
+    Stream { out: Box<dyn Write + Send>, tip: Tip },
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Sink::File(file) => f.debug_tuple("AuditSink").field(&file.path).finish(),
+            Sink::Stream { .. } => f.write_str("AuditSink(stream)"),
+        }
+    }
+}
+
+impl AuditSink {
+    /// Opens `dest`: a file is created (0600) if needed and its tip read.
+    pub fn open(dest: &AuditDestination) -> Result<Self, AuditError> {
+        Ok(match dest {
+            AuditDestination::Stdout => Self::stream(Box::new(std::io::stdout())),
+            AuditDestination::File(path) => Self(Sink::File(AuditFile::open(path)?)),
+        })
+    }
+
+    /// A sink writing to `out`, its chain starting at [`GENESIS`].
+    pub fn stream(out: Box<dyn Write + Send>) -> Self {
+        Self(Sink::Stream { out, tip: Tip::genesis() })
+    }
+
+    /// Appends `events` in order (see [`AuditFile::append`]).
+    pub fn append(&mut self, events: &[(AuditEvent, UnixMillis)]) -> Result<(), AuditError> {
+        match &mut self.0 {
+            Sink::File(f) => f.append(events),
+            Sink::Stream { out, tip } => {
+                let mut next = tip.clone();
+                let mut buf = Vec::new();
+                for (event, at) in events {
+                    buf.extend_from_slice(&seal_line(&mut next, event, *at)?);
+                }
+                // One write: lines are never split by other output.
+                out.write_all(&buf)?;
+                *tip = next;
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes what was appended durable (a file) or delivered (a stream: a
+    /// flush, as pipes cannot be synced).
+    pub fn sync(&mut self) -> Result<(), AuditError> {
+        match &mut self.0 {
+            Sink::File(f) => f.sync(),
+            Sink::Stream { out, .. } => Ok(out.flush()?),
+        }
+    }
+}
+
+/// Work for the writer thread.
+enum Job {
+    Event { event: Box<AuditEvent>, at: UnixMillis, done: tokio::sync::oneshot::Sender<Result<(), AuditError>> },
+    Sync { done: tokio::sync::oneshot::Sender<Result<(), AuditError>> },
+}
+
+/// Counters and state the writer and the handles share.
+#[derive(Debug, Default)]
+struct Stats {
+    written: AtomicU64,
+    failed: AtomicU64,
+    failing: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+/// The serving KDC's handle on its audit trail: events go to one writer
+/// thread, which batches what arrives together into one write and one sync.
+/// Cheap to clone. [`AuditLog::disabled`] records nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AuditLog {
+    shared: Option<Arc<Shared>>,
+}
+
+impl AuditLog {
+    /// No audit trail: every call succeeds and nothing is written.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Opens `dest` (failing now, not at the first event, if it cannot be
+    /// opened or its last line is damaged) and starts the writer thread.
+    pub fn start(dest: &AuditDestination, policy: FsyncPolicy) -> Result<Self, AuditError> {
+        Self::with_sink(AuditSink::open(dest)?, policy)
+    }
+
+    /// Starts a writer thread over `sink`.
+    pub fn with_sink(sink: AuditSink, policy: FsyncPolicy) -> Result<Self, AuditError> {
+        let (jobs, rx) = mpsc::channel();
+        let stats = Arc::new(Stats::default());
+        let writer_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("kdc-audit".to_owned())
+            .spawn(move || run_writer(sink, &rx, policy, &writer_stats))?;
+        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats })) })
+    }
+
+    /// Whether events are written anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Writes `event`, dated `at`, and returns once it is written (and synced,
+    /// as the policy says). The queue needs no bound: each caller waits for
+    /// its own event, so it never holds more than the requests in flight.
+    pub async fn record(&self, event: AuditEvent, at: UnixMillis) -> Result<(), AuditError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        shared.jobs.send(Job::Event { event: Box::new(event), at, done }).map_err(|_| AuditError::Stopped)?;
+        wait.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// `Err` while the last write failed: administrative changes are refused
+    /// then rather than made unrecorded.
+    pub fn check(&self) -> Result<(), AuditError> {
+        match &self.shared {
+            Some(s) if s.stats.failing.load(Ordering::Relaxed) => Err(AuditError::Unavailable),
+            _ => Ok(()),
+        }
+    }
+
+    /// Syncs everything written so far (at shutdown).
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let Some(shared) = &self.shared else { return Ok(()) };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        shared.jobs.send(Job::Sync { done }).map_err(|_| AuditError::Stopped)?;
+        wait.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// The audit counters in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let (written, failed) = self
+            .shared
+            .as_ref()
+            .map_or((0, 0), |s| (s.stats.written.load(Ordering::Relaxed), s.stats.failed.load(Ordering::Relaxed)));
+        format!(
+            "# HELP kdc_audit_events_total Audit events written.\n# TYPE kdc_audit_events_total counter\n\
+             kdc_audit_events_total {written}\n\
+             # HELP kdc_audit_write_failures_total Audit events that could not be written.\n\
+             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {failed}\n"
+        )
+    }
+}
+
+/// The writer thread: takes what is queued (up to [`MAX_BATCH`]), writes it
+/// in one append, syncs as the policy says, then answers each waiter.
+fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPolicy, stats: &Stats) {
+    let mut dirty = false;
+    let mut last_sync = Instant::now();
+    loop {
+        let first = if dirty {
+            match jobs.recv_timeout(SYNC_INTERVAL.saturating_sub(last_sync.elapsed())) {
+                Ok(j) => Some(j),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(j) => Some(j),
+                Err(_) => break,
+            }
+        };
+        let mut batch: Vec<Job> = first.into_iter().collect();
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut events = Vec::with_capacity(batch.len());
+        let mut waiters = Vec::with_capacity(batch.len());
+        let mut sync_now = policy == FsyncPolicy::Always || last_sync.elapsed() >= SYNC_INTERVAL;
+        for job in batch {
+            match job {
+                Job::Event { event, at, done } => {
+                    sync_now |= event.kind().always_synced();
+                    events.push((*event, at));
+                    waiters.push(done);
+                }
+                Job::Sync { done } => {
+                    sync_now = true;
+                    waiters.push(done);
+                }
+            }
+        }
+        let mut result = if events.is_empty() { Ok(()) } else { sink.append(&events) };
+        if result.is_ok() && !events.is_empty() {
+            dirty = true;
+        }
+        if result.is_ok() && dirty && sync_now {
+            result = sink.sync();
+            if result.is_ok() {
+                dirty = false;
+                last_sync = Instant::now();
+            }
+        }
+        let n = events.len() as u64;
+        match &result {
+            Ok(()) => {
+                stats.written.fetch_add(n, Ordering::Relaxed);
+                if stats.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the audit log is written again");
+                }
+            }
+            Err(e) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
+                // Once per outage, not once per event.
+                if !stats.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "writing the audit log failed; administrative changes are refused until it works");
+                }
+            }
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+    if dirty {
+        let _ = sink.sync();
+    }
+}
+
+/// What an intact file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifySummary {
+    /// Events (lines).
+    pub events: u64,
+    /// The last line's hash ([`GENESIS`] for an empty file): keep it
+    /// elsewhere, and a later check shows whether the file was cut back.
+    pub last_hash: String,
+}
+
+/// Why a file does not verify.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The first line that breaks the chain, counted from 1.
+    #[error("line {line}: {reason}")]
+    Broken {
+        /// Line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Checks one line against the chain so far; returns the new tip.
+fn check_line(line: &[u8], expected: &Tip) -> Result<Tip, String> {
+    let text = std::str::from_utf8(line).map_err(|_| "not UTF-8 (edited, or cut short)".to_owned())?;
+    let v: serde_json::Map<String, Value> =
+        serde_json::from_str(text).map_err(|_| "not a JSON object (edited, or cut short)".to_owned())?;
+    let split = text.len().checked_sub(HASH_SUFFIX_LEN).filter(|&i| text.is_char_boundary(i));
+    let (body, suffix) = split.map(|i| text.split_at(i)).ok_or("does not end with its hash")?;
+    let stated = suffix
+        .strip_prefix(",\"hash\":\"")
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|h| is_hash(h))
+        .ok_or("does not end with its hash")?;
+    let computed = hex(&Sha256::new_with_prefix(body.as_bytes()).chain_update(b"}").finalize());
+    if computed != stated {
+        return Err("its content does not match its hash: the line was edited".to_owned());
+    }
+    let seq = v.get("seq").and_then(Value::as_u64).ok_or("has no seq")?;
+    let due = expected.seq + 1;
+    if seq > due {
+        let missing = seq - due;
+        return Err(format!("seq is {seq} where {due} was due: {missing} event(s) before it were deleted"));
+    }
+    if seq < due {
+        return Err(format!("seq is {seq} where {due} was due: a line was repeated or inserted"));
+    }
+    let prev = v.get("prev").and_then(Value::as_str).ok_or("has no prev")?;
+    if prev != expected.hash {
+        return Err(if expected.seq == 0 {
+            "prev is not the genesis value (64 zeros)".to_owned()
+        } else {
+            "prev does not match the previous line's hash: a line before it was removed, inserted or rewritten"
+                .to_owned()
+        });
+    }
+    Ok(Tip { seq, hash: stated.to_owned() })
+}
+
+/// Checks a whole audit file: every line is a JSON event whose hash matches
+/// its content, whose `seq` follows the line before, and whose `prev` is
+/// that line's hash (the first: [`GENESIS`], `seq` 1). Stops at the first
+/// line that breaks the chain.
+pub fn verify(mut reader: impl BufRead) -> Result<VerifySummary, VerifyError> {
+    let mut tip = Tip::genesis();
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = (&mut reader).take(MAX_VERIFY_LINE + 1).read_until(b'\n', &mut line)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let broken = |reason: String| VerifyError::Broken { line: number, reason };
+        let Some(content) = line.strip_suffix(b"\n") else {
+            if read as u64 > MAX_VERIFY_LINE {
+                return Err(broken("longer than 1 MiB: not an audit event".to_owned()));
+            }
+            // Check what is there first: an edit is the better diagnosis.
+            check_line(&line, &tip).map_err(broken)?;
+            return Err(broken("no end of line: the last write was cut short".to_owned()));
+        };
+        tip = check_line(content, &tip).map_err(broken)?;
+    }
+    Ok(VerifySummary { events: tip.seq, last_hash: tip.hash })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u32) -> (AuditEvent, UnixMillis) {
+        let e = AuditEvent::new(EventKind::TicketIssued, Outcome::Success)
+            .actor("alice@EXAMPLE.TEST")
+            .service("krbtgt/EXAMPLE.TEST@EXAMPLE.TEST")
+            .exchange(Exchange::Initial)
+            .request(&format!("req-{n}"), Some("192.0.2.7".parse().unwrap()));
+        (e, UnixMillis(1_700_000_000_000 + u64::from(n)))
+    }
+
+    fn write(path: &Path, n: u32) {
+        let mut f = AuditFile::open(path).unwrap();
+        let events: Vec<_> = (1..=n).map(event).collect();
+        f.append(&events).unwrap();
+        f.sync().unwrap();
+    }
+
+    fn verify_file(path: &Path) -> Result<VerifySummary, VerifyError> {
+        verify(std::io::BufReader::new(File::open(path).unwrap()))
+    }
+
+    fn broken_line(r: Result<VerifySummary, VerifyError>) -> (u64, String) {
+        match r {
+            Err(VerifyError::Broken { line, reason }) => (line, reason),
+            other => panic!("expected a broken chain, got {other:?}"),
+        }
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    fn rewrite(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(UnixMillis(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UnixMillis(951_782_400_000)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(UnixMillis(1_700_000_000_123)), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(UnixMillis(4_102_444_799_999)), "2099-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn a_line_is_json_whose_hash_covers_everything_but_itself() {
+        let mut tip = Tip::genesis();
+        let (e, at) = event(1);
+        let line = String::from_utf8(seal_line(&mut tip, &e, at).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["seq"], 1);
+        assert_eq!(v["prev"], GENESIS);
+        assert_eq!(v["event"], "ticket.issued");
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.001Z");
+        assert_eq!(v["address"], "192.0.2.7");
+        assert_eq!(v["hash"], tip.hash.as_str());
+        let body = line.trim_end().replace(&format!(",\"hash\":\"{}\"", tip.hash), "");
+        assert_eq!(hex(&Sha256::digest(body.as_bytes())), tip.hash);
+        assert!(line.starts_with("{\"seq\":1,\"ts\":"), "{line}");
+    }
+
+    #[test]
+    fn an_intact_file_verifies_and_an_empty_one_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 5);
+        let s = verify_file(&path).unwrap();
+        assert_eq!(s.events, 5);
+        assert_eq!(s.last_hash, serde_json::from_str::<Value>(&lines(&path)[4]).unwrap()["hash"]);
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(verify_file(&path).unwrap(), VerifySummary { events: 0, last_hash: GENESIS.to_owned() });
+    }
+
+    #[test]
+    fn the_file_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 1);
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_edit_anywhere_is_caught_at_that_line_even_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        for target in [0usize, 2, 4] {
+            std::fs::remove_file(&path).ok();
+            write(&path, 5);
+            let mut l = lines(&path);
+            l[target] = l[target].replace("alice", "mallory");
+            rewrite(&path, &l);
+            let (line, why) = broken_line(verify_file(&path));
+            assert_eq!(line, target as u64 + 1);
+            assert!(why.contains("edited"), "{why}");
+        }
+    }
+
+    #[test]
+    fn an_edit_with_its_hash_recomputed_is_caught_at_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 4);
+        let mut l = lines(&path);
+        // Re-seal the edited line the way the writer does.
+        let body = format!("{}}}", &l[1][..l[1].len() - HASH_SUFFIX_LEN]).replace("alice", "mallory");
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        l[1] = format!("{},\"hash\":\"{hash}\"}}", body.strip_suffix('}').unwrap());
+        rewrite(&path, &l);
+        let (line, why) = broken_line(verify_file(&path));
+        assert_eq!(line, 3, "{why}");
+        assert!(why.contains("prev does not match"), "{why}");
+    }
+
+    #[test]
+    fn a_deleted_line_is_caught_at_the_line_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 5);
+        let mut l = lines(&path);
+        l.remove(2);
+        rewrite(&path, &l);
+        let (line, why) = broken_line(verify_file(&path));
+        assert_eq!(line, 3);
+        assert!(why.contains("1 event(s) before it were deleted"), "{why}");
+        // The first line deleted: the new first line does not start the chain.
+        let mut l = lines(&path);
+        l.remove(0);
+        rewrite(&path, &l);
+        assert_eq!(broken_line(verify_file(&path)).0, 1);
+    }
+
+    #[test]
+    fn a_cut_short_or_foreign_line_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 3);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() - 20]).unwrap();
+        let (line, why) = broken_line(verify_file(&path));
+        assert_eq!(line, 3);
+        assert!(why.contains("cut short"), "{why}");
+        // Only the final newline missing.
+        std::fs::write(&path, &text[..text.len() - 1]).unwrap();
+        assert!(broken_line(verify_file(&path)).1.contains("no end of line"));
+        // A line that is JSON but no event; a duplicated line.
+        let mut l = lines(&path);
+        l.insert(1, "{\"event\":\"ticket.issued\"}".to_owned());
+        rewrite(&path, &l);
+        assert_eq!(broken_line(verify_file(&path)).0, 2);
+        let mut l = lines(&path);
+        l.remove(1);
+        l.insert(1, l[0].clone());
+        rewrite(&path, &l);
+        let (line, why) = broken_line(verify_file(&path));
+        assert_eq!(line, 2);
+        assert!(why.contains("repeated or inserted"), "{why}");
+    }
+
+    #[test]
+    fn two_writers_continue_each_others_chain() {
+        // A serving KDC and a `kdc principal …` command: two handles on one file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut a = AuditFile::open(&path).unwrap();
+        let mut b = AuditFile::open(&path).unwrap();
+        for n in 0..6 {
+            let w = if n % 2 == 0 { &mut a } else { &mut b };
+            w.append(&[event(n), event(n + 100)]).unwrap();
+        }
+        assert_eq!(verify_file(&path).unwrap().events, 12);
+        // And a handle opened later starts where they stopped.
+        let mut c = AuditFile::open(&path).unwrap();
+        c.append(&[event(7)]).unwrap();
+        assert_eq!(verify_file(&path).unwrap().events, 13);
+    }
+
+    #[test]
+    fn concurrent_writers_in_threads_never_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut f = AuditFile::open(&path).unwrap();
+                    for n in 0..50 {
+                        f.append(&[event(t * 1000 + n)]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(verify_file(&path).unwrap().events, 200);
+    }
+
+    #[test]
+    fn a_rotated_file_is_followed_and_starts_a_new_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let mut f = AuditFile::open(&path).unwrap();
+        f.append(&[event(1), event(2)]).unwrap();
+        std::fs::rename(&path, dir.path().join("audit.log.1")).unwrap();
+        f.append(&[event(3)]).unwrap();
+        assert_eq!(verify_file(&dir.path().join("audit.log.1")).unwrap().events, 2);
+        assert_eq!(verify_file(&path).unwrap().events, 1);
+    }
+
+    #[test]
+    fn a_damaged_last_line_is_refused_rather_than_chained_onto() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 2);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"seq\":3,");
+        std::fs::write(&path, &text).unwrap();
+        assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(_))));
+    }
+
+    #[test]
+    fn a_stream_sink_chains_from_genesis() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Shared::default();
+        let mut sink = AuditSink::stream(Box::new(out.clone()));
+        sink.append(&[event(1)]).unwrap();
+        sink.append(&[event(2), event(3)]).unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        assert_eq!(verify(&bytes[..]).unwrap().events, 3);
+    }
+
+    #[tokio::test]
+    async fn the_writer_thread_records_in_order_and_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        for policy in [FsyncPolicy::Always, FsyncPolicy::Interval] {
+            std::fs::remove_file(&path).ok();
+            let log = AuditLog::start(&AuditDestination::File(path.clone()), policy).unwrap();
+            let mut tasks = Vec::new();
+            for n in 0..20 {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (e, at) = event(n);
+                    log.record(e, at).await
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            log.flush().await.unwrap();
+            assert_eq!(verify_file(&path).unwrap().events, 20);
+            assert!(log.check().is_ok());
+            assert!(log.metrics_text().contains("kdc_audit_events_total 20"));
+        }
+        let off = AuditLog::disabled();
+        assert!(!off.is_enabled());
+        off.record(event(1).0, UnixMillis(0)).await.unwrap();
+    }
+
+    #[test]
+    fn events_have_no_place_for_secrets() {
+        // Everything an event can hold, set: the only free-form field is
+        // `changes`, which the callers fill with names, roles and lifetimes.
+        let e = AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success)
+            .actor("admin@EXAMPLE.TEST")
+            .target("HTTP/a.example.test@EXAMPLE.TEST")
+            .kvno(Kvno(2));
+        let v = serde_json::to_value(&e).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["actor", "event", "kvno", "outcome", "target"]);
+    }
+}

@@ -1,0 +1,502 @@
+//! The audit trail and the logs of a real `kdc serve` (issue 10): every
+//! issuance, renewal, refusal and admin change (HTTP or `kdc` command) is
+//! one chained event carrying the request id the client saw; `kdc audit
+//! verify` catches an edit (middle or last line), a deletion and a cut; the
+//! log has one JSON line per request; and no password, key, ticket,
+//! authenticator or sealed value reaches either.
+
+use std::path::Path;
+
+use kdc_e2e::*;
+use serde_json::{Value, json};
+
+use crate::admin::Admin;
+use crate::durability::realm_in;
+use crate::kdc_bin;
+
+const BOOTSTRAP_PW: &str = "bootstrap-pw-123";
+const BOB_PW_CLI: &str = "bob's own cli password";
+const CAROL_PW: &str = "carol's sealed password";
+const WRONG_PW: &str = "a wrong password for alice";
+
+/// An HTTP client that sends `X-Request-Id: id` on every request.
+fn with_id(id: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-request-id", id.parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
+/// `kdc ARGS` with the exit status and everything it printed.
+fn kdc_status(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(kdc_bin()).args(args).env_remove("KDC_MASTER_KEY").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn verify(file: &Path) -> (bool, String) {
+    kdc_status(&["audit", "verify", file.to_str().unwrap()])
+}
+
+/// The events of an audit file, each checked to be a JSON object.
+fn events(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The one event of kind `event` for `request_id`.
+fn the<'a>(events: &'a [Value], event: &str, request_id: &str) -> &'a Value {
+    let found: Vec<&Value> = events.iter().filter(|e| e["event"] == event && e["request_id"] == request_id).collect();
+    assert_eq!(found.len(), 1, "{event} for {request_id}: {found:?}");
+    found[0]
+}
+
+/// A copy of `file` with its lines changed by `edit`, verified: returns
+/// what `kdc audit verify` said (it must fail).
+fn tampered(file: &Path, name: &str, edit: impl FnOnce(&mut Vec<String>)) -> String {
+    let mut lines: Vec<String> = std::fs::read_to_string(file).unwrap().lines().map(str::to_owned).collect();
+    edit(&mut lines);
+    let copy = file.with_file_name(name);
+    std::fs::write(&copy, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (ok, out) = verify(&copy);
+    assert!(!ok, "verify accepted the {name} copy: {out}");
+    out
+}
+
+#[tokio::test]
+async fn a_whole_flow_is_audited_with_request_ids_verifiably_and_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let d = data.to_str().unwrap();
+    let audit = dir.path().join("audit.log");
+    let a = audit.to_str().unwrap();
+    let log = dir.path().join("kdc.log");
+    let cli_keytab = dir.path().join("a.keytab");
+
+    // Changes by the `kdc` command before the KDC runs.
+    kdc_command(
+        &kdc_bin(),
+        &["principal", "add", "bob", "--data", d, "--password-stdin", "--audit-log", a],
+        Some(&format!("{BOB_PW_CLI}\n")),
+    )
+    .await
+    .unwrap();
+    kdc_command(
+        &kdc_bin(),
+        &["keytab", "export", SVC_A, "--data", d, "--out", cli_keytab.to_str().unwrap(), "--audit-log", a],
+        None,
+    )
+    .await
+    .unwrap();
+
+    let kdc =
+        KdcProcess::start_logged(&kdc_bin(), &data, &["--audit-log", a, "--log-format", "json"], &log).await.unwrap();
+    let url = kdc.url.clone();
+    let mut secrets: Vec<String> = Vec::new();
+
+    // Login, service ticket and renewal, each under a request id of ours.
+    let c = ProtoClient::with_http(&url, with_id("e2e-login"));
+    let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
+    let tgt = c.initial(&key, &req).await.unwrap().unwrap();
+    secrets.extend([req.pre_auth.clone().unwrap(), tgt.ticket.clone(), tgt.enc.session_key.to_b64(), key.to_b64()]);
+
+    let c = ProtoClient::with_http(&url, with_id("e2e-tgs"));
+    let req = ProtoClient::tgs_request(&tgt, SVC_A, now()).unwrap();
+    let st = c.tgs(&tgt, &req).await.unwrap().unwrap();
+    secrets.extend([req.authenticator.clone(), st.ticket.clone(), st.enc.session_key.to_b64()]);
+
+    let c = ProtoClient::with_http(&url, with_id("e2e-renew"));
+    let req = ProtoClient::renew_request(&tgt, now()).unwrap();
+    let renewed = c.post("/tickets/renew", &req).await.unwrap();
+    assert_eq!(renewed.status, 200, "{}", renewed.body);
+    secrets.extend([req.authenticator.clone()]);
+    for f in ["ticket", "enc_part"] {
+        secrets.push(renewed.body[f].as_str().unwrap().to_owned());
+    }
+
+    // A wrong password and an unknown name: the client sees the same, the
+    // trail says which, and the problem names the request.
+    let c = ProtoClient::with_http(&url, with_id("e2e-badpw"));
+    let wrong = c.derive_key("alice@EXAMPLE.TEST", WRONG_PW).await.unwrap();
+    let req = ProtoClient::initial_request(&wrong, "alice@EXAMPLE.TEST", now()).unwrap();
+    let refused = c.initial(&wrong, &req).await.unwrap().unwrap_err();
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.body["instance"], "urn:kdc-http:request:e2e-badpw");
+    secrets.push(req.pre_auth.clone().unwrap());
+    let c = ProtoClient::with_http(&url, with_id("e2e-nobody"));
+    let nobody = c.derive_key("nobody@EXAMPLE.TEST", WRONG_PW).await.unwrap();
+    let req = ProtoClient::initial_request(&nobody, "nobody@EXAMPLE.TEST", now()).unwrap();
+    assert_eq!(c.initial(&nobody, &req).await.unwrap().unwrap_err().status, 401);
+
+    // No id sent: the KDC makes one, answers with it, and records it.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/tickets"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(generated.len(), 22);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["instance"], format!("urn:kdc-http:request:{generated}"));
+    // And an id we sent is echoed.
+    let r = with_id("e2e-echo").get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(r.headers()["x-request-id"], "e2e-echo");
+
+    // The admin API: create, rotate, keytab, disable, delete, a refusal.
+    let mut admin = Admin::login(&url, "admin@EXAMPLE.TEST", BOOTSTRAP_PW).await;
+    secrets.extend([admin.creds.ticket.clone(), admin.creds.enc.session_key.to_b64()]);
+    admin.http = with_id("e2e-admin-create");
+    let sealed_pw = admin.seal(CAROL_PW);
+    secrets.push(sealed_pw.clone());
+    let (s, body, _) = admin
+        .call(
+            "POST",
+            "/admin/principals",
+            Some(json!({"name": "carol", "kind": "user", "password_sealed": sealed_pw, "roles": ["reader"]})),
+        )
+        .await;
+    assert_eq!(s, 201, "{body}");
+    admin.http = with_id("e2e-admin-rotate");
+    let (s, body, _) = admin.call("POST", "/admin/principals/HTTP%2Fa.example.test/rotate", None).await;
+    assert_eq!((s, body["kvno"].as_u64()), (200, Some(2)), "{body}");
+    admin.http = with_id("e2e-admin-keytab");
+    let (s, body, _) = admin.call("GET", "/admin/principals/HTTP%2Fa.example.test/keytab", None).await;
+    assert_eq!(s, 200, "{body}");
+    let sealed_kt = body["keytab_sealed"].as_str().unwrap().to_owned();
+    let plain = kdc_proto::seal::SealedObject::parse(&sealed_kt, 16 * 1024)
+        .unwrap()
+        .open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecretReply)
+        .unwrap();
+    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&plain).unwrap();
+    secrets.extend(kt.keys.iter().map(|k| k.key.to_b64()));
+    secrets.push(sealed_kt);
+    admin.http = with_id("e2e-admin-disable");
+    let (s, _, _) = admin.call("PATCH", "/admin/principals/carol", Some(json!({"disabled": true}))).await;
+    assert_eq!(s, 200);
+    admin.http = with_id("e2e-admin-delete");
+    let (s, _, _) = admin.call("DELETE", "/admin/principals/carol", None).await;
+    assert_eq!(s, 204);
+    admin.http = with_id("e2e-admin-dup");
+    let (s, body, _) =
+        admin.call("POST", "/admin/principals", Some(json!({"name": "HTTP/a.example.test", "kind": "service"}))).await;
+    assert_eq!(s, 409, "{body}");
+    assert_eq!(body["instance"], "urn:kdc-http:request:e2e-admin-dup");
+
+    // An admin problem carries `instance` under the mutual reply, which
+    // still verifies: the id went in before the body was signed.
+    let target = format!("{url}/admin/principals/nobody");
+    let (authz, sent) = ap_authorization(&admin.creds, "GET", &target, None, now());
+    let r = with_id("e2e-admin-404").get(&target).header("authorization", authz).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let mutual = r.headers()["authentication-info"].to_str().unwrap().to_owned();
+    let mutual = mutual.strip_prefix("mutual=\"").and_then(|m| m.strip_suffix('"')).unwrap().to_owned();
+    let bytes = r.bytes().await.unwrap();
+    kdc_proto::verify_mutual_reply(&mutual, &admin.creds.enc.session_key, &sent, 404, &bytes).unwrap();
+    let problem: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(problem["instance"], "urn:kdc-http:request:e2e-admin-404");
+
+    // The `kdc` command while the KDC serves: same file, same chain.
+    kdc_command(&kdc_bin(), &["principal", "disable", "alice", "--data", d, "--audit-log", a], None).await.unwrap();
+    let c = ProtoClient::with_http(&url, with_id("e2e-disabled"));
+    let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
+    assert_eq!(c.initial(&key, &req).await.unwrap().unwrap_err().status, 403);
+    secrets.push(req.pre_auth.clone().unwrap());
+
+    let status = kdc.terminate().await.unwrap();
+    assert!(status.success(), "{status:?}");
+    kdc_command(&kdc_bin(), &["principal", "enable", "alice", "--data", d, "--audit-log", a], None).await.unwrap();
+
+    // Every expected event, with the request id the client saw.
+    let ev = events(&audit);
+    for (n, e) in ev.iter().enumerate() {
+        assert_eq!(e["seq"], n as u64 + 1);
+        assert!(e["ts"].as_str().unwrap().ends_with('Z'), "{e}");
+        if e.get("request_id").is_some() {
+            assert_eq!(e["address"], "127.0.0.1", "{e}");
+        }
+    }
+    let by_cli: Vec<(&str, &str)> = ev
+        .iter()
+        .filter(|e| e["actor"] == "cli")
+        .map(|e| (e["event"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        by_cli,
+        [
+            ("principal.created", "bob@EXAMPLE.TEST"),
+            ("keytab.exported", SVC_A),
+            ("principal.updated", "alice@EXAMPLE.TEST"),
+            ("principal.updated", "alice@EXAMPLE.TEST"),
+        ]
+    );
+    let cli_updates: Vec<&Value> =
+        ev.iter().filter(|e| e["actor"] == "cli" && e["event"] == "principal.updated").collect();
+    assert_eq!(cli_updates[0]["changes"], json!({"disabled": true}));
+    assert_eq!(cli_updates[1]["changes"], json!({"disabled": false}));
+
+    let challenge = the(&ev, "ticket.refused", "e2e-login");
+    assert_eq!(
+        (&challenge["problem"], &challenge["actor"], &challenge["outcome"]),
+        (&json!("preauth-required"), &json!("alice@EXAMPLE.TEST"), &json!("refused"))
+    );
+    let issued = the(&ev, "ticket.issued", "e2e-login");
+    assert_eq!(issued["exchange"], "initial");
+    assert_eq!(issued["actor"], "alice@EXAMPLE.TEST");
+    assert_eq!(issued["service"], "krbtgt/EXAMPLE.TEST@EXAMPLE.TEST");
+    assert_eq!(issued["outcome"], "success");
+    let issued = the(&ev, "ticket.issued", "e2e-tgs");
+    assert_eq!((&issued["exchange"], &issued["service"]), (&json!("service"), &json!(SVC_A)));
+    assert_eq!(the(&ev, "ticket.renewed", "e2e-renew")["actor"], "alice@EXAMPLE.TEST");
+    let bad: Vec<&Value> = ev.iter().filter(|e| e["request_id"] == "e2e-badpw").collect();
+    assert_eq!(bad.len(), 2, "a challenge and a failure");
+    assert_eq!((&bad[1]["problem"], &bad[1]["reason"]), (&json!("preauth-failed"), &json!("wrong-key")));
+    let unknown: Vec<&Value> = ev.iter().filter(|e| e["request_id"] == "e2e-nobody").collect();
+    assert!(unknown.iter().all(|e| e["reason"] == "unknown-principal" && e["actor"] == "nobody@EXAMPLE.TEST"));
+    assert_eq!(unknown.len(), 2);
+    let malformed = the(&ev, "ticket.refused", &generated);
+    assert_eq!((&malformed["problem"], &malformed["exchange"]), (&json!("malformed-request"), &json!("service")));
+    let disabled: Vec<&Value> = ev.iter().filter(|e| e["request_id"] == "e2e-disabled").collect();
+    assert_eq!(disabled.len(), 2, "a challenge and a refusal");
+    assert_eq!(
+        (&disabled[1]["problem"], &disabled[1]["reason"]),
+        (&json!("client-not-permitted"), &json!("client-disabled"))
+    );
+
+    let admin_event = |event: &str, id: &str| {
+        let e = the(&ev, event, id).clone();
+        assert_eq!(e["actor"], "admin@EXAMPLE.TEST", "{e}");
+        e
+    };
+    let created = admin_event("principal.created", "e2e-admin-create");
+    assert_eq!(created["target"], "carol@EXAMPLE.TEST");
+    assert_eq!(created["changes"]["kind"], "user");
+    assert_eq!(created["changes"]["roles"], json!(["reader"]));
+    let rotated = admin_event("principal.rotated", "e2e-admin-rotate");
+    assert_eq!((&rotated["target"], &rotated["kvno"]), (&json!(SVC_A), &json!(2)));
+    assert_eq!(admin_event("keytab.exported", "e2e-admin-keytab")["kvnos"], json!([2, 1]));
+    assert_eq!(admin_event("principal.updated", "e2e-admin-disable")["changes"], json!({"disabled": true}));
+    assert_eq!(admin_event("principal.deleted", "e2e-admin-delete")["target"], "carol@EXAMPLE.TEST");
+    let dup = admin_event("principal.created", "e2e-admin-dup");
+    assert_eq!((&dup["outcome"], &dup["problem"]), (&json!("refused"), &json!("principal-exists")));
+
+    // The chain holds, and every kind of tampering is named by line.
+    let (ok, out) = verify(&audit);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("{} event(s), chain intact", ev.len())), "{out}");
+    let tgs_line = ev.iter().position(|e| e["request_id"] == "e2e-tgs").unwrap();
+    let out = tampered(&audit, "edited-middle", |l| l[tgs_line] = l[tgs_line].replace("alice", "mallory"));
+    assert!(out.contains(&format!("line {}: its content does not match its hash", tgs_line + 1)), "{out}");
+    let last = ev.len() - 1;
+    let out = tampered(&audit, "edited-last", |l| {
+        l[last] = l[last].replace("\"enabled\"", "\"disabled\"").replace("false", "true")
+    });
+    assert!(out.contains(&format!("line {}:", last + 1)), "{out}");
+    let out = tampered(&audit, "deleted", |l| {
+        l.remove(tgs_line);
+    });
+    assert!(out.contains(&format!("line {}: seq is {}", tgs_line + 1, tgs_line + 2)), "{out}");
+    assert!(out.contains("deleted"), "{out}");
+    let out = tampered(&audit, "cut", |l| {
+        let n = l[last].len();
+        l[last].truncate(n - 30);
+    });
+    assert!(out.contains(&format!("line {}:", last + 1)), "{out}");
+
+    // One JSON log line per request, without colour codes.
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!log_text.contains('\u{1b}'), "ANSI codes in a log file");
+    let lines: Vec<Value> = log_text.lines().map(|l| serde_json::from_str(l).expect("a JSON log line")).collect();
+    let request_lines = |id: &str| -> Vec<&Value> { lines.iter().filter(|l| l.to_string().contains(id)).collect() };
+    let tgs = request_lines("e2e-tgs");
+    assert_eq!(tgs.len(), 1, "{tgs:?}");
+    let l = tgs[0];
+    assert_eq!(
+        (&l["message"], &l["method"], &l["path"], &l["status"], &l["client"], &l["request_id"]),
+        (&json!("request"), &json!("POST"), &json!("/tickets"), &json!(200), &json!("127.0.0.1"), &json!("e2e-tgs"))
+    );
+    assert!(l["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(request_lines("e2e-login").len(), 2, "challenge and login: two requests");
+    assert_eq!(request_lines("e2e-admin-keytab").len(), 1);
+
+    // No secret in either output: passwords whole; keys, tickets,
+    // authenticators and sealed values by any 24-character piece.
+    let audit_text = std::fs::read_to_string(&audit).unwrap();
+    let master = std::fs::read_to_string(data.join("master.key")).unwrap();
+    secrets.push(master.trim().to_owned());
+    let kt: Value = serde_json::from_str(&std::fs::read_to_string(&cli_keytab).unwrap()).unwrap();
+    for k in kt["keys"].as_array().unwrap() {
+        secrets.push(k["key"].as_str().unwrap().to_owned());
+    }
+    for (name, text) in [("log", &log_text), ("audit trail", &audit_text)] {
+        for pw in [ALICE_PW, BOOTSTRAP_PW, BOB_PW_CLI, CAROL_PW, WRONG_PW] {
+            assert!(!text.contains(pw), "a password in the {name}");
+        }
+        for s in &secrets {
+            assert!(s.len() >= 32, "a secret too short to check by pieces: {}", s.len());
+            let mid = s.len() / 2;
+            assert!(!text.contains(&s[mid - 12..mid + 12]), "secret material in the {name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn logs_are_json_off_a_terminal_by_default_and_the_audit_trail_can_go_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let log = dir.path().join("kdc.log");
+    let kdc = KdcProcess::start_logged(&kdc_bin(), &data, &[], &log).await.unwrap();
+    let c = ProtoClient::with_http(&kdc.url, with_id("default-format"));
+    c.get("/healthz").await.unwrap();
+    kdc.terminate().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON by default")).collect();
+    assert!(lines.iter().any(|l| l["request_id"] == "default-format" && l["path"] == "/healthz"), "{text}");
+
+    // `--audit-log -`: events on standard output, the banner on standard
+    // error, so standard output verifies as a chain.
+    let mut child = tokio::process::Command::new(kdc_bin())
+        .args(["serve", "--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--audit-log", "-"])
+        .env("KDC_LOG", "warn")
+        .env_remove("KDC_MASTER_KEY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = err.next_line().await.unwrap().expect("the banner on standard error");
+        if let Some(i) = line.find("http://") {
+            break line[i..].to_owned();
+        }
+    };
+    let c = ProtoClient::with_http(&url, with_id("to-stdout"));
+    c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let stdout_file = dir.path().join("stdout.log");
+    std::fs::write(&stdout_file, &out.stdout).unwrap();
+    let (ok, said) = verify(&stdout_file);
+    assert!(ok, "{said}");
+    let ev = events(&stdout_file);
+    assert_eq!(ev.len(), 2, "the challenge and the login");
+    assert_eq!(the(&ev, "ticket.issued", "to-stdout")["actor"], "alice@EXAMPLE.TEST");
+}
+
+/// An audit trail that cannot be written (`/dev/full`: every write fails
+/// with "no space"): logins go on, counted as unrecorded; admin changes are
+/// refused before anything changes (the login's failed events already put
+/// the trail in the failing state); a `kdc` command says what it changed
+/// unrecorded.
+#[tokio::test]
+async fn when_the_audit_trail_fails_tickets_go_on_and_admin_changes_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let log = dir.path().join("kdc.log");
+    let kdc = KdcProcess::start_logged(&kdc_bin(), &data, &["--audit-log", "/dev/full"], &log).await.unwrap();
+    let c = ProtoClient::new(&kdc.url);
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    c.service_ticket(&tgt, SVC_A).await.unwrap();
+
+    let admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", BOOTSTRAP_PW).await;
+    for path in ["/admin/principals", "/admin/principals/HTTP%2Fa.example.test/keytab"] {
+        let (s, body, _) = if path.ends_with("keytab") {
+            admin.call("GET", path, None).await
+        } else {
+            admin.call("POST", path, Some(json!({"name": "HTTP/new.example.test", "kind": "service"}))).await
+        };
+        assert_eq!((s, body["type"].as_str()), (503, Some("urn:kdc-http:problem:audit-unavailable")), "{body}");
+        assert!(body["detail"].as_str().unwrap().contains("refused"), "{body}");
+        assert!(body.get("keytab_sealed").is_none());
+    }
+    let (s, _, _) = admin.call("GET", "/admin/principals/HTTP%2Fnew.example.test", None).await;
+    assert_eq!(s, 404, "the refused creation changed nothing");
+    // Issuance still works while the trail fails.
+    c.service_ticket(&tgt, SVC_A).await.unwrap();
+    let text = reqwest::get(format!("{}/metrics", kdc.url)).await.unwrap().text().await.unwrap();
+    let failures = text
+        .lines()
+        .find_map(|l| l.strip_prefix("kdc_audit_write_failures_total "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .unwrap();
+    assert!(failures >= 5, "{text}");
+    kdc.terminate().await.unwrap();
+    let errors =
+        std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains("writing the audit log failed")).count();
+    assert_eq!(errors, 1, "logged once per outage, not per event");
+
+    let d = data.to_str().unwrap();
+    let (ok, out) = kdc_status(&[
+        "principal",
+        "add",
+        "HTTP/third.example.test",
+        "--service",
+        "--data",
+        d,
+        "--audit-log",
+        "/dev/full",
+    ]);
+    assert!(!ok);
+    assert!(
+        out.contains("HTTP/third.example.test@EXAMPLE.TEST was created, but the audit log could not record it"),
+        "{out}"
+    );
+}
+
+/// A writer that fails once `broken` is set, like a disk that fills up.
+#[derive(Clone, Default)]
+struct Breakable {
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl std::io::Write for Breakable {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        self.written.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The trail breaks between a check and a change: the change is made and
+/// the answer says so (`503`, "was applied"); the next change is refused
+/// before it is made; once the trail works again, so do changes.
+#[tokio::test]
+async fn a_change_the_trail_could_not_record_is_answered_503_saying_it_was_applied() {
+    use kdc_server::audit::{AuditLog, AuditSink, FsyncPolicy};
+    let sink = Breakable::default();
+    let audit = AuditLog::with_sink(AuditSink::stream(Box::new(sink.clone())), FsyncPolicy::Always).unwrap();
+    let k = TestKdc::start_with_audit(audit).await.unwrap();
+    let admin = Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let create = |name: &str| Some(json!({"name": name, "kind": "service"}));
+
+    sink.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, body, _) = admin.call("POST", "/admin/principals", create("HTTP/first.example.test")).await;
+    assert_eq!((s, body["type"].as_str()), (503, Some("urn:kdc-http:problem:audit-unavailable")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("was applied"), "{body}");
+    assert!(k.kdc.find(&"HTTP/first.example.test@EXAMPLE.TEST".parse().unwrap()).await.unwrap().is_some());
+    let (s, body, _) = admin.call("POST", "/admin/principals", create("HTTP/second.example.test")).await;
+    assert_eq!(s, 503);
+    assert!(body["detail"].as_str().unwrap().contains("refused"), "{body}");
+    assert!(k.kdc.find(&"HTTP/second.example.test@EXAMPLE.TEST".parse().unwrap()).await.unwrap().is_none());
+
+    // Repaired: a ticket event succeeds, and changes are recorded again.
+    sink.broken.store(false, std::sync::atomic::Ordering::SeqCst);
+    k.client().login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let (s, body, _) = admin.call("POST", "/admin/principals", create("HTTP/second.example.test")).await;
+    assert_eq!(s, 201, "{body}");
+    let written = sink.written.lock().unwrap().clone();
+    let text = String::from_utf8(written).unwrap();
+    assert!(text.lines().last().unwrap().contains("\"target\":\"HTTP/second.example.test@EXAMPLE.TEST\""), "{text}");
+}
