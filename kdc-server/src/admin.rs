@@ -2,7 +2,6 @@
 //! own middleware: callers present a ticket for `kadmin/admin@REALM` and must
 //! hold the `admin` role.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use auth_middleware::extract::MissingAuthLayer;
@@ -22,7 +21,7 @@ use crate::error::{ApiError, KdcError};
 use crate::http::{ApiJson, AppState};
 use crate::kdc::{ADMIN_ROLE, Credential, Kdc, PrincipalSpec};
 use crate::request::RequestContext;
-use crate::store::{PrincipalRecord, PrincipalUpdate, StoreError};
+use crate::store::{PrincipalRecord, PrincipalUpdate};
 
 /// Largest page of a principal listing.
 pub const MAX_PAGE: u32 = 1000;
@@ -153,26 +152,14 @@ fn open_password(who: &AuthenticatedPrincipal, sealed: &str) -> Result<Zeroizing
     Ok(pw)
 }
 
-fn is_builtin(kdc: &Kdc, name: &Principal) -> bool {
-    name == &Principal::ticket_granting(kdc.realm()) || name == &Principal::admin_service(kdc.realm())
-}
-
-fn store_err(e: StoreError) -> KdcError {
-    match e {
-        StoreError::NotFound => KdcError::PrincipalNotFound,
-        StoreError::AlreadyExists => KdcError::PrincipalExists,
-        e => e.into(),
-    }
-}
-
 async fn view(kdc: &Kdc, rec: &PrincipalRecord, now: u64) -> Result<PrincipalView, KdcError> {
-    let kvnos = kdc.store().live_keys(&rec.id, now).await?.into_iter().map(|k| k.kvno).collect();
+    let kvnos = kdc.key_versions(rec, now).await?.into_iter().map(|k| k.kvno).collect();
     Ok(PrincipalView::of(rec, kvnos))
 }
 
 async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<PrincipalPage>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let page = s.kdc.store().list_principals(q.after.as_deref(), limit).await?;
+    let page = s.kdc.list_principals(q.after.as_deref(), limit).await?;
     let next = (page.len() == limit as usize).then(|| page.last().map(|r| r.name.clone())).flatten();
     Ok(Json(PrincipalPage { principals: page.iter().map(|r| PrincipalView::of(r, vec![])).collect(), next }))
 }
@@ -285,27 +272,16 @@ async fn update(
     audited(&s, &ctx, &who, EventKind::PrincipalUpdated, &name, async {
         let kdc = &s.kdc;
         let name = kdc.principal_name(&name)?;
-        if req.disabled == Some(true) && is_builtin(kdc, &name) {
-            return Err(KdcError::InvalidOperation("built-in principals cannot be disabled"));
-        }
-        if let Some(roles) = &req.roles {
-            crate::kdc::check_roles(roles)?;
-            let unique: HashSet<&String> = roles.iter().collect();
-            if unique.len() != roles.len() {
-                return Err(KdcError::Malformed("duplicate roles".to_owned()));
-            }
-        }
         let update = PrincipalUpdate {
             disabled: req.disabled,
             roles: req.roles,
             max_life_secs: req.max_life_secs,
             max_renew_secs: req.max_renew_secs,
         };
-        kdc.store().update_principal(&name.to_string(), &update).await.map_err(store_err)?;
+        let rec = kdc.update_principal(&name, &update).await?;
         let event = AuditEvent::new(EventKind::PrincipalUpdated, Outcome::Success)
             .target(&name)
             .changes(update_changes(&update));
-        let rec = kdc.get(&name).await?;
         Ok((Json(view(kdc, &rec, s.clock.now().as_secs()).await?), event))
     })
     .await
@@ -319,13 +295,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     audited(&s, &ctx, &who, EventKind::PrincipalDeleted, &name, async {
         let name = s.kdc.principal_name(&name)?;
-        if is_builtin(&s.kdc, &name) {
-            return Err(KdcError::InvalidOperation("built-in principals cannot be deleted"));
-        }
-        if who.name() == &name {
-            return Err(KdcError::InvalidOperation("an administrator cannot delete itself"));
-        }
-        s.kdc.store().delete_principal(&name.to_string()).await.map_err(store_err)?;
+        s.kdc.delete_principal(&name, Some(who.name())).await?;
         Ok((StatusCode::NO_CONTENT, AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name)))
     })
     .await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use kdc_proto::{Clock, Principal, Realm, SystemClock, b64};
+use kdc_proto::{Clock, Realm, SystemClock, b64};
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditDestination, AuditEvent, AuditLog, AuditSink, EventKind, FsyncPolicy, Outcome};
@@ -530,7 +530,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
         PrincipalCommand::List => {
             let mut after: Option<String> = None;
             loop {
-                let page = kdc.store().list_principals(after.as_deref(), 500).await?;
+                let page = kdc.list_principals(after.as_deref(), 500).await?;
                 for r in &page {
                     let status = if r.disabled { "disabled" } else { "enabled" };
                     println!("{}\t{}\t{status}\t{}", r.name, r.kind.as_str(), r.roles.join(","));
@@ -544,7 +544,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
         PrincipalCommand::Show { name } => {
             let name = kdc.principal_name(&name)?;
             let r = kdc.get(&name).await?;
-            let keys = kdc.store().live_keys(&r.id, now).await?;
+            let keys = kdc.key_versions(&r, now).await?;
             println!("name:       {}", r.name);
             println!("id:         {}", r.id);
             println!("kind:       {}", r.kind.as_str());
@@ -553,7 +553,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
             println!("max life:   {}", r.max_life_secs.map_or("realm default".into(), |s| format!("{s} s")));
             println!("max renew:  {}", r.max_renew_secs.map_or("realm default".into(), |s| format!("{s} s")));
             for k in keys {
-                let until = k.expires_at.map_or("current".to_owned(), |e| format!("retires at {e}"));
+                let until = k.retires_at.map_or("current".to_owned(), |e| format!("retires at {e}"));
                 println!("key:        kvno {} ({until})", k.kvno);
             }
         }
@@ -561,8 +561,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
         PrincipalCommand::Enable { name } => set_disabled(kdc, &name, false, &mut audit).await?,
         PrincipalCommand::Delete { name } => {
             let name = kdc.principal_name(&name)?;
-            protect_builtin(kdc, &name)?;
-            kdc.store().delete_principal(&name.to_string()).await.map_err(not_found)?;
+            kdc.delete_principal(&name, None).await?;
             let event = AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name);
             audit.record(event, &format!("{name} was deleted"))?;
             println!("deleted {name}");
@@ -592,27 +591,10 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
     Ok(())
 }
 
-fn not_found(e: crate::store::StoreError) -> anyhow::Error {
-    match e {
-        crate::store::StoreError::NotFound => anyhow::anyhow!("no such principal"),
-        e => e.into(),
-    }
-}
-
-fn protect_builtin(kdc: &Kdc, name: &Principal) -> anyhow::Result<()> {
-    if name == &Principal::ticket_granting(kdc.realm()) || name == &Principal::admin_service(kdc.realm()) {
-        bail!("{name} is built in and cannot be deleted or disabled");
-    }
-    Ok(())
-}
-
 async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool, audit: &mut CliAudit) -> anyhow::Result<()> {
     let name = kdc.principal_name(name)?;
-    if disabled {
-        protect_builtin(kdc, &name)?;
-    }
     let update = PrincipalUpdate { disabled: Some(disabled), ..Default::default() };
-    kdc.store().update_principal(&name.to_string(), &update).await.map_err(not_found)?;
+    kdc.update_principal(&name, &update).await?;
     let done = if disabled { "disabled" } else { "enabled" };
     let event = AuditEvent::new(EventKind::PrincipalUpdated, Outcome::Success)
         .target(&name)

@@ -111,6 +111,10 @@ pub(crate) fn check_roles(roles: &[String]) -> Result<(), KdcError> {
     if roles.len() > limits::MAX_ROLES {
         return Err(KdcError::Malformed(format!("at most {} roles", limits::MAX_ROLES)));
     }
+    let mut seen = std::collections::HashSet::with_capacity(roles.len());
+    if !roles.iter().all(|r| seen.insert(r.as_str())) {
+        return Err(KdcError::Malformed("duplicate roles".to_owned()));
+    }
     for r in roles {
         if r.is_empty()
             || r.len() > limits::MAX_ROLE_LEN

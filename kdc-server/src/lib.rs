@@ -40,6 +40,7 @@ pub mod http;
 pub mod kdc;
 pub mod master_key;
 pub mod policy;
+pub mod principals;
 pub mod request;
 pub mod signing_keys;
 pub mod store;

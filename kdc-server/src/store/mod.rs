@@ -2,12 +2,14 @@
 //! keys. A trait so several backends can serve it (SQLite is the embedded
 //! default); key material arrives here already sealed under the master key.
 
+pub mod memory;
 pub mod sqlite;
 
 use async_trait::async_trait;
 use kdc_proto::{Argon2Params, Kvno};
 use thiserror::Error;
 
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in a store.
