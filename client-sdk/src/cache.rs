@@ -1,10 +1,10 @@
-//! Ticket caches: what a client keeps between calls. Never a password; session
-//! keys zeroize on drop and print as `<redacted>`.
+//! Ticket caches: what a client keeps between calls. Never a password or a
+//! long-term key; session keys zeroize on drop and print as `<redacted>`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use kdc_proto::{Kvno, Principal, SecretKey, TicketFlags};
+use kdc_proto::{Argon2Params, Kvno, Principal, SecretKey, TicketFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SdkError;
@@ -85,6 +85,23 @@ pub struct CacheContents {
     /// `Cache-Control: max-age` allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<CachedDiscovery>,
+    /// Password-key derivation parameters by principal name, from the last
+    /// successful password login of each: the next login derives the key
+    /// and pre-authenticates in its first request, skipping the challenge
+    /// round trip. Public values (any challenge gives them out), never a
+    /// key or a password.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kdf: BTreeMap<String, CachedKdf>,
+}
+
+/// The key-derivation parameters a KDC's challenge gave for one principal.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CachedKdf {
+    /// The salt (text, as the challenge gives it).
+    pub salt: String,
+    /// The Argon2id cost.
+    pub argon2: Argon2Params,
 }
 
 /// A discovery document and when it may be used until.
@@ -132,5 +149,28 @@ impl TicketCache for MemoryCache {
         // Dropping the old contents zeroizes every session key.
         *self.contents.lock().unwrap_or_else(|p| p.into_inner()) = CacheContents::default();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_written_before_kdf_parameters_existed_still_reads() {
+        let old: CacheContents = serde_json::from_str(r#"{"version":1,"tickets":{}}"#).unwrap();
+        assert!(old.kdf.is_empty());
+        // And one without parameters is written as before.
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"version":1,"tickets":{}}"#);
+        let mut c = old;
+        c.kdf.insert(
+            "alice@R".into(),
+            CachedKdf { salt: "kdc-http/v1 salt:alice@R".into(), argon2: Argon2Params::DEFAULT },
+        );
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<CacheContents>(&text).unwrap(), c);
+        // Only public values: a salt and a cost.
+        let bad = text.replace(r#""argon2""#, r#""key":"x","argon2""#);
+        assert!(serde_json::from_str::<CacheContents>(&bad).is_err());
     }
 }

@@ -3,55 +3,106 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kdc_proto::authenticator::authorization_value;
+use kdc_proto::authenticator::{SESSION_KID, authorization_value};
 use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::MAX_SEALED_LEN;
 use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, KdcConfiguration, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
-    TicketReply,
+    EncTicketPart, InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest,
+    ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{
-    Argon2Params, Authenticator, Clock, ErrorDetail, Principal, Realm, RequestBinding, SecretKey, SystemClock,
+    Argon2Params, Authenticator, Clock, ErrorDetail, Kvno, Principal, Realm, RequestBinding, SecretKey, SystemClock,
     UnixMillis, b64, derive_password_key, verify_mutual_reply,
 };
-use reqwest::header::{AUTHORIZATION, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::cache::{CachedDiscovery, CachedTicket, MemoryCache, TicketCache};
+use crate::cache::{CacheContents, CachedDiscovery, CachedKdf, CachedTicket, MemoryCache, TicketCache};
 use crate::error::SdkError;
 
-/// Options of a [`KdcClient`].
+/// Options of a [`KdcClient`], set with builder methods on
+/// [`ClientOptions::default`]. The fields are private so that a new option
+/// is not a breaking change.
+///
+/// ```
+/// use std::sync::Arc;
+/// use client_sdk::{ClientOptions, MemoryCache};
+///
+/// let options = ClientOptions::default()
+///     .cache(Arc::new(MemoryCache::default()))
+///     .max_response_body(1024 * 1024);
+/// # let _ = options;
+/// ```
 #[derive(Clone)]
 pub struct ClientOptions {
-    /// Where tickets are kept. Defaults to a [`MemoryCache`].
-    pub cache: Arc<dyn TicketCache>,
+    cache: Arc<dyn TicketCache>,
+    allow_insecure_http: bool,
+    require_mutual: bool,
+    clock: Arc<dyn Clock>,
+    allow_service_host_mismatch: bool,
+    max_response_body: usize,
+    ca_certificates: Vec<reqwest::Certificate>,
+}
+
+impl ClientOptions {
+    /// Where tickets are kept. Defaults to a [`MemoryCache`]; a
+    /// [`crate::FileCache`] shares them between processes.
+    pub fn cache(mut self, cache: Arc<dyn TicketCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
     /// Allow plain `http://` to hosts other than loopback. Defaults to false.
-    pub allow_insecure_http: bool,
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     /// Require a valid mutual reply on every authenticated response.
     /// Defaults to true; turn off only for services that do not send one.
-    pub require_mutual: bool,
+    pub fn require_mutual(mut self, require: bool) -> Self {
+        self.require_mutual = require;
+        self
+    }
+
     /// Where "now" comes from. Defaults to the system clock.
-    pub clock: Arc<dyn Clock>,
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Send to a URL whose host is not the one the service principal names
     /// (`HTTP/hello.example.test@REALM` names `hello.example.test`). Defaults
     /// to false: [`KdcClient::send`] and [`KdcClient::prepare`] refuse a
     /// mismatch with [`SdkError::ServiceHostMismatch`] before anything is
     /// sent. Loopback hosts (`127.0.0.0/8`, `::1`, `localhost`) are always
     /// allowed, for tests and local development.
-    pub allow_service_host_mismatch: bool,
+    pub fn allow_service_host_mismatch(mut self, allow: bool) -> Self {
+        self.allow_service_host_mismatch = allow;
+        self
+    }
+
     /// The longest service answer body the client reads, in bytes; a longer
     /// one (declared or streamed) fails with [`SdkError::ResponseTooLarge`].
     /// Defaults to [`DEFAULT_MAX_RESPONSE_BODY`] (16 MiB).
-    pub max_response_body: usize,
+    pub fn max_response_body(mut self, bytes: usize) -> Self {
+        self.max_response_body = bytes;
+        self
+    }
+
     /// Certificate authorities to trust besides the platform's roots, for
     /// the KDC and services alike (a private CA: [`crate::tls::load_ca_file`];
     /// `tkt` reads `TKT_CA_CERT`). Defaults to none.
-    pub ca_certificates: Vec<reqwest::Certificate>,
+    pub fn ca_certificates(mut self, certificates: Vec<reqwest::Certificate>) -> Self {
+        self.ca_certificates = certificates;
+        self
+    }
 }
 
 /// The default of [`ClientOptions::max_response_body`]: 16 MiB.
@@ -99,6 +150,86 @@ pub struct ServiceResponse {
     pub headers: HeaderMap,
     /// Body (covered by the mutual reply).
     pub body: Vec<u8>,
+    /// The session key of the ticket the request went with (redacted in
+    /// `Debug`), to open what the service sealed for this client.
+    session_key: SecretKey,
+}
+
+impl ServiceResponse {
+    /// Opens a secret the service sealed for this client under the session
+    /// key of the ticket this request used (usage `session-secret-reply`,
+    /// e.g. the admin API's `keytab_sealed`), at most
+    /// [`MAX_SEALED_LEN`] bytes. Any failure is the same opaque
+    /// [`SdkError::Protocol`].
+    pub fn open_secret(&self, sealed: &str) -> Result<Zeroizing<Vec<u8>>, SdkError> {
+        Ok(SealedObject::parse(sealed, MAX_SEALED_LEN)?.open(&self.session_key, Usage::SessionSecretReply)?)
+    }
+}
+
+/// One request to a service, for [`KdcClient::send_request`]: a method, a
+/// URL, headers and an optional body.
+///
+/// A body goes with `Content-Type: application/octet-stream` unless a
+/// content type is given ([`Self::json`] gives `application/json`, or set
+/// the header). The SDK sets `Authorization` and `Host` itself (the
+/// authenticator binds the host), and the transport sets `Content-Length`
+/// and `Transfer-Encoding`: giving any of these is refused with
+/// [`SdkError::Invalid`].
+///
+/// ```
+/// use client_sdk::ServiceRequest;
+/// use reqwest::Method;
+/// use reqwest::header::{ACCEPT, HeaderValue};
+///
+/// let request = ServiceRequest::new(Method::POST, "https://api.example.test/items")
+///     .header(ACCEPT, HeaderValue::from_static("application/json"))
+///     .json(&serde_json::json!({"name": "widget"}))?;
+/// # Ok::<(), client_sdk::SdkError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServiceRequest {
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Option<Vec<u8>>,
+}
+
+/// Headers a [`ServiceRequest`] may not carry: the SDK or the transport sets
+/// them, and a second value would break the binding or the framing.
+const RESERVED_HEADERS: [reqwest::header::HeaderName; 4] =
+    [AUTHORIZATION, reqwest::header::HOST, reqwest::header::CONTENT_LENGTH, reqwest::header::TRANSFER_ENCODING];
+
+impl ServiceRequest {
+    /// A request without a body or extra headers.
+    pub fn new(method: Method, url: impl Into<String>) -> Self {
+        Self { method, url: url.into(), headers: HeaderMap::new(), body: None }
+    }
+
+    /// Adds a header (another value of a name already present is added, not
+    /// replaced). Headers are not covered by the authenticator: what must
+    /// not be altered on the way belongs in the body, which is.
+    pub fn header(mut self, name: reqwest::header::HeaderName, value: reqwest::header::HeaderValue) -> Self {
+        self.headers.append(name, value);
+        self
+    }
+
+    /// The body, bound into the authenticator and covered by the mutual
+    /// reply. Sent as `application/octet-stream` unless a `Content-Type`
+    /// header is set.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// `value` as a JSON body, with `Content-Type: application/json`
+    /// (replacing any content type set before).
+    pub fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Result<Self, SdkError> {
+        let body =
+            serde_json::to_vec(value).map_err(|e| SdkError::Invalid { what: "JSON body", detail: e.to_string() })?;
+        self.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        self.body = Some(body);
+        Ok(self)
+    }
 }
 
 /// A ready `Authorization` value for one request, and the authenticator in it
@@ -121,12 +252,63 @@ pub struct KdcClient {
     options: ClientOptions,
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     offsets: Mutex<HashMap<String, i64>>,
+    /// Where the keys of the last keytab login come from, so the client can
+    /// log in again by itself when its TGT runs out. Never written to the
+    /// cache.
+    keytab: Mutex<Option<KeytabLogin>>,
 }
 
 impl std::fmt::Debug for KdcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KdcClient").field("kdc", &self.kdc_url).field("realm", &self.config.realm).finish()
     }
+}
+
+/// A keytab login the client can repeat: who, and where the keys are.
+#[derive(Clone)]
+struct KeytabLogin {
+    principal: Principal,
+    source: KeytabSource,
+}
+
+/// Where a keytab's keys come from.
+#[derive(Clone)]
+enum KeytabSource {
+    /// Given in memory.
+    Keys(Keytab),
+    /// A file, read again at each login, so a keytab replaced on disk after
+    /// a key rotation is picked up.
+    File(PathBuf),
+}
+
+impl KeytabSource {
+    fn load(&self) -> Result<Keytab, SdkError> {
+        match self {
+            Self::Keys(k) => Ok(k.clone()),
+            Self::File(path) => load_keytab(path),
+        }
+    }
+
+    /// Where it is, for messages.
+    fn describe(&self) -> String {
+        match self {
+            Self::Keys(_) => "(the keytab given)".to_owned(),
+            Self::File(path) => path.display().to_string(),
+        }
+    }
+}
+
+/// Reads a JSON keytab file, as `kdc keytab export` writes it.
+pub fn load_keytab(path: &Path) -> Result<Keytab, SdkError> {
+    let err = |reason: &str| SdkError::Keytab { path: path.display().to_string(), reason: reason.to_owned() };
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| err(&e.to_string()))?);
+    serde_json::from_slice(&bytes).map_err(|_| err("not a keytab"))
+}
+
+/// The key a keytab login uses: the newest version still live at `now`
+/// (Unix seconds), the one the KDC calls current.
+fn current_keytab_entry(keytab: &Keytab, now: u64) -> Option<&KeytabEntry> {
+    keytab.keys.iter().filter(|k| k.expires_at.is_none_or(|e| e > now)).max_by_key(|k| k.kvno)
 }
 
 /// Whether `url` may be used: https always, http only to loopback unless allowed.
@@ -299,6 +481,28 @@ fn accept(
     })
 }
 
+/// The key-derivation parameters of a pre-authentication challenge (the
+/// members of a `preauth-required` or `preauth-failed` problem), refused
+/// outside [`Argon2Params::FLOOR`]..=[`Argon2Params::CEILING`].
+fn challenge_params(body: &Value) -> Result<CachedKdf, SdkError> {
+    let salt = body.get("salt").and_then(Value::as_str).ok_or(SdkError::BadKdcReply)?.to_owned();
+    let argon2: Argon2Params =
+        serde_json::from_value(body.get("argon2").cloned().unwrap_or_default()).map_err(|_| SdkError::BadKdcReply)?;
+    argon2.check_acceptable().map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
+    Ok(CachedKdf { salt, argon2 })
+}
+
+/// The password key, derived off the async runtime (Argon2id takes tens of
+/// milliseconds by design).
+async fn derive(password: &Zeroizing<String>, kdf: &CachedKdf) -> Result<SecretKey, SdkError> {
+    kdf.argon2.check_acceptable().map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
+    let (password, kdf) = (password.clone(), kdf.clone());
+    tokio::task::spawn_blocking(move || derive_password_key(password.as_bytes(), &kdf.salt, kdf.argon2))
+        .await
+        .map_err(|_| SdkError::Kdc("key derivation task failed".into()))?
+        .map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))
+}
+
 /// A KDC refusal: status, headers and problem+json body (`Null` when the
 /// body is not JSON), read with the [`MAX_KDC_RESPONSE_BYTES`] cap.
 async fn problem(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Value), SdkError> {
@@ -352,6 +556,7 @@ impl KdcClient {
             options,
             in_flight: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            keytab: Mutex::new(None),
         })
     }
 
@@ -380,14 +585,143 @@ impl KdcClient {
         m.entry(key.to_owned()).or_default().clone()
     }
 
-    /// Logs in: fetches the pre-auth challenge, derives the key from the
-    /// password with Argon2id (refusing, before any work, costs below
-    /// [`Argon2Params::FLOOR`] or above [`Argon2Params::CEILING`] with
-    /// [`SdkError::WeakKeyDerivation`]: the challenge is unauthenticated),
-    /// pre-authenticates, and caches the TGT. The password is not kept.
+    /// Logs in with a password: derives the key with Argon2id, pre-authenticates,
+    /// and caches the TGT. The password is not kept.
+    ///
+    /// The key-derivation parameters (salt and Argon2id cost) come from the
+    /// KDC's challenge, which costs a round trip, or from the cache, where a
+    /// successful login leaves them (public values, never the key): a second
+    /// login sends pre-authentication in its first request. If the
+    /// parameters changed meanwhile, the KDC refuses it with a new challenge,
+    /// and the client derives again with those (that refused attempt counts
+    /// as one failure toward the KDC's throttling). Costs below
+    /// [`Argon2Params::FLOOR`] or above [`Argon2Params::CEILING`] are refused
+    /// before any work with [`SdkError::WeakKeyDerivation`]: the challenge is
+    /// unauthenticated.
     pub async fn login(&self, principal: &Principal, password: &str) -> Result<(), SdkError> {
         let password = Zeroizing::new(password.to_owned());
-        let endpoint = self.config.initial_ticket_endpoint.clone();
+        let cached = self.options.cache.snapshot()?.kdf.get(&principal.to_string()).cloned();
+        let mut from_cache = cached.is_some();
+        let mut kdf = match cached {
+            Some(k) => k,
+            None => self.challenge(principal).await?,
+        };
+        loop {
+            let key = derive(&password, &kdf).await?;
+            match self.initial_exchange(principal, &key, Kvno(1)).await? {
+                Ok(tgt) => {
+                    self.forget_keytab();
+                    return self.logged_in(principal, tgt, Some(kdf), false);
+                }
+                // The cached parameters are stale: once more with the KDC's.
+                Err(challenge) if from_cache && challenge != kdf => {
+                    from_cache = false;
+                    kdf = challenge;
+                }
+                Err(_) => return Err(SdkError::LoginFailed),
+            }
+        }
+    }
+
+    /// Logs in as a service with its keytab, as `kinit -k` does: the client
+    /// pre-authenticates with the keytab's current key (no challenge, no key
+    /// derivation: one round trip) and caches the TGT. The keys stay in this
+    /// client's memory, never in the cache: when the TGT runs out (past the
+    /// refresh point, not renewable, or refused by the KDC) the client logs
+    /// in again by itself.
+    pub async fn login_with_keytab(&self, keytab: &Keytab) -> Result<(), SdkError> {
+        let login = KeytabLogin { principal: keytab.principal.clone(), source: KeytabSource::Keys(keytab.clone()) };
+        self.keytab_login(login).await
+    }
+
+    /// [`Self::login_with_keytab`] with the keytab in a file (as
+    /// `kdc keytab export` writes it). The file is read again at every
+    /// automatic login, so replacing it after a key rotation is enough.
+    pub async fn login_with_keytab_file(&self, path: impl AsRef<Path>) -> Result<(), SdkError> {
+        let path = path.as_ref().to_owned();
+        let keytab = load_keytab(&path)?;
+        self.keytab_login(KeytabLogin { principal: keytab.principal, source: KeytabSource::File(path) }).await
+    }
+
+    async fn keytab_login(&self, login: KeytabLogin) -> Result<(), SdkError> {
+        self.login_from_keytab(&login, false).await?;
+        *self.keytab.lock().unwrap_or_else(|p| p.into_inner()) = Some(login);
+        Ok(())
+    }
+
+    /// One keytab login: the TGT, cached. `again` (an automatic login of
+    /// the principal already logged in) keeps the cached service tickets:
+    /// they are still good, and dropping them would cost a service-ticket
+    /// exchange each.
+    async fn login_from_keytab(&self, login: &KeytabLogin, again: bool) -> Result<(Principal, CachedTicket), SdkError> {
+        let keytab = login.source.load()?;
+        let who = keytab.principal.clone();
+        if who != login.principal {
+            return Err(SdkError::Invalid {
+                what: "keytab",
+                detail: format!("it now holds the keys of {who}, not {}", login.principal),
+            });
+        }
+        if who.realm() != &self.config.realm {
+            return Err(SdkError::Invalid {
+                what: "keytab",
+                detail: format!("{who} is not of the KDC's realm {}", self.config.realm),
+            });
+        }
+        let entry = current_keytab_entry(&keytab, self.now().as_secs()).ok_or_else(|| SdkError::Keytab {
+            path: login.source.describe(),
+            reason: "no live key in it".to_owned(),
+        })?;
+        match self.initial_exchange(&who, &entry.key, entry.kvno).await? {
+            Ok(tgt) => {
+                self.logged_in(&who, tgt.clone(), None, again)?;
+                Ok((who, tgt))
+            }
+            Err(_) => Err(SdkError::KeytabLoginFailed { principal: who.to_string() }),
+        }
+    }
+
+    fn forget_keytab(&self) {
+        *self.keytab.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The keytab login to repeat for `who`, the principal the cache says
+    /// is logged in (`None`: nobody): only when it is the keytab's, so a
+    /// shared cache another process logged in to as someone else is left
+    /// alone.
+    fn keytab_for(&self, who: Option<&Principal>) -> Option<KeytabLogin> {
+        let login = self.keytab.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        who.is_none_or(|w| w == &login.principal).then_some(login)
+    }
+
+    /// Records a login in the cache: who, where, the TGT, and (for a
+    /// password login) the key-derivation parameters that worked. Cached
+    /// service tickets are dropped unless `keep_tickets` and they are the
+    /// same principal's.
+    fn logged_in(
+        &self,
+        who: &Principal,
+        tgt: CachedTicket,
+        kdf: Option<CachedKdf>,
+        keep_tickets: bool,
+    ) -> Result<(), SdkError> {
+        let kdc = self.kdc_url.clone();
+        self.options.cache.update(&mut |c| {
+            if !keep_tickets || c.principal.as_ref() != Some(who) {
+                c.tickets.clear();
+            }
+            c.principal = Some(who.clone());
+            c.kdc = Some(kdc.clone());
+            c.tgt = Some(tgt.clone());
+            if let Some(k) = &kdf {
+                c.kdf.insert(who.to_string(), k.clone());
+            }
+        })
+    }
+
+    /// The KDC's pre-authentication challenge for `principal`: a request
+    /// without pre-authentication data.
+    async fn challenge(&self, principal: &Principal) -> Result<CachedKdf, SdkError> {
         let ask = InitialTicketRequest {
             client: principal.clone(),
             service: None,
@@ -396,43 +730,48 @@ impl KdcClient {
             renewable: None,
             pre_auth: None,
         };
-        let (status, headers, body) = problem(self.http.post(&endpoint).json(&ask).send().await?).await?;
+        let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&ask).send().await?;
+        let (status, headers, body) = problem(resp).await?;
         if status != StatusCode::UNAUTHORIZED || problem_kind(&body) != "preauth-required" {
             return Err(kdc_refusal(status, &headers, &body));
         }
-        let salt = body.get("salt").and_then(Value::as_str).ok_or(SdkError::BadKdcReply)?.to_owned();
-        let params: Argon2Params = serde_json::from_value(body.get("argon2").cloned().unwrap_or_default())
-            .map_err(|_| SdkError::BadKdcReply)?;
-        params.check_acceptable().map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
-        let key = tokio::task::spawn_blocking(move || derive_password_key(password.as_bytes(), &salt, params))
-            .await
-            .map_err(|_| SdkError::Kdc("key derivation task failed".into()))?
-            .map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
+        challenge_params(&body)
+    }
+
+    /// One pre-authenticated initial exchange under `key` (of version
+    /// `kvno`, named in the pre-authentication's `kid`): the TGT, or the
+    /// challenge that came with a `preauth-failed` refusal (wrong key, or
+    /// parameters that changed).
+    async fn initial_exchange(
+        &self,
+        principal: &Principal,
+        key: &SecretKey,
+        kvno: Kvno,
+    ) -> Result<Result<CachedTicket, CachedKdf>, SdkError> {
         let n = nonce();
         let pa = PreAuthTimestamp { ts: self.now(), nonce: n.clone() };
-        let pre_auth = seal::seal_json(&key, &long_term_kid(principal, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)?;
-        let req = InitialTicketRequest { nonce: n.clone(), pre_auth: Some(pre_auth), ..ask };
-        let resp = self.http.post(&endpoint).json(&req).send().await?;
+        let pre_auth = seal::seal_json(key, &long_term_kid(principal, kvno), Usage::PreAuth, &pa)?;
+        let req = InitialTicketRequest {
+            client: principal.clone(),
+            service: None,
+            nonce: n.clone(),
+            lifetime_secs: None,
+            renewable: None,
+            pre_auth: Some(pre_auth),
+        };
+        let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
             let (status, headers, body) = problem(resp).await?;
-            return Err(match (status.as_u16(), problem_kind(&body)) {
-                (401, "preauth-failed") => SdkError::LoginFailed,
-                (401, "clock-skew") => SdkError::Kdc("clock-skew: this machine's clock is off; fix it".into()),
-                _ => kdc_refusal(status, &headers, &body),
-            });
+            return match (status.as_u16(), problem_kind(&body)) {
+                (401, "preauth-failed" | "preauth-required") => Ok(Err(challenge_params(&body)?)),
+                (401, "clock-skew") => Err(SdkError::Kdc("clock-skew: this machine's clock is off; fix it".into())),
+                _ => Err(kdc_refusal(status, &headers, &body)),
+            };
         }
         let reply: TicketReply = kdc_json(resp).await?;
         let tgs = Principal::ticket_granting(&self.config.realm);
-        let enc = open_enc(&reply.enc_part, &key, Usage::AsReply)?;
-        let tgt = accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?;
-        let kdc = self.kdc_url.clone();
-        let who = principal.clone();
-        self.options.cache.update(&mut |c| {
-            c.principal = Some(who.clone());
-            c.kdc = Some(kdc.clone());
-            c.tgt = Some(tgt.clone());
-            c.tickets.clear();
-        })
+        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
+        Ok(Ok(accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?))
     }
 
     /// Who is logged in, per the cache.
@@ -440,33 +779,54 @@ impl KdcClient {
         self.options.cache.snapshot()?.principal.ok_or(SdkError::NotLoggedIn)
     }
 
-    /// Logs out: every cached ticket and session key is wiped (a file cache is removed).
+    /// Logs out: every cached ticket and session key is wiped (a file cache
+    /// is removed), and the keys of a keytab login are forgotten.
     pub async fn logout(&self) -> Result<(), SdkError> {
+        self.forget_keytab();
         self.options.cache.destroy()
     }
 
-    /// The TGT, renewed first when past the refresh point and renewable.
+    /// The TGT: from the cache while fresh; past its refresh point, renewed
+    /// when renewable, else (or when renewal fails) obtained again with the
+    /// keytab of a keytab login; a TGT that is still valid is used as it is
+    /// when neither works.
     async fn tgt(&self) -> Result<(Principal, CachedTicket), SdkError> {
+        let fresh = |c: CacheContents, now: u64| match (c.principal, c.tgt) {
+            (Some(who), Some(tgt)) if tgt.valid_at(now) && !tgt.needs_refresh(now) => Some((who, tgt)),
+            _ => None,
+        };
+        if let Some(current) = fresh(self.options.cache.snapshot()?, self.now().as_secs()) {
+            return Ok(current);
+        }
+        let flight = self.flight("krbtgt");
+        let _guard = flight.lock().await;
         let now = self.now().as_secs();
-        let c = self.options.cache.snapshot()?;
-        let (Some(who), Some(tgt)) = (c.principal, c.tgt) else { return Err(SdkError::NotLoggedIn) };
-        if !tgt.valid_at(now) {
-            return Err(SdkError::NotLoggedIn);
+        let contents = self.options.cache.snapshot()?;
+        if let Some(current) = fresh(contents.clone(), now) {
+            return Ok(current);
         }
-        if tgt.needs_refresh(now) && tgt.renew_till.is_some_and(|rt| rt > now) {
-            let flight = self.flight("krbtgt");
-            let _guard = flight.lock().await;
-            let fresh = self.options.cache.snapshot()?.tgt.ok_or(SdkError::NotLoggedIn)?;
-            if !fresh.needs_refresh(now) {
-                return Ok((who, fresh));
-            }
-            if let Ok(renewed) = self.renew(&who, &fresh).await {
-                let r = renewed.clone();
-                self.options.cache.update(&mut |c| c.tgt = Some(r.clone()))?;
-                return Ok((who, renewed));
+        let usable = match (contents.principal.clone(), contents.tgt) {
+            (Some(who), Some(tgt)) if tgt.valid_at(now) => Some((who, tgt)),
+            _ => None,
+        };
+        if let Some((who, tgt)) = &usable
+            && tgt.renew_till.is_some_and(|rt| rt > now)
+            && let Ok(renewed) = self.renew(who, tgt).await
+        {
+            let r = renewed.clone();
+            self.options.cache.update(&mut |c| c.tgt = Some(r.clone()))?;
+            return Ok((who.clone(), renewed));
+        }
+        if let Some(login) = self.keytab_for(contents.principal.as_ref()) {
+            match self.login_from_keytab(&login, true).await {
+                Ok(fresh) => return Ok(fresh),
+                // The KDC is unreachable or refuses: a TGT that still works is
+                // better than none.
+                Err(e) if usable.is_none() => return Err(e),
+                Err(_) => {}
             }
         }
-        Ok((who, tgt))
+        usable.ok_or(SdkError::NotLoggedIn)
     }
 
     /// Renews a renewable ticket.
@@ -506,15 +866,60 @@ impl KdcClient {
         let ticket = match renewable {
             Some(t) => match self.renew(&who, &t).await {
                 Ok(r) => r,
-                Err(_) => self.fetch_service_ticket(&who, &tgt, service).await?,
+                Err(_) => self.new_service_ticket(who, tgt, service).await?,
             },
-            None => self.fetch_service_ticket(&who, &tgt, service).await?,
+            None => self.new_service_ticket(who, tgt, service).await?,
         };
-        let t = ticket.clone();
-        self.options.cache.update(&mut |c| {
-            c.tickets.insert(key.clone(), t.clone());
-        })?;
+        self.keep_service_ticket(&key, &ticket)?;
         Ok(ticket)
+    }
+
+    /// A new ticket for `service` from the KDC, whatever the cache holds
+    /// (and cached in place of it): after the service's roles or the
+    /// client's changed, or to start a fresh session key. Goes through a
+    /// service-ticket exchange, never a renewal.
+    pub async fn refresh_service_ticket(&self, service: &Principal) -> Result<CachedTicket, SdkError> {
+        let key = service.to_string();
+        let flight = self.flight(&key);
+        let _guard = flight.lock().await;
+        let (who, tgt) = self.tgt().await?;
+        let ticket = self.new_service_ticket(who, tgt, service).await?;
+        self.keep_service_ticket(&key, &ticket)?;
+        Ok(ticket)
+    }
+
+    fn keep_service_ticket(&self, key: &str, ticket: &CachedTicket) -> Result<(), SdkError> {
+        self.options.cache.update(&mut |c| {
+            c.tickets.insert(key.to_owned(), ticket.clone());
+        })
+    }
+
+    /// A service-ticket exchange; when the KDC refuses the TGT (expired,
+    /// or no longer valid) after a keytab login, logs in again with the
+    /// keytab and asks once more.
+    async fn new_service_ticket(
+        &self,
+        who: Principal,
+        tgt: CachedTicket,
+        service: &Principal,
+    ) -> Result<CachedTicket, SdkError> {
+        match self.fetch_service_ticket(&who, &tgt, service).await {
+            Err(SdkError::NotLoggedIn) => {
+                let Some(login) = self.keytab_for(Some(&who)) else { return Err(SdkError::NotLoggedIn) };
+                let (who, tgt) = {
+                    let flight = self.flight("krbtgt");
+                    let _guard = flight.lock().await;
+                    // Another caller may have logged in again meanwhile.
+                    let c = self.options.cache.snapshot()?;
+                    match (c.principal, c.tgt) {
+                        (Some(w), Some(t)) if t.ticket != tgt.ticket && t.valid_at(self.now().as_secs()) => (w, t),
+                        _ => self.login_from_keytab(&login, true).await?,
+                    }
+                };
+                self.fetch_service_ticket(&who, &tgt, service).await
+            }
+            other => other,
+        }
     }
 
     async fn fetch_service_ticket(
@@ -543,6 +948,22 @@ impl KdcClient {
         let reply: TicketReply = kdc_json(resp).await?;
         let enc = open_enc(&reply.enc_part, &tgt.session_key, Usage::TgsReply)?;
         accept(enc, reply.ticket, &n, service, self.now().as_secs())
+    }
+
+    /// Seals `secret` for `service` under the session key of this client's
+    /// ticket for it (usage `session-secret`, as
+    /// `AuthenticatedPrincipal::open_secret` in the middleware opens it):
+    /// how a value that must stay confidential even without TLS travels in
+    /// a request body, e.g. the admin API's `password_sealed`.
+    ///
+    /// It opens only under that ticket's session key: send it right away
+    /// with [`Self::send_request`], which uses the same cached ticket. If the
+    /// service refuses that ticket and the request is retried with a new
+    /// one, the service cannot open the value (the admin API answers `400`):
+    /// seal it again.
+    pub async fn seal_for(&self, service: &Principal, secret: &[u8]) -> Result<String, SdkError> {
+        let ticket = self.service_ticket(service).await?;
+        Ok(seal::seal(&ticket.session_key, SESSION_KID, Usage::SessionSecret, secret)?)
     }
 
     /// The host `service` names: its instance (`HTTP/<host>@REALM`), except
@@ -620,9 +1041,30 @@ impl KdcClient {
     }
 
     /// Calls `url` on `service` with a ticket and a fresh authenticator bound
-    /// to the request (and to `body` when given), and verifies the mutual
-    /// reply over the status and body.
+    /// to the request (and to `body` when given, sent as
+    /// `application/octet-stream`), and verifies the mutual reply over the
+    /// status and body. [`Self::send_request`] takes headers and a content
+    /// type (e.g. a JSON body); this is it without them.
+    pub async fn send(
+        &self,
+        service: &Principal,
+        method: Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<ServiceResponse, SdkError> {
+        let mut request = ServiceRequest::new(method, url);
+        if let Some(b) = body {
+            request = request.body(b);
+        }
+        self.send_request(service, request).await
+    }
+
+    /// Sends `request` to `service` with a ticket and a fresh authenticator
+    /// bound to it (method, host, path with query, and the body when there
+    /// is one), and verifies the mutual reply over the status and body.
     ///
+    /// - A body goes with its `Content-Type` header, or
+    ///   `application/octet-stream` when none is set ([`ServiceRequest`]).
     /// - The URL's host must be the one `service` names (`HTTP/<host>@REALM`),
     ///   or loopback, unless [`ClientOptions::allow_service_host_mismatch`]:
     ///   else [`SdkError::ServiceHostMismatch`], before anything is sent.
@@ -642,21 +1084,30 @@ impl KdcClient {
     ///   against the mutual reply like any status and returned.
     /// - The body is read up to [`ClientOptions::max_response_body`]; a
     ///   longer one fails with [`SdkError::ResponseTooLarge`].
-    pub async fn send(
+    pub async fn send_request(
         &self,
         service: &Principal,
-        method: Method,
-        url: &str,
-        body: Option<Vec<u8>>,
+        request: ServiceRequest,
     ) -> Result<ServiceResponse, SdkError> {
-        let url = parse_url(url)?;
+        let ServiceRequest { method, url, mut headers, body } = request;
+        if let Some(reserved) = RESERVED_HEADERS.iter().find(|h| headers.contains_key(*h)) {
+            return Err(SdkError::Invalid { what: "header", detail: format!("{reserved} is set by the SDK") });
+        }
+        if body.is_some() && !headers.contains_key(CONTENT_TYPE) {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        }
+        let url = parse_url(&url)?;
         check_transport(&url, self.options.allow_insecure_http)?;
         self.check_service_host(service, &url)?;
         let (mut renewed_ticket, mut corrected_clock) = (false, false);
         loop {
             let ticket = self.service_ticket(service).await?;
             let prepared = self.prepare_with(&ticket, &method, &url, body.as_deref())?;
-            let mut req = self.http.request(method.clone(), url.clone()).header(AUTHORIZATION, &prepared.authorization);
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone())
+                .header(AUTHORIZATION, &prepared.authorization);
             if let Some(b) = &body {
                 req = req.body(b.clone());
             }
@@ -704,7 +1155,7 @@ impl KdcClient {
                 None if self.options.require_mutual => return Err(SdkError::MutualAuthFailed),
                 None => {}
             }
-            return Ok(ServiceResponse { status, headers, body: bytes });
+            return Ok(ServiceResponse { status, headers, body: bytes, session_key: ticket.session_key });
         }
     }
 }
@@ -743,6 +1194,7 @@ mod tests {
             options,
             in_flight: Mutex::new(HashMap::new()),
             offsets: Mutex::new(HashMap::new()),
+            keytab: Mutex::new(None),
         }
     }
 
@@ -784,10 +1236,7 @@ mod tests {
         assert!(check(&c, "kadmin/admin@EXAMPLE.TEST", "https://kdc.example.test/admin/principals").is_ok());
         assert!(check(&c, "kadmin/admin@EXAMPLE.TEST", "https://admin/admin/principals").is_err());
         // Told otherwise, anything goes.
-        let lax = client(
-            "https://kdc.example.test",
-            ClientOptions { allow_service_host_mismatch: true, ..Default::default() },
-        );
+        let lax = client("https://kdc.example.test", ClientOptions::default().allow_service_host_mismatch(true));
         assert!(check(&lax, svc, "https://other.example.test/x").is_ok());
     }
 
@@ -798,6 +1247,75 @@ mod tests {
         }
         for m in [Method::POST, Method::PATCH, Method::CONNECT, Method::from_bytes(b"LOCK").unwrap()] {
             assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+
+    fn entry(kvno: u32, expires_at: Option<u64>) -> KeytabEntry {
+        KeytabEntry { kvno: Kvno(kvno), key: SecretKey::generate(), expires_at }
+    }
+
+    #[test]
+    fn a_keytab_login_uses_the_newest_live_key() {
+        let keytab = |keys| Keytab { version: 1, principal: "HTTP/a.example.test@EXAMPLE.TEST".parse().unwrap(), keys };
+        let kt = keytab(vec![entry(1, Some(500)), entry(3, None), entry(2, Some(900))]);
+        assert_eq!(current_keytab_entry(&kt, 100).map(|e| e.kvno), Some(Kvno(3)));
+        // Listed in any order; retired versions are never used.
+        let kt = keytab(vec![entry(1, Some(500)), entry(2, Some(900))]);
+        assert_eq!(current_keytab_entry(&kt, 100).map(|e| e.kvno), Some(Kvno(2)));
+        assert_eq!(current_keytab_entry(&kt, 600).map(|e| e.kvno), Some(Kvno(2)));
+        assert!(current_keytab_entry(&kt, 900).is_none());
+    }
+
+    #[test]
+    fn a_keytab_file_error_names_the_file_not_its_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.keytab");
+        std::fs::write(&path, br#"{"version":1,"principal":"HTTP/a@R","keys":[{"kvno":1,"key":"c2VjcmV0"}],"x":1}"#)
+            .unwrap();
+        let e = load_keytab(&path).unwrap_err();
+        assert!(matches!(e, SdkError::Keytab { .. }));
+        let text = e.to_string();
+        assert!(text.contains("svc.keytab") && text.contains("not a keytab") && !text.contains("c2VjcmV0"), "{text}");
+    }
+
+    #[test]
+    fn challenge_parameters_are_checked_before_any_work() {
+        let ok = serde_json::json!({"salt": "kdc-http/v1 salt:alice@EXAMPLE.TEST", "argon2": Argon2Params::DEFAULT});
+        let kdf = challenge_params(&ok).unwrap();
+        assert_eq!((kdf.salt.as_str(), kdf.argon2), ("kdc-http/v1 salt:alice@EXAMPLE.TEST", Argon2Params::DEFAULT));
+        let weak = serde_json::json!({"salt": "s", "argon2": {"m_kib": 8, "t": 1, "p": 1}});
+        assert!(matches!(challenge_params(&weak), Err(SdkError::WeakKeyDerivation(_))));
+        assert!(matches!(challenge_params(&serde_json::json!({"salt": "s"})), Err(SdkError::BadKdcReply)));
+        assert!(matches!(challenge_params(&serde_json::json!({"argon2": ok["argon2"]})), Err(SdkError::BadKdcReply)));
+    }
+
+    #[test]
+    fn a_json_request_carries_its_content_type() {
+        let r =
+            ServiceRequest::new(Method::POST, "https://a.example.test/x").json(&serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(r.headers.get(CONTENT_TYPE).unwrap(), "application/json");
+        assert_eq!(r.body.as_deref(), Some(&b"{\"a\":1}"[..]));
+        // A type given before is replaced, not doubled.
+        let r = ServiceRequest::new(Method::POST, "https://a.example.test/x")
+            .header(CONTENT_TYPE, HeaderValue::from_static("text/plain"))
+            .json(&1)
+            .unwrap();
+        assert_eq!(r.headers.get_all(CONTENT_TYPE).iter().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn headers_the_sdk_sets_are_refused_before_anything_is_sent() {
+        // The KDC and the service do not exist: a refusal must come first.
+        let c = client("https://kdc.invalid", ClientOptions::default());
+        let svc: Principal = "HTTP/a.invalid@EXAMPLE.TEST".parse().unwrap();
+        for name in RESERVED_HEADERS {
+            let r = ServiceRequest::new(Method::GET, "https://a.invalid/x")
+                .header(name.clone(), HeaderValue::from_static("1"));
+            let e = c.send_request(&svc, r).await.unwrap_err();
+            assert!(
+                matches!(&e, SdkError::Invalid { what: "header", detail } if detail.contains(name.as_str())),
+                "{e}"
+            );
         }
     }
 }

@@ -10,6 +10,25 @@ pub enum SdkError {
     /// Wrong password or unknown principal: deliberately the same.
     #[error("login failed: wrong principal name or password")]
     LoginFailed,
+    /// The KDC refused a keytab login: the principal is unknown, disabled
+    /// as a client, or the key is not its current one (the keytab predates
+    /// a rotation). Says nothing about the key.
+    #[error(
+        "login with the keytab of {principal} failed: unknown service, or not its current key (export the keytab \
+         again after a rotation)"
+    )]
+    KeytabLoginFailed {
+        /// The principal the keytab names.
+        principal: String,
+    },
+    /// A keytab file could not be used.
+    #[error("keytab {path}: {reason}")]
+    Keytab {
+        /// The file.
+        path: String,
+        /// Why not (never key material).
+        reason: String,
+    },
     /// No valid ticket-granting ticket in the cache.
     #[error("not logged in (or the login expired): run `tkt login`")]
     NotLoggedIn,

@@ -26,10 +26,10 @@ pub mod error;
 pub mod file_cache;
 pub mod tls;
 
-pub use cache::{CacheContents, CachedDiscovery, CachedTicket, MemoryCache, TicketCache};
+pub use cache::{CacheContents, CachedDiscovery, CachedKdf, CachedTicket, MemoryCache, TicketCache};
 pub use client::{
-    ClientOptions, DEFAULT_MAX_RESPONSE_BODY, KdcClient, MAX_KDC_RESPONSE_BYTES, PreparedRequest, ServiceResponse,
-    check_transport,
+    ClientOptions, DEFAULT_MAX_RESPONSE_BODY, KdcClient, MAX_KDC_RESPONSE_BYTES, PreparedRequest, ServiceRequest,
+    ServiceResponse, check_transport, load_keytab,
 };
 pub use error::SdkError;
 pub use file_cache::FileCache;

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use client_sdk::{CacheContents, CachedTicket};
+use client_sdk::{CacheContents, CachedKdf, CachedTicket};
 use kdc_fuzz::*;
 use kdc_proto::authenticator::{Authenticator, authorization_value};
 use kdc_proto::keys::long_term_kid;
@@ -23,7 +23,9 @@ use kdc_proto::messages::{
     EncTicketPart, InitialTicketRequest, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
 };
 use kdc_proto::seal::{self, Usage};
-use kdc_proto::{ErrorDetail, Kvno, LongTermKey, MutualReply, Principal, RequestBinding, TicketClaims, mint_ticket};
+use kdc_proto::{
+    Argon2Params, ErrorDetail, Kvno, LongTermKey, MutualReply, Principal, RequestBinding, TicketClaims, mint_ticket,
+};
 
 fn write(target: &str, name: &str, bytes: impl AsRef<[u8]>) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
@@ -190,6 +192,11 @@ fn main() {
         kdc: Some("http://127.0.0.1:8088".into()),
         tgt: Some(cached(Principal::ticket_granting(&realm()), ticket(&tgt_claims, &krbtgt_key))),
         tickets,
+        discovery: None,
+        kdf: BTreeMap::from([(
+            client().to_string(),
+            CachedKdf { salt: kdc_proto::password::password_salt(&client()), argon2: Argon2Params::DEFAULT },
+        )]),
     };
     write(t, "logged-in", json(&full));
     write(t, "empty", json(&CacheContents { version: client_sdk::cache::CACHE_VERSION, ..Default::default() }));

@@ -123,6 +123,21 @@ impl Kdc {
         })
     }
 
+    /// Whether `rec` may be the client of an initial exchange: a user, or a
+    /// service other than the KDC's own (`krbtgt`, `kadmin/admin`), whose
+    /// keys no one but the KDC holds. A service needs a TGT to call other
+    /// services, as in Kerberos; it proves its keytab's current key.
+    fn may_log_in(&self, rec: &PrincipalRecord) -> bool {
+        match rec.kind {
+            PrincipalKind::User => true,
+            PrincipalKind::Service => {
+                let realm = self.realm();
+                rec.name != Principal::ticket_granting(realm).to_string()
+                    && rec.name != Principal::admin_service(realm).to_string()
+            }
+        }
+    }
+
     /// A principal tickets may be issued for: a live service of this realm.
     async fn ticket_target(&self, name: &Principal) -> Result<PrincipalRecord, KdcError> {
         if name.realm() != self.realm() {
@@ -193,7 +208,9 @@ impl Kdc {
     }
 
     /// The initial (AS) exchange: pre-authentication, then a ticket (by
-    /// default a TGT) and its session key sealed under the client's key.
+    /// default a TGT) and its session key sealed under the client's key. The
+    /// client is a user (a password-derived key) or a service (its keytab's
+    /// random key; see `may_log_in`).
     ///
     /// An unknown name gets the same challenge shape and the same failure as
     /// a wrong password: its challenge is derived from the name alone and its
@@ -227,11 +244,20 @@ impl Kdc {
             Verdict::Refuse { retry_after } => return Err(KdcError::Throttled { retry_after }),
             Verdict::Proceed { delay } => delay,
         };
-        let user = self.find(&client_name).await?.filter(|r| r.kind == PrincipalKind::User);
+        // A user or a service: whoever may log in.
+        let user = self.find(&client_name).await?.filter(|r| self.may_log_in(r));
         if user.is_none() {
             parties.reason = Some("unknown-principal");
         }
         let (client_key, salt, params) = match &user {
+            Some(rec) if rec.kind == PrincipalKind::Service => {
+                // A service logs in with the random key from its keytab (as
+                // `kinit -k` does): there is nothing to derive, and its
+                // challenge is the one an unknown name gets, so a challenge
+                // does not tell a service from a name that does not exist.
+                let (key, _) = self.current_key(rec, now_s).await?;
+                (key, password_salt(&client_name), Argon2Params::DEFAULT)
+            }
             Some(rec) => {
                 let (key, stored) = self.current_key(rec, now_s).await?;
                 let pw = stored.password.ok_or(KdcError::Internal("user key without derivation parameters"))?;

@@ -12,9 +12,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use client_sdk::{ClientOptions, FileCache, KdcClient, SdkError, TicketCache};
+use client_sdk::{ClientOptions, FileCache, KdcClient, SdkError, ServiceRequest, TicketCache};
 use kdc_proto::{Clock, SystemClock};
 use reqwest::Method;
+use reqwest::header::{HeaderName, HeaderValue};
 use zeroize::Zeroizing;
 
 #[derive(Debug, Parser)]
@@ -39,13 +40,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Log in (password from a prompt, or one line of stdin with --password-stdin).
+    /// Log in (password from a prompt, or one line of stdin with
+    /// --password-stdin; a service: its keytab, with --keytab FILE).
     Login {
         /// Principal (a bare name gets the KDC's realm).
         principal: String,
         /// Read the password from standard input.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "keytab")]
         password_stdin: bool,
+        /// Log in as a service with the current key of its keytab (as
+        /// `kdc keytab export` writes it), like `kinit -k -t FILE`.
+        #[arg(long, value_name = "FILE")]
+        keytab: Option<PathBuf>,
     },
     /// List cached tickets.
     List,
@@ -70,6 +76,12 @@ struct RequestArgs {
     /// Request body (bound into the authenticator).
     #[arg(short = 'd', long = "data")]
     data: Option<String>,
+    /// A request header for `request`, `NAME: VALUE` (repeatable), e.g.
+    /// `-H 'Content-Type: application/json'`; a body goes as
+    /// application/octet-stream unless a Content-Type is given. Headers are
+    /// not bound into the authenticator (`header` prints Authorization only).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
     /// Service principal.
     #[arg(long)]
     service: String,
@@ -85,7 +97,10 @@ struct Failure {
 impl From<SdkError> for Failure {
     fn from(e: SdkError) -> Self {
         let code = match &e {
-            SdkError::LoginFailed | SdkError::NotLoggedIn | SdkError::Throttled { .. } => 3,
+            SdkError::LoginFailed
+            | SdkError::KeytabLoginFailed { .. }
+            | SdkError::NotLoggedIn
+            | SdkError::Throttled { .. } => 3,
             SdkError::Refused { .. } | SdkError::MutualAuthFailed => 4,
             SdkError::Http(_) | SdkError::Tls { .. } => 5,
             _ => 1,
@@ -129,7 +144,7 @@ async fn client(cli: &Cli, cache: Arc<FileCache>) -> Result<KdcClient, Failure> 
         None => Vec::new(),
     };
     let options =
-        ClientOptions { cache, allow_insecure_http: cli.insecure_http, ca_certificates, ..ClientOptions::default() };
+        ClientOptions::default().cache(cache).allow_insecure_http(cli.insecure_http).ca_certificates(ca_certificates);
     KdcClient::discover(&kdc, options).await.map_err(|e| match e {
         SdkError::Http(_) => fail(5, format!("cannot reach the KDC at {kdc}")),
         e => e.into(),
@@ -153,14 +168,37 @@ fn read_password(principal: &str, from_stdin: bool) -> Result<Zeroizing<String>,
     Ok(pw)
 }
 
+/// A `-H` argument: `NAME: VALUE`, as curl takes it.
+fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), Failure> {
+    let bad = || fail(2, format!("invalid header {h:?}: expected NAME: VALUE"));
+    let (name, value) = h.split_once(':').ok_or_else(bad)?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| bad())?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| bad())?;
+    Ok((name, value))
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
     let cache = Arc::new(FileCache::new(cli.cache.clone().unwrap_or_else(default_cache))?);
     match &cli.command {
-        Command::Login { principal, password_stdin } => {
+        Command::Login { principal, password_stdin, keytab } => {
             let kdc = client(&cli, cache).await?;
             let who = kdc.principal_name(principal)?;
-            let pw = read_password(&who.to_string(), *password_stdin)?;
-            kdc.login(&who, &pw).await?;
+            match keytab {
+                Some(path) => {
+                    let kt = client_sdk::load_keytab(path)?;
+                    if kt.principal != who {
+                        return Err(fail(
+                            1,
+                            format!("{} holds the keys of {}, not of {who}", path.display(), kt.principal),
+                        ));
+                    }
+                    kdc.login_with_keytab(&kt).await?;
+                }
+                None => {
+                    let pw = read_password(&who.to_string(), *password_stdin)?;
+                    kdc.login(&who, &pw).await?;
+                }
+            }
             println!("logged in as {who}");
         }
         Command::List => {
@@ -199,7 +237,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", p.authorization);
                 return Ok(());
             }
-            let resp = kdc.send(&svc, method, &a.url, body).await?;
+            let mut request = ServiceRequest::new(method, &a.url);
+            for h in &a.headers {
+                let (name, value) = parse_header(h)?;
+                request = request.header(name, value);
+            }
+            if let Some(b) = body {
+                request = request.body(b);
+            }
+            let resp = kdc.send_request(&svc, request).await?;
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(&resp.body);
             if !resp.body.ends_with(b"\n") && !resp.body.is_empty() {

@@ -85,7 +85,7 @@ impl PrincipalStore for MemoryStore {
             .get(principal_id)
             .map(|keys| keys.iter().filter(|k| k.expires_at.is_none_or(|e| e > now)).cloned().collect())
             .unwrap_or_default();
-        live.sort_by(|a, b| b.kvno.cmp(&a.kvno));
+        live.sort_by_key(|k| std::cmp::Reverse(k.kvno));
         Ok(live)
     }
 

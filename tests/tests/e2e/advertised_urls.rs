@@ -118,7 +118,7 @@ async fn the_sdk_keeps_discovery_in_its_cache_and_works_while_the_kdc_is_down() 
     let svc = TestService::start(&kdc, SVC_A).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tkt").join("tickets.json");
-    let options = || ClientOptions { cache: std::sync::Arc::new(FileCache::new(&path).unwrap()), ..Default::default() };
+    let options = || ClientOptions::default().cache(std::sync::Arc::new(FileCache::new(&path).unwrap()));
     let c = KdcClient::discover(&kdc.url, options()).await.unwrap();
     c.login(&"alice@EXAMPLE.TEST".parse().unwrap(), ALICE_PW).await.unwrap();
     let url = format!("{}/hello", svc.url);

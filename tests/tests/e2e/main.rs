@@ -22,6 +22,7 @@ mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
+mod sdk_services;
 mod signing_key_rotation;
 mod tls;
 

@@ -15,7 +15,7 @@ fn tkt_bin() -> std::path::PathBuf {
 }
 
 async fn sdk(kdc: &TestKdc, cache: Arc<dyn TicketCache>, clock: Arc<TestClock>) -> KdcClient {
-    let options = ClientOptions { cache, clock, ..ClientOptions::default() };
+    let options = ClientOptions::default().cache(cache).clock(clock);
     KdcClient::discover(&kdc.url, options).await.unwrap()
 }
 
@@ -205,7 +205,7 @@ async fn the_file_cache_survives_a_restart_is_private_and_holds_no_password() {
     assert!(matches!(e, SdkError::NotLoggedIn), "{e}");
 }
 
-async fn tkt(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> std::process::Output {
+pub(crate) async fn tkt(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> std::process::Output {
     use tokio::io::AsyncWriteExt;
     let mut cmd = tokio::process::Command::new(tkt_bin());
     cmd.args(args)

@@ -104,7 +104,7 @@ async fn a_redirect_is_returned_not_followed() {
     let e = c.send(&svc_a(), Method::POST, &format!("{url}/start"), Some(b"x".to_vec())).await.unwrap_err();
     assert!(matches!(e, SdkError::MutualAuthFailed), "{e}");
     // Without mutual authentication the caller gets the 302 itself.
-    let lax = logged_in(&kdc, ClientOptions { require_mutual: false, ..ClientOptions::default() }).await;
+    let lax = logged_in(&kdc, ClientOptions::default().require_mutual(false)).await;
     let r = lax.send(&svc_a(), Method::GET, &format!("{url}/start"), None).await.unwrap();
     assert_eq!(r.status, 302);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
@@ -224,7 +224,7 @@ async fn an_endless_service_answer_is_cut_off_at_the_configured_cap() {
     let endless = endless_server().await;
     for (options, limit) in [
         (ClientOptions::default(), client_sdk::DEFAULT_MAX_RESPONSE_BODY),
-        (ClientOptions { max_response_body: 1024 * 1024, ..ClientOptions::default() }, 1024 * 1024),
+        (ClientOptions::default().max_response_body(1024 * 1024), 1024 * 1024),
     ] {
         let c = logged_in(&kdc, options).await;
         let e = tokio::time::timeout(Duration::from_secs(10), c.send(&svc_a(), Method::GET, &endless, None))
@@ -241,7 +241,7 @@ async fn logout_removes_a_temp_file_left_by_a_crash_and_the_next_write_cleans_on
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tickets.json");
     let cache = Arc::new(FileCache::new(&path).unwrap());
-    let c = logged_in(&kdc, ClientOptions { cache: cache.clone(), ..ClientOptions::default() }).await;
+    let c = logged_in(&kdc, ClientOptions::default().cache(cache.clone())).await;
     // A crash between creating the temporary file and renaming it over the
     // cache leaves the TGT and its session key in `<file>.tmp.<pid>.<random>`.
     let crashed = |tag: &str| dir.path().join(format!("tickets.json.tmp.999999.{tag}"));
@@ -304,7 +304,7 @@ fn running_as_root() -> bool {
 #[tokio::test]
 async fn a_url_host_that_is_not_the_service_host_is_refused_before_anything_is_sent() {
     let kdc = TestKdc::start().await.unwrap();
-    let options = ClientOptions { allow_insecure_http: true, ..ClientOptions::default() };
+    let options = ClientOptions::default().allow_insecure_http(true);
     let c = logged_in(&kdc, options.clone()).await;
     for url in ["http://b.example.test/hello", "http://a.example.test.evil.test/hello", "http://10.0.0.1/hello"] {
         let e = c.send(&svc_a(), Method::GET, url, None).await.unwrap_err();
@@ -321,7 +321,6 @@ async fn a_url_host_that_is_not_the_service_host_is_refused_before_anything_is_s
         c.prepare(&svc_a(), &Method::GET, url, None).await.unwrap();
     }
     // Told otherwise, the client sends anywhere.
-    let lax =
-        KdcClient::discover(&kdc.url, ClientOptions { allow_service_host_mismatch: true, ..options }).await.unwrap();
+    let lax = KdcClient::discover(&kdc.url, options.allow_service_host_mismatch(true)).await.unwrap();
     lax.prepare(&svc_a(), &Method::GET, "http://b.example.test/hello", None).await.unwrap();
 }

@@ -153,7 +153,7 @@ async fn the_sdk_logs_in_over_https_with_a_private_ca_and_refuses_an_unknown_one
 
     let ca = client_sdk::tls::load_ca_file(&pki.ca_file()).unwrap();
     let cache = std::sync::Arc::new(MemoryCache::default());
-    let options = ClientOptions { cache: cache.clone(), ca_certificates: ca, ..ClientOptions::default() };
+    let options = ClientOptions::default().cache(cache.clone()).ca_certificates(ca);
     let client = KdcClient::discover(&kdc.url, options).await.unwrap();
     client.login(&client.principal_name("alice").unwrap(), ALICE_PW).await.unwrap();
     let (svc_url, _svc) = tls_service(&pki, &kdc.url, &keytab).await;
@@ -163,7 +163,7 @@ async fn the_sdk_logs_in_over_https_with_a_private_ca_and_refuses_an_unknown_one
 
     // A client without the CA that finds a fresh discovery document in its
     // cache still fails on TLS at the first exchange.
-    let options = ClientOptions { cache, ..ClientOptions::default() };
+    let options = ClientOptions::default().cache(cache);
     let blind = KdcClient::discover(&kdc.url, options).await.unwrap();
     let err = blind.login(&blind.principal_name("alice").unwrap(), ALICE_PW).await.unwrap_err();
     assert!(matches!(err, SdkError::Tls { .. }), "{err:?}");
