@@ -321,3 +321,128 @@ async fn request_schemas_agree_with_what_the_kdc_refuses() {
         assert_eq!(valid(&spec, initial, &body), by_kdc, "{body}: KDC answered {} {}", a.status, a.body);
     }
 }
+
+/// The refusals of a service's authentication layer are documented in
+/// `openapi.yaml` (`components.responses.Service*`, schema `ServiceProblem`):
+/// every one the layer can give validates against the response documented
+/// for its status, carries the headers documented, and the documented kinds
+/// are exactly the ones it gives.
+#[tokio::test]
+async fn service_refusals_match_the_spec() {
+    use auth_middleware::AuthRejection;
+    let spec = spec();
+    let key = kdc_proto::SecretKey::generate();
+    let sealed = kdc_proto::ErrorDetail { server_time: now(), nonce: "n".into() }.seal(&key).unwrap();
+    let all = [
+        AuthRejection::MissingCredentials,
+        AuthRejection::MalformedCredentials,
+        AuthRejection::InvalidTicket,
+        AuthRejection::TicketExpired,
+        AuthRejection::WrongService,
+        AuthRejection::KvnoUnknown,
+        AuthRejection::InvalidAuthenticator,
+        AuthRejection::ClockSkew { detail: sealed.clone() },
+        AuthRejection::Replay,
+        AuthRejection::StaleAuthenticator { detail: sealed.clone() },
+        AuthRejection::BindingMismatch,
+        AuthRejection::MissingRole,
+        AuthRejection::ReplayCacheUnavailable { retry_after: 3 },
+        AuthRejection::BodyTooLarge,
+    ];
+    let mut kinds = BTreeSet::new();
+    let mut codes = BTreeSet::new();
+    for r in all {
+        let code = r.code();
+        let resp = r.into_response_for("EXAMPLE.TEST");
+        let status = resp.status().as_u16();
+        let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+        let (www, retry, ct) = (header("www-authenticate"), header("retry-after"), header("content-type"));
+        let body: Value =
+            serde_json::from_slice(&axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()).unwrap();
+        let name = match status {
+            401 => "ServiceUnauthorized",
+            403 => "ServiceForbidden",
+            413 => "ServicePayloadTooLarge",
+            503 => "ServiceUnavailable",
+            other => panic!("{code}: status {other} is not documented for services"),
+        };
+        let documented = &spec["components"]["responses"][name];
+        assert_eq!(ct.as_deref(), Some("application/problem+json"), "{code}");
+        let schema = &documented["content"]["application/problem+json"]["schema"];
+        assert!(valid(&spec, schema, &body), "{code}: {body} does not match {name}");
+        assert_eq!(documented["headers"].get("WWW-Authenticate").is_some(), www.is_some(), "{code}: WWW-Authenticate");
+        assert_eq!(documented["headers"].get("Retry-After").is_some(), retry.is_some(), "{code}: Retry-After");
+        if let Some(www) = www {
+            let sealed_time = body.get("server_time_sealed").and_then(Value::as_str);
+            let expected = match (code, sealed_time) {
+                ("missing_credentials", _) => "Ticket realm=\"EXAMPLE.TEST\"".to_owned(),
+                (_, Some(t)) => format!("Ticket realm=\"EXAMPLE.TEST\", error=\"{code}\", server_time=\"{t}\""),
+                _ => format!("Ticket realm=\"EXAMPLE.TEST\", error=\"{code}\""),
+            };
+            assert_eq!(www, expected, "{code}");
+        }
+        kinds.insert(body["type"].as_str().unwrap().to_owned());
+        codes.insert(body["detail"].as_str().unwrap().to_owned());
+    }
+    let problem = &spec["components"]["schemas"]["ServiceProblem"]["allOf"][1]["properties"];
+    let set = |v: &Value| v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect::<BTreeSet<_>>();
+    assert_eq!(set(&problem["type"]["enum"]), kinds, "ServiceProblem.type (left) and the layer (right) disagree");
+    assert_eq!(set(&problem["detail"]["enum"]), codes, "ServiceProblem.detail (left) and the layer (right) disagree");
+}
+
+/// The plaintexts of sealed values that `openapi.yaml` describes
+/// (`components.schemas`) are the ones the code seals: every plaintext,
+/// header and message of the known-answer exchange
+/// (`docs/known-answer-exchange.json`, which kdc-proto's
+/// `known_answer_exchange` test keeps equal to the code) validates against
+/// its schema, and one with an unknown member does not.
+#[test]
+fn sealed_plaintexts_match_the_spec() {
+    let spec = spec();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/known-answer-exchange.json");
+    let kat: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let schema = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    let parsed = |s: &Value| -> Value { serde_json::from_str(s.as_str().unwrap()).unwrap() };
+    let plaintexts = [
+        ("pre_auth", "PreAuthTimestamp"),
+        ("as_enc_part", "EncTicketPart"),
+        ("tgs_enc_part", "EncTicketPart"),
+        ("renew_enc_part", "EncTicketPart"),
+        ("tgs_authenticator", "Authenticator"),
+        ("ap_authenticator", "Authenticator"),
+        ("renew_authenticator", "Authenticator"),
+        ("mutual_reply", "MutualReply"),
+        ("clock_skew_detail", "ErrorDetail"),
+    ];
+    let mut headers = Vec::new();
+    for (field, name) in plaintexts {
+        let value = parsed(&kat[field]["plaintext"]);
+        assert!(valid(&spec, &schema(name), &value), "{field}: {value} is not a {name}");
+        let mut extra = value.clone();
+        extra["extra"] = json!(1);
+        assert!(!valid(&spec, &schema(name), &extra), "{name} accepts an unknown member");
+        headers.push(parsed(&kat[field]["header"]));
+    }
+    for field in ["tgt", "service_ticket", "renewed_tgt"] {
+        let claims = parsed(&kat[field]["claims"]);
+        assert!(valid(&spec, &schema("TicketClaims"), &claims), "{field}: {claims}");
+        headers.push(parsed(&kat[field]["sealed"]["header"]));
+    }
+    for h in headers {
+        assert!(valid(&spec, &schema("SealedHeader"), &h), "{h}");
+    }
+    for (field, name) in [
+        ("as_challenge_request", "InitialTicketRequest"),
+        ("as_request", "InitialTicketRequest"),
+        ("as_reply", "TicketReply"),
+        ("tgs_request", "ServiceTicketRequest"),
+        ("tgs_reply", "TicketReply"),
+        ("renew_request", "RenewRequest"),
+        ("renew_reply", "TicketReply"),
+    ] {
+        let value = parsed(&kat[field]);
+        assert!(valid(&spec, &schema(name), &value), "{field}: {value} is not a {name}");
+    }
+    let info = &spec["components"]["headers"]["AuthenticationInfo"]["schema"];
+    assert!(valid(&spec, info, &kat["authentication_info"]), "{}", kat["authentication_info"]);
+}
