@@ -27,7 +27,7 @@ pub const DATABASE_FILE: &str = "kdc.sqlite3";
 #[derive(Debug, Parser)]
 #[command(name = "kdc", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file (default: ./kdc.toml when present).
+    /// Configuration file [default: ./kdc.toml when present].
     #[arg(long, global = true, env = "KDC_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory [default: ./kdc-data].

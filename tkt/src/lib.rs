@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 #[derive(Debug, Parser)]
 #[command(name = "tkt", version, about = "Tickets for the HTTP ticket authority")]
 struct Cli {
-    /// The KDC's base URL.
+    /// The KDC's base URL [default: the KDC of the last login].
     #[arg(long, global = true, env = "TKT_KDC_URL")]
     kdc: Option<String>,
     /// The ticket cache file [default: $XDG_CACHE_HOME/tkt/tickets.json, else ~/.cache/tkt/tickets.json].

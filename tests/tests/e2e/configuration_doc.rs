@@ -109,8 +109,15 @@ fn check_flags(command: &str, documented: &[Row], help: &BTreeMap<String, HelpOp
         let Some(flag) = &row.flag else { continue };
         let shown = &help[flag];
         assert_eq!(row.env, shown.env, "{command} {flag}: environment variable");
-        if let Some(default) = &shown.default {
-            assert_eq!(&row.default, default, "{command} {flag}: default");
+        match &shown.default {
+            Some(default) => assert_eq!(&row.default, default, "{command} {flag}: default"),
+            // A flag whose help names no default must be one that is off or
+            // absent unless given: nothing unchecked slips through.
+            None => assert!(
+                row.default == "off" || row.default.starts_with("none"),
+                "{command} {flag}: --help names no default, the doc says {:?}",
+                row.default
+            ),
         }
     }
 }
@@ -205,6 +212,33 @@ fn every_kdc_toml_key_is_documented_with_its_default() {
     assert!(accepted.len() > 10, "the recorder found too little: {accepted:?}");
     let documented_keys: BTreeSet<String> = documented.keys().cloned().collect();
     assert_eq!(documented_keys, accepted, "kdc.toml keys in docs/CONFIGURATION.md vs the parser");
+
+    // Top-level keys: the documented default is the one the code falls back
+    // to (the `--help` text is checked against the doc separately, so the
+    // three agree).
+    let top_level_defaults = [
+        ("data", kdc_server::config::DEFAULT_DATA_DIR.to_owned()),
+        ("listen", kdc_server::config::DEFAULT_LISTEN.to_owned()),
+        ("realm", kdc_server::config::DEFAULT_REALM.to_owned()),
+        ("shutdown_grace_secs", kdc_server::config::DEFAULT_SHUTDOWN_GRACE_SECS.to_string()),
+        ("audit_fsync", format!("{:?}", kdc_server::audit::FsyncPolicy::default()).to_lowercase()),
+    ];
+    for (key, default) in top_level_defaults {
+        assert_eq!(documented[key], default, "{key}: documented default vs the code's");
+    }
+    let empty = FileConfig::parse("").unwrap();
+    for (key, unset) in [
+        ("public_url", empty.public_url.is_none()),
+        ("tls_cert", empty.tls_cert.is_none()),
+        ("tls_key", empty.tls_key.is_none()),
+        ("audit_log", empty.audit_log.is_none()),
+        ("log_format", empty.log_format.is_none()),
+    ] {
+        assert!(unset, "{key} has a value in an empty file");
+        if key != "log_format" && key != "public_url" {
+            assert!(documented[key].starts_with("none"), "{key}: unset means none, the doc says {:?}", documented[key]);
+        }
+    }
 
     // Every documented key parses (the file refuses unknown keys), and the
     // tables' defaults are what an empty file gives.
