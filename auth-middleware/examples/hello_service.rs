@@ -81,13 +81,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     let args = Args::parse();
     let roots = match &args.kdc_ca_cert {
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .with_context(|| format!("{}: no PEM certificate in it", path.display()))?
-        }
+        Some(path) => auth_middleware::tls::load_ca_file(path)?,
         None => Vec::new(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {

@@ -128,16 +128,13 @@ impl KdcCa {
     fn load(self) -> Result<Vec<reqwest::Certificate>, ConfigError> {
         match self {
             KdcCa::Given(c) => Ok(vec![c]),
-            KdcCa::File(path) => {
-                let err = |reason: String| ConfigError::CaCertificate { path: path.clone(), reason };
-                let pem = std::fs::read(&path).map_err(|e| err(e.to_string()))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|_| err("not a PEM certificate file".to_owned()))?;
-                if certs.is_empty() {
-                    return Err(err("no PEM certificate in it".to_owned()));
-                }
-                Ok(certs)
-            }
+            KdcCa::File(path) => crate::tls::load_ca_file(&path).map_err(|e| ConfigError::CaCertificate {
+                path,
+                reason: match e {
+                    crate::tls::TlsError::Certificate { reason, .. } => reason,
+                    other => other.to_string(),
+                },
+            }),
         }
     }
 }

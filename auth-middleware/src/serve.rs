@@ -44,7 +44,8 @@ pub struct ServeLimits {
     /// it the client gets `408` (or the connection is closed). Defaults to 30 s.
     pub request_timeout: Duration,
     /// Open connections from one client address; more get `503` with
-    /// `Retry-After: 1` and are closed at once. Defaults to 256 (a busy
+    /// `Retry-After: 1` and are closed at once (over TLS they are closed
+    /// without an answer: the client has not negotiated TLS yet). Defaults to 256 (a busy
     /// client behind one NAT address keeps working; one attacker holds at
     /// most this many sockets). Behind a local reverse proxy every client
     /// shares its address: raise it to `max_connections` there.
@@ -187,6 +188,9 @@ async fn serve_inner(
     let per_address = Arc::new(PerAddress::default());
     let total = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Tells TLS handshakes still in progress that serving has stopped: a
+    // stalled handshake must not hold a graceful shutdown.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -229,23 +233,30 @@ async fn serve_inner(
         let builder = builder.clone();
         let tls = tls.clone();
         let handshake_timeout = limits.header_read_timeout;
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let ended = match tls {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => {
-                        watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service)).await
+                Some(acceptor) => {
+                    let handshake = tokio::select! {
+                        h = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => h,
+                        _ = stopping.wait_for(|stop| *stop) => return,
+                    };
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            watcher.watch(builder.serve_connection(TokioIo::new(tls_stream), service)).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer.ip(), error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %peer.ip(), "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer.ip(), error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(peer = %peer.ip(), "TLS handshake timed out");
-                        return;
-                    }
-                },
+                }
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -253,6 +264,7 @@ async fn serve_inner(
         });
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     let drained = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_ok();
     if !drained {
         tracing::warn!("open connections did not finish within the shutdown grace period");
@@ -337,6 +349,43 @@ mod tests {
         again.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let out = closed_within(&mut again, Duration::from_secs(3)).await.unwrap();
         assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    }
+}
+
+#[cfg(test)]
+mod tls_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A client that opens a connection and never starts its TLS handshake
+    /// must not keep a graceful shutdown waiting for the handshake deadline.
+    #[tokio::test]
+    async fn a_stalled_handshake_does_not_hold_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("k.pem"), key.serialize_pem()).unwrap();
+        let tls = ServerTls::from_pem_files(dir.path().join("c.pem"), dir.path().join("k.pem")).unwrap();
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The default handshake deadline is 10 s.
+        let server = tokio::spawn(async move {
+            serve_tls(listener, app, ServeLimits::default(), &tls, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let asked = std::time::Instant::now();
+        stop.send(()).unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), server).await;
+        let stopped = outcome.expect("shutdown waited for the stalled handshake").unwrap().unwrap();
+        assert!(stopped.drained);
+        assert!(asked.elapsed() < Duration::from_secs(5));
     }
 }
 

@@ -23,6 +23,7 @@ use rustls::sign::CertifiedKey;
 /// Why a certificate or key could not be loaded. Names the file, never its
 /// contents.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// The certificate file is missing, unreadable, or holds no PEM certificate.
     #[error("certificate {path}: {reason}")]
@@ -134,6 +135,20 @@ impl ServerTls {
     pub fn certificate_chain(&self) -> Vec<CertificateDer<'static>> {
         self.current.0.read().unwrap_or_else(|p| p.into_inner()).cert.clone()
     }
+}
+
+/// Reads every certificate in a PEM file (a private CA, or a bundle) to
+/// trust besides the platform's roots, for an https client (the JWK-set
+/// fetch, the example service's discovery fetch).
+pub fn load_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsError> {
+    let err = |reason: String| TlsError::Certificate { path: path.to_owned(), reason };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| err("not a PEM certificate file".to_owned()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".to_owned()));
+    }
+    Ok(certs)
 }
 
 fn load_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {

@@ -687,6 +687,15 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
     if !cors.is_empty() {
         tracing::info!(origins = ?cors.origins().collect::<Vec<_>>(), "CORS: pages from these origins may call the KDC");
+        for origin in cors.origins().filter(|o| crate::cors::is_insecure_remote(o)) {
+            // A page served over plain http can be rewritten in transit, and
+            // then speaks to the KDC with the user's credentials.
+            eprintln!(
+                "WARNING: CORS origin {origin} is plain http on a non-loopback host: anyone on the path to \
+                 that page can change what it does with the KDC. Serve the page over https."
+            );
+            tracing::warn!(%origin, "plain-http CORS origin on a non-loopback host");
+        }
     }
     let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay))
         .await?

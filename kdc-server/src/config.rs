@@ -213,6 +213,10 @@ pub fn advertised_base_url(
     tls: bool,
 ) -> anyhow::Result<String> {
     match configured {
+        Some(url) if tls && url.starts_with("http://") => anyhow::bail!(
+            "public URL {url:?} is plain http, but this KDC serves https: clients would be sent to plain http. \
+             Give the https:// URL clients reach it at"
+        ),
         Some(url) => Ok(parse_public_url(url)?),
         None if listening.ip().is_loopback() => Ok(format!("{}://{listening}", scheme(tls))),
         None => anyhow::bail!(
@@ -255,5 +259,8 @@ mod public_url_tests {
             "https://kdc.example.test"
         );
         assert_eq!(advertised_base_url(None, lo, true).unwrap(), "https://127.0.0.1:8088");
+        // Serving TLS while advertising plain http would send clients to http.
+        assert!(advertised_base_url(Some("http://kdc.example.test"), any, true).is_err());
+        assert!(advertised_base_url(Some("http://kdc.example.test"), any, false).is_ok());
     }
 }

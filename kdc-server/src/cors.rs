@@ -57,6 +57,17 @@ pub struct InvalidOrigin {
     pub reason: &'static str,
 }
 
+/// Whether a (normalised) origin is plain `http` on a host other than
+/// loopback: allowed, but such a page can be rewritten in transit.
+pub fn is_insecure_remote(origin: &str) -> bool {
+    let Some(rest) = origin.strip_prefix("http://") else { return false };
+    let host = match rest.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+    };
+    !(host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 /// Checks one configured origin and returns it as browsers send it in
 /// `Origin`: `http` or `https`, a host and an optional port, in lower case,
 /// without the scheme's default port. A trailing `/` is accepted; any other
@@ -182,6 +193,16 @@ pub async fn cors(State(layer): State<Option<CorsLayer>>, req: Request, next: Ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_origins_off_loopback_are_told_apart() {
+        assert!(is_insecure_remote("http://app.example.test"));
+        assert!(is_insecure_remote("http://10.0.0.5:8080"));
+        for fine in ["https://app.example.test", "http://localhost:3000", "http://127.0.0.1:8080", "http://[::1]:8080"]
+        {
+            assert!(!is_insecure_remote(fine), "{fine}");
+        }
+    }
 
     fn ok(s: &str) -> String {
         parse_origin(s).unwrap().to_str().unwrap().to_owned()
