@@ -118,7 +118,8 @@ enum SigningKeyCommand {
         #[arg(long, value_name = "SECS")]
         activate_after: Option<u64>,
     },
-    /// List the signing keys and their states (next, active, retiring, retired).
+    /// List the signing keys: state (next, active, retiring, retired), when a
+    /// serving KDC first published each, and when it signs from.
     List,
 }
 
@@ -422,9 +423,19 @@ async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Resul
             }
         }
         SigningKeyCommand::List => {
+            let floor = crate::signing_keys::publish_floor_secs(kdc.policy());
             for (k, state) in kdc.signing_key_states(now).await? {
+                let published = k.published_at.map_or_else(|| "not yet".to_owned(), |p| when(p, now));
+                let signs_from = k.signs_from.map_or_else(
+                    || format!("{floor} s after a serving KDC publishes it, not before {}", when(k.activates_at, now)),
+                    |f| when(f, now),
+                );
                 let retires = k.retires_at.map_or_else(|| "-".to_owned(), |r| when(r, now));
-                println!("{}\t{}\tactivates {}\tretires {retires}", k.kid, state.as_str(), when(k.activates_at, now));
+                println!(
+                    "{}\t{}\tpublished {published}\tsigns from {signs_from}\tretires {retires}",
+                    k.kid,
+                    state.as_str()
+                );
             }
         }
     }

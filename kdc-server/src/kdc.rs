@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::error::KdcError;
 use crate::master_key::MasterKey;
 use crate::policy::Policy;
-use crate::signing_keys::{self, KeyState, RotationError, Schedule, SigningKeyRotation, SigningKeys};
+use crate::signing_keys::{self, KeyState, KeyTimings, RotationError, Schedule, SigningKeyRotation, SigningKeys};
 use crate::store::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
     StoredSigningKey,
@@ -156,6 +156,9 @@ impl Kdc {
             sealed: master.seal_key(&format!("signing#{}", signer.kid()), &SecretKey::from_bytes(*signer.seed()))?,
             created_at: now_secs,
             activates_at: now_secs,
+            // The realm's first key: no other key could sign while it
+            // waited for a publication, so none is waited for.
+            published_at: Some(now_secs),
             retires_at: None,
         };
         let tgs = Self::prepare(master, service_spec(Principal::ticket_granting(realm)), now_secs).await?;
@@ -246,34 +249,59 @@ impl Kdc {
         self.signing.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Re-reads the signing keys from the store (a rotation made by another
-    /// process) and drops keys retired by `now_secs`. Cheap when nothing
-    /// changed: one small query. Returns whether the published set changed.
+    /// For a serving KDC (only: it publishes what it loads): re-reads the
+    /// signing keys from the store (a rotation made by another process),
+    /// drops keys retired by `now_secs`, and records in the store that it
+    /// publishes, from `now_secs`, any key no KDC published before, so that
+    /// key signs only a publish floor later. Cheap when nothing changed: one
+    /// small query. Returns whether the published set changed.
     pub async fn reload_signing_keys(&self, now_secs: u64) -> Result<bool, KdcError> {
+        let before = self.signing_keys();
+        let mut held = Arc::clone(&before);
         let stored = self.store.signing_keys().await?;
-        let current = self.signing_keys();
-        if current.is_current(&stored, now_secs) {
-            return Ok(false);
+        if !held.is_current(&stored, now_secs) {
+            held = self.replace_signing_keys(&stored, now_secs, &held)?;
         }
-        let fresh = SigningKeys::load(&stored, &self.master, &self.policy, now_secs, Some(&current))?;
-        let changed = fresh.jwks() != current.jwks();
-        *self.signing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(changed)
+        // Recorded once the set holding them is served (above), never
+        // before: a recorded publication must not precede the real one.
+        let unpublished = held.unpublished();
+        if !unpublished.is_empty() {
+            self.store.record_signing_keys_published(&unpublished, now_secs).await?;
+            // Another KDC may have recorded an earlier publication: use the
+            // stored one, as every KDC on this store does.
+            let stored = self.store.signing_keys().await?;
+            held = self.replace_signing_keys(&stored, now_secs, &held)?;
+        }
+        Ok(held.jwks() != before.jwks())
     }
 
-    /// Rotates the KDC's signing key: stores a new key that signs from
+    /// Loads `stored` (reusing the keys `previous` holds) and serves it.
+    fn replace_signing_keys(
+        &self,
+        stored: &[StoredSigningKey],
+        now_secs: u64,
+        previous: &SigningKeys,
+    ) -> Result<Arc<SigningKeys>, KdcError> {
+        let fresh = Arc::new(SigningKeys::load(stored, &self.master, &self.policy, now_secs, Some(previous))?);
+        *self.signing.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&fresh);
+        Ok(fresh)
+    }
+
+    /// Rotates the KDC's signing key: stores a new key that a serving KDC
+    /// publishes from now on (or from when one starts) and that signs from
     /// `now_secs + publish_delay` (default
     /// [`signing_keys::DEFAULT_PUBLISH_DELAY_SECS`], never below
-    /// [`signing_keys::publish_floor_secs`]) and is published from now on,
-    /// and schedules the retirement of the key signing today once every
-    /// ticket it can sign has expired. One rotation at a time: refused while
-    /// a key is waiting to activate.
+    /// [`signing_keys::publish_floor_secs`]), or a publish floor after a KDC
+    /// first publishes it if that is later; and schedules the retirement of
+    /// the key signing today once every ticket it can sign has expired. One
+    /// rotation at a time: refused while a key does not sign yet.
     pub async fn rotate_signing_key(
         &self,
         publish_delay: Option<u64>,
         now_secs: u64,
     ) -> Result<SigningKeyRotation, RotationError> {
-        let floor = signing_keys::publish_floor_secs(&self.policy);
+        let timings = KeyTimings::of(&self.policy);
+        let floor = timings.publish_floor;
         let delay = match publish_delay {
             Some(d) if d < floor => return Err(RotationError::TooSoon { requested: d, floor }),
             Some(d) if d > signing_keys::MAX_PUBLISH_DELAY_SECS => {
@@ -283,21 +311,30 @@ impl Kdc {
             None => signing_keys::DEFAULT_PUBLISH_DELAY_SECS.max(floor),
         };
         let pending = |stored: &[StoredSigningKey]| {
-            stored
-                .iter()
-                .find(|k| k.activates_at > now_secs)
-                .map(|k| RotationError::Pending { kid: k.kid.clone(), activates_at: k.activates_at })
+            let schedule = Schedule::of(stored, timings);
+            schedule.into_iter().find(|k| !k.retired_at(now_secs) && !k.signs_at(now_secs)).map(|k| {
+                match k.signs_from {
+                    Some(activates_at) => RotationError::Pending { kid: k.kid, activates_at },
+                    None => {
+                        RotationError::Unpublished { kid: k.kid, activates_at: k.activates_at, publish_floor: floor }
+                    }
+                }
+            })
         };
         let stored = self.store.signing_keys().await.map_err(KdcError::from)?;
         if let Some(e) = pending(&stored) {
             return Err(e);
         }
-        let schedule = Schedule::of(&stored, signing_keys::retain_secs(&self.policy));
+        // What the store checks is still the latest when it writes.
+        let latest_seen =
+            stored.first().map(|k| k.kid.clone()).ok_or(KdcError::Store(StoreError::Corrupt("no signing key")))?;
+        let schedule = Schedule::of(&stored, timings);
         let previous =
             signing_keys::active_index(&schedule, now_secs).and_then(|i| schedule.get(i)).map(|s| s.kid.clone());
         let key = KdcSigningKey::generate();
         let activates_at = now_secs.saturating_add(delay);
-        let previous_retires_at = activates_at.saturating_add(signing_keys::retain_secs(&self.policy));
+        // The earliest: the schedule raises it if the key signs later.
+        let previous_retires_at = activates_at.saturating_add(timings.retain);
         let row = StoredSigningKey {
             kid: key.kid().to_owned(),
             sealed: self
@@ -306,9 +343,11 @@ impl Kdc {
                 .map_err(KdcError::from)?,
             created_at: now_secs,
             activates_at,
+            // Recorded by the first KDC that serves it.
+            published_at: None,
             retires_at: None,
         };
-        match self.store.add_signing_key(&row, previous_retires_at, now_secs).await {
+        match self.store.add_signing_key(&row, previous_retires_at, &latest_seen).await {
             Ok(()) => {}
             // Another rotation got in between the check and the write.
             Err(StoreError::AlreadyExists) => {
@@ -326,7 +365,7 @@ impl Kdc {
     /// activation first, read from the store (not from this KDC's copy).
     pub async fn signing_key_states(&self, now_secs: u64) -> Result<Vec<(Schedule, KeyState)>, KdcError> {
         let stored = self.store.signing_keys().await?;
-        let schedule = Schedule::of(&stored, signing_keys::retain_secs(&self.policy));
+        let schedule = Schedule::of(&stored, KeyTimings::of(&self.policy));
         let states = signing_keys::states(&schedule, now_secs);
         Ok(schedule.into_iter().zip(states).collect())
     }

@@ -45,6 +45,11 @@ fn insert(state: &mut State, new: &NewPrincipal) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The order of [`PrincipalStore::signing_keys`]: latest activation first.
+fn latest_first(a: &StoredSigningKey, b: &StoredSigningKey) -> std::cmp::Ordering {
+    b.activates_at.cmp(&a.activates_at).then(b.created_at.cmp(&a.created_at)).then(a.kid.cmp(&b.kid))
+}
+
 #[async_trait]
 impl PrincipalStore for MemoryStore {
     async fn realm(&self) -> Result<Option<String>, StoreError> {
@@ -140,9 +145,7 @@ impl PrincipalStore for MemoryStore {
 
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         let mut keys = self.state().signing_keys.clone();
-        keys.sort_by(|a, b| {
-            b.activates_at.cmp(&a.activates_at).then(b.created_at.cmp(&a.created_at)).then(a.kid.cmp(&b.kid))
-        });
+        keys.sort_by(latest_first);
         Ok(keys)
     }
 
@@ -150,16 +153,25 @@ impl PrincipalStore for MemoryStore {
         &self,
         key: &StoredSigningKey,
         retire_previous_at: u64,
-        now: u64,
+        latest_seen: &str,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
-        if state.signing_keys.iter().any(|k| k.activates_at > now) {
+        let latest = state.signing_keys.iter().min_by(|a, b| latest_first(a, b));
+        if latest.is_none_or(|k| k.kid != latest_seen) {
             return Err(StoreError::AlreadyExists);
         }
         for k in state.signing_keys.iter_mut().filter(|k| k.retires_at.is_none()) {
             k.retires_at = Some(retire_previous_at);
         }
         state.signing_keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn record_signing_keys_published(&self, kids: &[String], now: u64) -> Result<(), StoreError> {
+        let mut state = self.state();
+        for k in state.signing_keys.iter_mut().filter(|k| k.published_at.is_none() && kids.contains(&k.kid)) {
+            k.published_at = Some(now);
+        }
         Ok(())
     }
 

@@ -141,8 +141,10 @@ pub struct PrincipalUpdate {
 }
 
 /// One of the KDC's signing keys, sealed under the master key, with its
-/// lifecycle: published from creation, signing from `activates_at`,
-/// published until `retires_at` (see [`crate::signing_keys`]).
+/// lifecycle: published by a serving KDC from `published_at`, signing from
+/// `activates_at` but never before the publish floor has passed since
+/// `published_at`, published until `retires_at` (see
+/// [`crate::signing_keys`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSigningKey {
     /// Its key id.
@@ -151,9 +153,16 @@ pub struct StoredSigningKey {
     pub sealed: String,
     /// Creation time (Unix seconds).
     pub created_at: u64,
-    /// When the KDC starts signing with it (Unix seconds). Keys stored before
-    /// rotation existed activate at their creation.
+    /// When the KDC starts signing with it at the earliest (Unix seconds).
+    /// Keys stored before rotation existed activate at their creation.
     pub activates_at: u64,
+    /// When a serving KDC first published it in its JWK set (Unix seconds),
+    /// set once by the first KDC that loads it
+    /// ([`PrincipalStore::record_signing_keys_published`]). `None` until then:
+    /// no service can have it, so it signs nothing. A realm's first key
+    /// (nothing else could sign) and keys stored before this was recorded
+    /// count as published at their creation.
+    pub published_at: Option<u64>,
     /// After this (Unix seconds) it is no longer published: every ticket it
     /// signed has expired. `None` until a successor is stored.
     pub retires_at: Option<u64>,
@@ -199,16 +208,23 @@ pub trait PrincipalStore: Send + Sync + 'static {
     /// All signing keys, latest activation first (retired ones included).
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Signing-key rotation: gives every key without a retirement time the
-    /// retirement `retire_previous_at`, and adds `key` (which activates after
-    /// `now`), atomically. While a key that activates after `now` is stored
-    /// (a rotation is pending), nothing is written and the answer is
-    /// [`StoreError::AlreadyExists`].
+    /// retirement `retire_previous_at`, and adds `key`, atomically, provided
+    /// the latest stored key (as [`PrincipalStore::signing_keys`] orders
+    /// them) is still `latest_seen`: the caller checked that it signs
+    /// already, so no rotation is pending. If another rotation got in since,
+    /// nothing is written and the answer is [`StoreError::AlreadyExists`].
     async fn add_signing_key(
         &self,
         key: &StoredSigningKey,
         retire_previous_at: u64,
-        now: u64,
+        latest_seen: &str,
     ) -> Result<(), StoreError>;
+    /// Records that a serving KDC publishes the signing keys `kids` from
+    /// `now` on: sets `published_at` to `now` on those that have none yet,
+    /// atomically. Only the first KDC to publish a key sets it; a later one,
+    /// or another KDC on the same store, changes nothing. Unknown ids are
+    /// ignored.
+    async fn record_signing_keys_published(&self, kids: &[String], now: u64) -> Result<(), StoreError>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

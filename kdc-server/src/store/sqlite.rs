@@ -65,6 +65,14 @@ ALTER TABLE signing_keys ADD COLUMN activates_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE signing_keys ADD COLUMN retires_at INTEGER;
 UPDATE signing_keys SET activates_at = created_at;
 "#,
+    // 2: when a serving KDC first published each signing key, which it
+    // signs with only a publish floor later. Keys stored before count as
+    // published at their creation, as the KDC that stored them assumed: a
+    // data directory that never rotated signs on as it did.
+    r#"
+ALTER TABLE signing_keys ADD COLUMN published_at INTEGER;
+UPDATE signing_keys SET published_at = created_at;
+"#,
 ];
 
 /// Creates the tables and applies the migrations not yet applied, in one
@@ -277,8 +285,16 @@ fn insert_key(conn: &Connection, principal_id: &str, k: &StoredKey) -> Result<()
 
 fn insert_signing_key(conn: &Connection, k: &StoredSigningKey) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO signing_keys (kid, sealed, created_at, activates_at, retires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![k.kid, k.sealed, to_i64(k.created_at), to_i64(k.activates_at), k.retires_at.map(to_i64)],
+        "INSERT INTO signing_keys (kid, sealed, created_at, activates_at, published_at, retires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            k.kid,
+            k.sealed,
+            to_i64(k.created_at),
+            to_i64(k.activates_at),
+            k.published_at.map(to_i64),
+            k.retires_at.map(to_i64)
+        ],
     )
     .map_err(|e| if is_unique_violation(&e) { StoreError::AlreadyExists } else { e.into() })?;
     Ok(())
@@ -446,7 +462,7 @@ impl PrincipalStore for SqliteStore {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT kid, sealed, created_at, activates_at, retires_at FROM signing_keys \
+                "SELECT kid, sealed, created_at, activates_at, published_at, retires_at FROM signing_keys \
                  ORDER BY activates_at DESC, created_at DESC, kid",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -455,7 +471,8 @@ impl PrincipalStore for SqliteStore {
                     sealed: r.get(1)?,
                     created_at: to_u64(r.get(2)?),
                     activates_at: to_u64(r.get(3)?),
-                    retires_at: r.get::<_, Option<i64>>(4)?.map(to_u64),
+                    published_at: r.get::<_, Option<i64>>(4)?.map(to_u64),
+                    retires_at: r.get::<_, Option<i64>>(5)?.map(to_u64),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -466,17 +483,21 @@ impl PrincipalStore for SqliteStore {
         &self,
         key: &StoredSigningKey,
         retire_previous_at: u64,
-        now: u64,
+        latest_seen: &str,
     ) -> Result<(), StoreError> {
-        let key = key.clone();
+        let (key, latest_seen) = (key.clone(), latest_seen.to_owned());
         self.write(move |c| {
-            // Immediate: the check for a pending key and the insert see the
+            // Immediate: the check of the latest key and the insert see the
             // same store, whatever another process does meanwhile.
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let pending: Option<i64> = tx
-                .query_row("SELECT 1 FROM signing_keys WHERE activates_at > ?1 LIMIT 1", [to_i64(now)], |r| r.get(0))
+            let latest: Option<String> = tx
+                .query_row(
+                    "SELECT kid FROM signing_keys ORDER BY activates_at DESC, created_at DESC, kid LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
                 .optional()?;
-            if pending.is_some() {
+            if latest.as_deref() != Some(latest_seen.as_str()) {
                 return Err(StoreError::AlreadyExists);
             }
             tx.execute(
@@ -484,6 +505,24 @@ impl PrincipalStore for SqliteStore {
                 [to_i64(retire_previous_at)],
             )?;
             insert_signing_key(&tx, &key)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_signing_keys_published(&self, kids: &[String], now: u64) -> Result<(), StoreError> {
+        let kids = kids.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction()?;
+            for kid in &kids {
+                // Set once, so every KDC on this store computes the same
+                // activation from it.
+                tx.execute(
+                    "UPDATE signing_keys SET published_at = ?1 WHERE kid = ?2 AND published_at IS NULL",
+                    params![to_i64(now), kid],
+                )?;
+            }
             tx.commit()?;
             Ok(())
         })
@@ -505,6 +544,7 @@ mod tests {
             sealed: format!("sealed-{kid}"),
             created_at,
             activates_at,
+            published_at: Some(created_at),
             retires_at: None,
         }
     }
@@ -531,7 +571,7 @@ mod tests {
         assert_eq!(user_version(&path), i64::try_from(MIGRATIONS.len()).unwrap());
         assert_eq!(store.realm().await.unwrap().as_deref(), Some("EXAMPLE.TEST"));
         let keys = store.signing_keys().await.unwrap();
-        assert_eq!(keys, vec![StoredSigningKey { retires_at: None, ..signing_key("first", 1000, 1000) }]);
+        assert_eq!(keys, vec![signing_key("first", 1000, 1000)], "published at its creation, signing on");
         // Opening again (another process) changes nothing.
         drop(store);
         let store = SqliteStore::open(&path).await.unwrap();
@@ -554,22 +594,70 @@ mod tests {
         let init =
             RealmInit { realm: "EXAMPLE.TEST".into(), signing_key: signing_key("k1", 1000, 1000), principals: vec![] };
         store.initialize(&init).await.unwrap();
-        store.add_signing_key(&signing_key("k2", 2000, 3000), 9000, 2000).await.unwrap();
+        store.add_signing_key(&signing_key("k2", 2000, 3000), 9000, "k1").await.unwrap();
         let keys = store.signing_keys().await.unwrap();
         assert_eq!(
             keys.iter().map(|k| (k.kid.as_str(), k.retires_at)).collect::<Vec<_>>(),
             vec![("k2", None), ("k1", Some(9000))]
         );
-        // k2 activates at 3000: until then, no other rotation.
-        let e = store.add_signing_key(&signing_key("k3", 2500, 4000), 9500, 2500).await.unwrap_err();
+        // A rotation that checked the store before k2 was added (another
+        // process, at the same time) writes nothing.
+        let e = store.add_signing_key(&signing_key("k3", 2500, 4000), 9500, "k1").await.unwrap_err();
         assert!(matches!(e, StoreError::AlreadyExists), "{e}");
         assert_eq!(store.signing_keys().await.unwrap(), keys, "nothing written");
-        // After it, the next rotation retires k2 and leaves k1's retirement alone.
-        store.add_signing_key(&signing_key("k3", 3000, 4000), 9500, 3000).await.unwrap();
+        // One that saw k2 retires it and leaves k1's retirement alone.
+        store.add_signing_key(&signing_key("k3", 3000, 4000), 9500, "k2").await.unwrap();
         let keys = store.signing_keys().await.unwrap();
         assert_eq!(
             keys.iter().map(|k| (k.kid.as_str(), k.retires_at)).collect::<Vec<_>>(),
             vec![("k3", None), ("k2", Some(9500)), ("k1", Some(9000))]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_kdc_to_publish_a_signing_key_records_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("kdc.sqlite3")).await.unwrap();
+        let init =
+            RealmInit { realm: "EXAMPLE.TEST".into(), signing_key: signing_key("k1", 1000, 1000), principals: vec![] };
+        store.initialize(&init).await.unwrap();
+        let k2 = StoredSigningKey { published_at: None, ..signing_key("k2", 2000, 3000) };
+        store.add_signing_key(&k2, 9000, "k1").await.unwrap();
+        let published = || async {
+            store.signing_keys().await.unwrap().into_iter().map(|k| (k.kid, k.published_at)).collect::<Vec<_>>()
+        };
+        assert_eq!(published().await, vec![("k2".to_owned(), None), ("k1".to_owned(), Some(1000))]);
+        // The first KDC records it (an earlier publication and an unknown id
+        // are left alone); another, later, changes nothing.
+        let all = ["k2".to_owned(), "k1".to_owned(), "unknown".to_owned()];
+        store.record_signing_keys_published(&all, 6000).await.unwrap();
+        store.record_signing_keys_published(&all[..1], 6005).await.unwrap();
+        assert_eq!(published().await, vec![("k2".to_owned(), Some(6000)), ("k1".to_owned(), Some(1000))]);
+        assert_eq!(store.signing_keys().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_data_directory_from_schema_1_counts_its_keys_published_at_their_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kdc.sqlite3");
+        let mut c = Connection::open(&path).unwrap();
+        c.execute_batch(UNVERSIONED).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.execute_batch(
+            "UPDATE signing_keys SET retires_at = 9000;
+             INSERT INTO signing_keys (kid, sealed, created_at, activates_at) VALUES ('second', 'sealed-second', 2000, 5600);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(user_version(&path), 2);
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(
+            keys.iter().map(|k| (k.kid.as_str(), k.activates_at, k.published_at, k.retires_at)).collect::<Vec<_>>(),
+            vec![("second", 5600, Some(2000), None), ("first", 1000, Some(1000), Some(9000))]
         );
     }
 }

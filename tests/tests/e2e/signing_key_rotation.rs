@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kdc_e2e::*;
-use kdc_proto::{Clock, UnixMillis};
+use kdc_proto::{Clock, SystemClock, UnixMillis};
 
 use crate::durability::realm_in;
 use crate::kdc_bin;
@@ -153,4 +153,68 @@ async fn a_service_that_refreshed_its_keys_accepts_the_new_key_from_the_switch_o
     let policy = kdc.kdc.policy();
     kdc.clock.advance_secs(i64::try_from(policy.max_life_secs + policy.max_skew_secs).unwrap());
     wait_for_published(&kdc.url, &[&r.kid]).await;
+}
+
+/// The fields of `kdc signing-key list`, one row per key: `[kid, state,
+/// "published …", "signs from …", "retires …"]`.
+async fn list_keys(d: &str) -> Vec<Vec<String>> {
+    let list = kdc_command(&kdc_bin(), &["signing-key", "list", "--data", d], None).await.unwrap();
+    list.lines().map(|l| l.split('\t').map(str::to_owned).collect()).collect()
+}
+
+/// The Unix time at the start of a `list` field after its label.
+fn time_in(field: &str, label: &str) -> u64 {
+    field.strip_prefix(label).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_key_rotated_while_no_kdc_serves_signs_only_a_floor_after_a_kdc_publishes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let d = data.to_str().unwrap();
+    let old = list_keys(d).await[0][0].clone();
+    // Rotated with the shortest delay while no KDC serves (a maintenance
+    // window): nothing has published it.
+    let out = kdc_command(&kdc_bin(), &["signing-key", "rotate", "--data", d, "--activate-after", "605"], None)
+        .await
+        .unwrap();
+    let new = out.split_whitespace().nth(3).unwrap().trim_end_matches(':').to_owned();
+    let rows = list_keys(d).await;
+    assert_eq!(
+        (rows[0][0].as_str(), rows[0][1].as_str(), rows[0][2].as_str()),
+        (new.as_str(), "next", "published not yet")
+    );
+    assert!(rows[0][3].starts_with("signs from 605 s after a serving KDC publishes it"), "{rows:?}");
+    assert_eq!((rows[1][0].as_str(), rows[1][1].as_str(), rows[1][4].as_str()), (old.as_str(), "active", "retires -"));
+
+    // A KDC starts: it records its publication at once, and the key signs
+    // a publish floor after that, whatever the rotation said.
+    let started = SystemClock.now().as_secs();
+    let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
+    assert_eq!(published_kids(&kdc.url).await.unwrap(), vec![new.clone(), old.clone()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = list_keys(d).await;
+        if rows[0][2] != "published not yet" {
+            break rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "never recorded: {rows:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let published = time_in(&rows[0][2], "published ");
+    assert!(published >= started && published <= SystemClock.now().as_secs(), "{rows:?}");
+    assert_eq!(time_in(&rows[0][3], "signs from "), published + 605, "{rows:?}");
+    // The old key is published until its last ticket has expired.
+    assert_eq!(time_in(&rows[1][4], "retires "), published + 605 + 10 * 3600 + 300, "{rows:?}");
+
+    // Meanwhile the old key signs.
+    let keytab = dir.path().join("a.keytab");
+    kdc_command(&kdc_bin(), &["keytab", "export", SVC_A, "--data", d, "--out", keytab.to_str().unwrap()], None)
+        .await
+        .unwrap();
+    let keytab: kdc_proto::messages::Keytab = serde_json::from_slice(&std::fs::read(&keytab).unwrap()).unwrap();
+    let c = ProtoClient::new(&kdc.url);
+    let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
+    let ticket = c.service_ticket(&tgt, SVC_A).await.unwrap();
+    assert_eq!(ticket_signing_kid(&ticket.ticket, &keytab.keys[0].key).unwrap(), old);
 }
