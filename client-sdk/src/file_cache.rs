@@ -109,6 +109,19 @@ impl FileCache {
         Ok(Self { path, lock_path: lock_path.into(), dir })
     }
 
+    /// Where `tkt` keeps its tickets unless told otherwise (`TKT_CACHE`):
+    /// `$XDG_CACHE_HOME/tkt/tickets.json`, else `~/.cache/tkt/tickets.json`
+    /// (`./tkt/tickets.json` without a home directory). Other commands that
+    /// use a `tkt login` (`kdc admin`) look there too.
+    pub fn default_path() -> PathBuf {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        base.join("tkt").join("tickets.json")
+    }
+
     /// Where the cache lives.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,8 +1,8 @@
 //! The `kdc` command.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal as _, Write};
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,13 +15,13 @@ use zeroize::Zeroizing;
 use crate::audit::{AuditDestination, AuditEvent, AuditLog, AuditSink, EventKind, FsyncPolicy, Outcome};
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REALM, FileConfig, LogFormat};
 use crate::cors::AllowedOrigins;
+use crate::data_dir::{self, ADMIN_REPLAY_STATE, DirState};
 use crate::http::{self, AppState};
 use crate::kdc::{BOOTSTRAP_ADMIN, Credential, Kdc, PrincipalSpec};
 use crate::master_key::MasterKey;
 use crate::store::{PrincipalKind, PrincipalStore, PrincipalUpdate, SqliteStore};
 
-/// File name of the SQLite database inside the data directory.
-pub const DATABASE_FILE: &str = "kdc.sqlite3";
+pub use crate::data_dir::DATABASE_FILE;
 
 /// The HTTP ticket authority's key distribution center.
 #[derive(Debug, Parser)]
@@ -103,6 +103,9 @@ enum Command {
     /// Check an audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Administer a KDC over HTTP with an administrator's ticket (from
+    /// `tkt login admin`, or a password).
+    Admin(crate::admin_client::AdminArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,8 +136,9 @@ enum AuditCommand {
     },
 }
 
+/// `kdc principal …`, and `kdc admin principal …`, its remote twin.
 #[derive(Debug, Subcommand)]
-enum PrincipalCommand {
+pub(crate) enum PrincipalCommand {
     /// Add a user (password from stdin) or a service (random key).
     Add(AddArgs),
     /// List principals.
@@ -159,7 +163,8 @@ enum PrincipalCommand {
         /// Principal name.
         name: String,
     },
-    /// Rotate a principal's key (services: random; users: new password from stdin).
+    /// Rotate a principal's key (services: random; users: a new password,
+    /// asked for on the terminal or read with --password-stdin).
     Rotate {
         /// Principal name.
         name: String,
@@ -169,29 +174,32 @@ enum PrincipalCommand {
     },
 }
 
+/// `principal add`.
 #[derive(Debug, Args)]
-struct AddArgs {
+pub(crate) struct AddArgs {
     /// Principal name (bare names get the realm).
-    name: String,
-    /// A user: read the password from standard input.
-    #[arg(long, conflicts_with = "service", required_unless_present = "service")]
-    password_stdin: bool,
+    pub(crate) name: String,
+    /// A user: read the password from standard input (without it, and
+    /// without --service, the password is asked for twice on the terminal).
+    #[arg(long, conflicts_with = "service")]
+    pub(crate) password_stdin: bool,
     /// A service: random key.
     #[arg(long)]
-    service: bool,
+    pub(crate) service: bool,
     /// A role for its tickets (repeatable).
     #[arg(long = "role")]
-    roles: Vec<String>,
+    pub(crate) roles: Vec<String>,
     /// Maximum ticket lifetime for this principal, seconds.
     #[arg(long)]
-    max_life: Option<u64>,
+    pub(crate) max_life: Option<u64>,
     /// Maximum renewable lifetime for this principal, seconds.
     #[arg(long)]
-    max_renew: Option<u64>,
+    pub(crate) max_renew: Option<u64>,
 }
 
+/// `kdc keytab …`, and `kdc admin keytab …`.
 #[derive(Debug, Subcommand)]
-enum KeytabCommand {
+pub(crate) enum KeytabCommand {
     /// Write a service's live keys to a JSON keytab (mode 0600).
     Export {
         /// Service principal name.
@@ -272,23 +280,56 @@ fn master_key_env() -> Option<Zeroizing<String>> {
     std::env::var("KDC_MASTER_KEY").ok().map(Zeroizing::new)
 }
 
-fn ensure_data_dir(dir: &Path) -> anyhow::Result<()> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating data directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
+/// Opens the store of a data directory that exists (see [`data_dir`]: the
+/// callers check or create it first).
 async fn open_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
-    ensure_data_dir(data)?;
     let store = SqliteStore::open(&data.join(DATABASE_FILE))
         .await
         .with_context(|| format!("opening the store in {}", data.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Opens the store of an existing realm, creating nothing when there is none.
+async fn open_existing_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
+    data_dir::require_store(data)?;
+    open_store(data).await
+}
+
+/// A new password for `who`: one line of standard input with
+/// `from_stdin`, else asked for twice on the terminal without echo (checked
+/// against the password policy before the second time). Without a
+/// terminal, says to use `--password-stdin`; `service_hint` mentions
+/// `--service` for commands that take it.
+pub(crate) fn new_password(
+    who: &kdc_proto::Principal,
+    from_stdin: bool,
+    service_hint: bool,
+) -> anyhow::Result<Zeroizing<String>> {
+    if from_stdin {
+        return read_secret_line("password");
+    }
+    let or_service = if service_hint { " (or --service, for a service with a random key)" } else { "" };
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no password for {who}: standard input is not a terminal; pipe the password in with --password-stdin{or_service}"
+        );
+    }
+    if service_hint {
+        eprintln!("a user; for a service, stop here and pass --service (it gets a random key)");
+    }
+    let prompt = |text: String| -> anyhow::Result<Zeroizing<String>> {
+        Ok(Zeroizing::new(rpassword::prompt_password(text).context("reading the password from the terminal")?))
+    };
+    let first = prompt(format!("New password for {who}: "))?;
+    if first.is_empty() {
+        bail!("empty password");
+    }
+    crate::password_policy::check(&first, who).map_err(crate::KdcError::from)?;
+    let again = prompt(format!("Again, the new password for {who}: "))?;
+    if *first != *again {
+        bail!("the two passwords differ; nothing was changed");
+    }
+    Ok(first)
 }
 
 fn read_secret_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
@@ -304,10 +345,24 @@ fn read_secret_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
     Ok(trimmed)
 }
 
-fn random_password() -> Zeroizing<String> {
-    let mut bytes = Zeroizing::new([0u8; 18]);
-    rand::fill(&mut bytes[..]);
-    Zeroizing::new(b64::encode(&bytes[..]))
+/// A random bootstrap password that passes the password policy (any 24
+/// random base64url characters all but certainly do; the loop makes it
+/// certain).
+fn random_password(admin: &kdc_proto::Principal) -> Zeroizing<String> {
+    loop {
+        let mut bytes = Zeroizing::new([0u8; 18]);
+        rand::fill(&mut bytes[..]);
+        let pw = Zeroizing::new(b64::encode(&bytes[..]));
+        if crate::password_policy::check(&pw, admin).is_ok() {
+            return pw;
+        }
+    }
+}
+
+/// The bootstrap administrator's name in `realm`.
+fn bootstrap_admin(realm: &str) -> anyhow::Result<kdc_proto::Principal> {
+    let realm: Realm = realm.parse().with_context(|| format!("realm {realm:?}"))?;
+    Ok(kdc_proto::Principal::new(BOOTSTRAP_ADMIN, None, realm)?)
 }
 
 /// Initialises the realm in `data` if its store holds none. Returns the
@@ -318,10 +373,11 @@ async fn initialize(
     realm: &str,
     admin_password: Option<Zeroizing<String>>,
 ) -> anyhow::Result<Option<Zeroizing<String>>> {
-    let realm: Realm = realm.parse().with_context(|| format!("realm {realm:?}"))?;
+    let admin = bootstrap_admin(realm)?;
+    let realm = admin.realm().clone();
     let master = MasterKey::load(data, master_key_env().as_deref().map(String::as_str), true)?;
     let generated = admin_password.is_none();
-    let password = admin_password.unwrap_or_else(random_password);
+    let password = admin_password.unwrap_or_else(|| random_password(&admin));
     Kdc::initialize(store, &master, &realm, password.clone(), SystemClock.now().as_secs()).await?;
     Ok(generated.then_some(password))
 }
@@ -332,16 +388,33 @@ async fn open_kdc(s: &Settings, store: Arc<SqliteStore>) -> anyhow::Result<Kdc> 
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Admin(args)) = cli.command {
+        // Remote: nothing of this machine's data directory or kdc.toml.
+        return crate::admin_client::run(args).await;
+    }
     let s = settings(&cli)?;
     match cli.command {
         None | Some(Command::Serve) => serve(&s).await,
+        // Handled above, before any local configuration is read.
+        Some(Command::Admin(_)) => Ok(()),
         Some(Command::Init { admin_password_stdin }) => {
-            let store = open_store(&s.data).await?;
-            if store.realm().await?.is_some() {
+            // Refused before anything is written: a directory of other
+            // things, or one that holds a realm.
+            let state = data_dir::check_for_new_realm(&s.data)?;
+            if state == DirState::Store && open_store(&s.data).await?.realm().await?.is_some() {
                 bail!("{} already holds a realm", s.data.display());
             }
+            let admin = bootstrap_admin(&s.realm)?;
+            let pw = if admin_password_stdin {
+                let pw = read_secret_line("admin password")?;
+                crate::password_policy::check(&pw, &admin).map_err(crate::KdcError::from)?;
+                Some(pw)
+            } else {
+                None
+            };
+            data_dir::create(&s.data)?;
+            let store = open_store(&s.data).await?;
             let mut audit = CliAudit::open(&s)?;
-            let pw = if admin_password_stdin { Some(read_secret_line("admin password")?) } else { None };
             let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
             // The generated password first: it is shown once, whatever follows.
             println!("initialised realm {} in {}", s.realm, s.data.display());
@@ -349,7 +422,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             audit.record(realm_initialized(&s.realm), "the realm was initialised")
         }
         Some(Command::Principal(cmd)) => {
-            let store = open_store(&s.data).await?;
+            let store = open_existing_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
             // Opened before any change, so an unwritable trail stops the
             // command before it changes anything.
@@ -360,7 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             principal_command(&kdc, cmd, audit).await
         }
         Some(Command::Keytab(KeytabCommand::Export { name, out })) => {
-            let store = open_store(&s.data).await?;
+            let store = open_existing_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
             let mut audit = CliAudit::open(&s)?;
             let name = kdc.principal_name(&name)?;
@@ -376,7 +449,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::SigningKey(cmd)) => {
-            let store = open_store(&s.data).await?;
+            let store = open_existing_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
             signing_key_command(&kdc, cmd).await
         }
@@ -482,9 +555,23 @@ fn bootstrap_text(realm: &str, password: Option<&str>) -> String {
     }
 }
 
+/// What to do after the first start, with this KDC's data directory and URL.
+fn next_steps(data: &Path, url: &str) -> String {
+    let d = data.display();
+    let url = url.trim_end_matches('/');
+    format!(
+        "\nnext steps (in another terminal; the KDC sees changes at once):\n\
+         \x20 add a user:          kdc principal add alice --data {d}    (asks for the password; or --password-stdin)\n\
+         \x20 add a service:       kdc principal add HTTP/hello.example.test --data {d} --service\n\
+         \x20 export its keytab:   kdc keytab export HTTP/hello.example.test --data {d} --out hello.keytab\n\
+         \x20 log in as the user:  TKT_KDC_URL={url} tkt login alice\n\
+         \x20 administer remotely: TKT_KDC_URL={url} tkt login admin, then kdc admin --kdc {url} principal list"
+    )
+}
+
 /// Writes `bytes` to `path` with mode 0600: into a new temporary file beside
 /// it (never following a symlink), synced, then renamed over `path`.
-fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let mut suffix = [0u8; 6];
     rand::fill(&mut suffix[..]);
@@ -513,8 +600,11 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
     match cmd {
         PrincipalCommand::Add(a) => {
             let name = kdc.principal_name(&a.name)?;
-            let credential =
-                if a.service { Credential::Random } else { Credential::Password(read_secret_line("password")?) };
+            let credential = if a.service {
+                Credential::Random
+            } else {
+                Credential::Password(new_password(&name, a.password_stdin, true)?)
+            };
             let rec = kdc
                 .create_principal(
                     PrincipalSpec {
@@ -581,10 +671,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
             let name = kdc.principal_name(&name)?;
             let rec = kdc.get(&name).await?;
             let pw = match (rec.kind, password_stdin) {
-                (PrincipalKind::User, true) => Some(read_secret_line("new password")?),
-                (PrincipalKind::User, false) => {
-                    bail!("{name} is a user: pass --password-stdin with the new password")
-                }
+                (PrincipalKind::User, from_stdin) => Some(new_password(&name, from_stdin, false)?),
                 (PrincipalKind::Service, true) => {
                     bail!("{name} is a service: its keys are random, never passwords")
                 }
@@ -631,10 +718,6 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// The admin layer's replay cache, kept in the data directory across clean
-/// restarts.
-const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
-
 async fn serve(s: &Settings) -> anyhow::Result<()> {
     init_logging(s.log_format);
     let addr: SocketAddr = s.listen.parse().with_context(|| format!("listen address {:?}", s.listen))?;
@@ -646,6 +729,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         Some((cert, key)) => Some(Arc::new(auth_middleware::tls::ServerTls::from_pem_files(cert, key)?)),
         None => None,
     };
+    // A realm is only created in a missing or empty directory: a mistyped
+    // path to a folder of other things is refused before anything is
+    // written into it.
+    let state = data_dir::check_for_new_realm(&s.data)?;
+    // The address next, so a port in use fails before a realm is created.
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let audit = match &s.audit_log {
         Some(dest) => AuditLog::start(dest, s.audit_fsync).context("opening the audit log")?,
         None => AuditLog::disabled(),
@@ -659,8 +748,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
             println!("{line}");
         }
     };
+    if state != DirState::Store {
+        data_dir::create(&s.data)?;
+    }
     let store = open_store(&s.data).await?;
-    if store.realm().await?.is_none() {
+    let first_start = store.realm().await?.is_none();
+    if first_start {
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
         // The generated password first: it is shown once, whatever follows.
         say(format!("initialised realm {} in {}", s.realm, s.data.display()));
@@ -672,7 +765,6 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
             .context("the realm was initialised, but the audit log could not record it")?;
     }
     let kdc = open_kdc(s, store).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     let public_url = crate::config::advertised_base_url(s.public_url.as_deref(), local, tls.is_some())?;
     // Before the serving line, which tells a supervisor it may now signal.
@@ -682,6 +774,9 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     };
     say(format!("kdc serving realm {} on {}://{local}", kdc.realm(), crate::config::scheme(tls.is_some())));
     say(format!("discovery advertises {public_url}"));
+    if first_start {
+        say(next_steps(&s.data, &public_url));
+    }
     if tls.is_none() && !local.ip().is_loopback() {
         // Plain HTTP off this machine is only right behind a TLS-terminating
         // proxy on a trusted network; say so where an operator looks.

@@ -94,6 +94,10 @@ pub enum KdcError {
     /// The operation does not apply to this kind of principal.
     #[error("{0}")]
     InvalidOperation(&'static str),
+    /// A user's new password fails the password policy
+    /// ([`crate::password_policy`]).
+    #[error("password refused: {0}")]
+    WeakPassword(crate::password_policy::WeakPassword),
     /// The audit trail cannot be written: an administrative change is
     /// refused (`applied: false`), or was made but not recorded.
     #[error("{}", if *applied {
@@ -149,6 +153,7 @@ impl KdcError {
             PrincipalNotFound => (StatusCode::NOT_FOUND, "principal-not-found"),
             AuditUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable"),
             InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid-operation"),
+            WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak-password"),
             Store(_) | Keys(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -183,6 +188,14 @@ impl KdcError {
             KdcError::Replay => Some("replay"),
             _ => None,
         }
+    }
+}
+
+// By hand, not `#[from]`: the reason is part of this error's message, and
+// as its source too it would be printed twice in an error chain.
+impl From<crate::password_policy::WeakPassword> for KdcError {
+    fn from(e: crate::password_policy::WeakPassword) -> Self {
+        Self::WeakPassword(e)
     }
 }
 

@@ -142,7 +142,9 @@ async fn derive_blocking(
 
 impl Kdc {
     /// Initialises an empty store: realm, signing key, `krbtgt/REALM`,
-    /// `kadmin/admin` and the bootstrap administrator (`admin`, role `admin`).
+    /// `kadmin/admin` and the bootstrap administrator (`admin`, role `admin`),
+    /// whose password must pass the [`crate::password_policy`] like any
+    /// user's.
     pub async fn initialize(
         store: &dyn PrincipalStore,
         master: &MasterKey,
@@ -445,6 +447,7 @@ impl Kdc {
         let id = new_principal_id();
         let (kind, key, password) = match spec.credential {
             Credential::Password(pw) => {
+                crate::password_policy::check(&pw, &spec.name)?;
                 let salt = password_salt(&spec.name);
                 let params = Argon2Params::DEFAULT;
                 let key = derive_blocking(pw, salt.clone(), params).await?;
@@ -473,7 +476,8 @@ impl Kdc {
         })
     }
 
-    /// Creates a principal; durable when it returns.
+    /// Creates a principal; durable when it returns. A user's password
+    /// must pass the [`crate::password_policy`].
     pub async fn create_principal(&self, spec: PrincipalSpec, now_secs: u64) -> Result<PrincipalRecord, KdcError> {
         if spec.name.realm() != &self.realm {
             return Err(KdcError::WrongRealm);
@@ -520,8 +524,9 @@ impl Kdc {
     }
 
     /// Rotates a principal's key: services get a new random key, users a key
-    /// from `new_password` (required for them). Previous versions keep
-    /// working for the policy's grace period.
+    /// from `new_password` (required for them, and held to the
+    /// [`crate::password_policy`]). Previous versions keep working for the
+    /// policy's grace period.
     pub async fn rotate(
         &self,
         name: &Principal,
@@ -534,6 +539,7 @@ impl Kdc {
         let (key, password) = match (rec.kind, new_password) {
             (PrincipalKind::Service, None) => (SecretKey::generate(), None),
             (PrincipalKind::User, Some(pw)) => {
+                crate::password_policy::check(&pw, name)?;
                 let salt = password_salt(name);
                 let params = current.password.as_ref().map(|p| p.params).unwrap_or_default();
                 (derive_blocking(pw, salt.clone(), params).await?, Some(PasswordDerivation { salt, params }))

@@ -30,15 +30,18 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_client;
 pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod cors;
+pub mod data_dir;
 pub mod error;
 pub mod exchange;
 pub mod http;
 pub mod kdc;
 pub mod master_key;
+pub mod password_policy;
 pub mod policy;
 pub mod principals;
 pub mod request;

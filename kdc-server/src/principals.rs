@@ -100,12 +100,15 @@ mod tests {
         let store = Arc::new(MemoryStore::new());
         let master = MasterKey::new(SecretKey::generate());
         let realm: Realm = "EXAMPLE.TEST".parse().unwrap();
-        Kdc::initialize(store.as_ref(), &master, &realm, Zeroizing::new("admin pw".into()), NOW).await.unwrap();
+        Kdc::initialize(store.as_ref(), &master, &realm, Zeroizing::new("the admin password".into()), NOW)
+            .await
+            .unwrap();
         let kdc =
             Kdc::open(store, master, Default::default(), Default::default(), UnixMillis(NOW * 1000)).await.unwrap();
-        for (name, credential) in
-            [("alice", Credential::Password(Zeroizing::new("alice pw".into()))), ("HTTP/svc", Credential::Random)]
-        {
+        for (name, credential) in [
+            ("alice", Credential::Password(Zeroizing::new("alice password 123".into()))),
+            ("HTTP/svc", Credential::Random),
+        ] {
             let spec = PrincipalSpec {
                 name: kdc.principal_name(name).unwrap(),
                 credential,

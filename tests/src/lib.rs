@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 /// Alice's password in every test realm.
 pub const ALICE_PW: &str = "correct horse battery staple";
 /// Bob's password.
-pub const BOB_PW: &str = "tr0ub4dor&3";
+pub const BOB_PW: &str = "tr0ub4dor&3 and more";
 /// The bootstrap admin's password.
 pub const ADMIN_PW: &str = "bootstrap-admin-pass-123";
 /// The realm.

@@ -113,14 +113,6 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
-fn default_cache() -> PathBuf {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("tkt").join("tickets.json")
-}
-
 fn relative(secs: i64) -> String {
     let (sign, s) = if secs < 0 { ("expired ", -secs) } else { ("in ", secs) };
     let (d, h, m) = (s / 86_400, s % 86_400 / 3600, s % 3600 / 60);
@@ -178,7 +170,7 @@ fn parse_header(h: &str) -> Result<(HeaderName, HeaderValue), Failure> {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let cache = Arc::new(FileCache::new(cli.cache.clone().unwrap_or_else(default_cache))?);
+    let cache = Arc::new(FileCache::new(cli.cache.clone().unwrap_or_else(FileCache::default_path))?);
     match &cli.command {
         Command::Login { principal, password_stdin, keytab } => {
             let kdc = client(&cli, cache).await?;

@@ -119,18 +119,18 @@ async fn principals_can_be_managed_remotely() {
         .call(
             "POST",
             "/admin/principals",
-            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("carol pw"), "roles": ["reader"]})),
+            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("carol's long password"), "roles": ["reader"]})),
         )
         .await;
     assert_eq!(s, 201, "{body}");
     assert_eq!(body["name"], "carol@EXAMPLE.TEST");
     assert_eq!(body["kvnos"], json!([1]));
-    c.login("carol@EXAMPLE.TEST", "carol pw").await.unwrap();
+    c.login("carol@EXAMPLE.TEST", "carol's long password").await.unwrap();
     let (s, body, _) = admin
         .call(
             "POST",
             "/admin/principals",
-            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("x")})),
+            Some(json!({"name": "carol", "kind": "user", "password_sealed": admin.seal("another long password")})),
         )
         .await;
     assert_eq!((s, body["type"].as_str()), (409, Some("urn:kdc-http:problem:principal-exists")));
@@ -160,7 +160,7 @@ async fn principals_can_be_managed_remotely() {
         (body["disabled"].clone(), body["roles"].clone(), body["max_life_secs"].clone()),
         (json!(true), json!(["writer"]), json!(600))
     );
-    assert!(c.login("carol@EXAMPLE.TEST", "carol pw").await.is_err());
+    assert!(c.login("carol@EXAMPLE.TEST", "carol's long password").await.is_err());
     let (s, body, _) =
         admin.call("PATCH", "/admin/principals/carol", Some(json!({"disabled": false, "max_life_secs": null}))).await;
     assert_eq!((s, body["max_life_secs"].clone()), (200, Value::Null));
@@ -194,10 +194,14 @@ async fn principals_can_be_managed_remotely() {
         .await;
     assert_eq!(s, 400);
     let (s, body, _) = admin
-        .call("POST", "/admin/principals/carol/rotate", Some(json!({"password_sealed": admin.seal("new carol pw")})))
+        .call(
+            "POST",
+            "/admin/principals/carol/rotate",
+            Some(json!({"password_sealed": admin.seal("carol's new long password")})),
+        )
         .await;
     assert_eq!((s, body["kvno"].clone()), (200, json!(2)));
-    c.login("carol@EXAMPLE.TEST", "new carol pw").await.unwrap();
+    c.login("carol@EXAMPLE.TEST", "carol's new long password").await.unwrap();
 
     let (s, _, _) = admin.call("DELETE", "/admin/principals/carol", None).await;
     assert_eq!(s, 204);
@@ -266,13 +270,13 @@ async fn an_admin_write_acknowledged_with_201_survives_kill_9() {
         .call(
             "POST",
             "/admin/principals",
-            Some(json!({"name": "erin", "kind": "user", "password_sealed": admin.seal("erin pw")})),
+            Some(json!({"name": "erin", "kind": "user", "password_sealed": admin.seal("erin's long password")})),
         )
         .await;
     assert_eq!(s, 201);
     kdc.kill9().await.unwrap();
     let kdc = KdcProcess::start(&kdc_bin(), &data).await.unwrap();
-    ProtoClient::new(&kdc.url).login("erin@EXAMPLE.TEST", "erin pw").await.unwrap();
+    ProtoClient::new(&kdc.url).login("erin@EXAMPLE.TEST", "erin's long password").await.unwrap();
 }
 
 #[tokio::test]

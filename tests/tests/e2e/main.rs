@@ -14,6 +14,7 @@ mod contract;
 mod cors;
 mod durability;
 mod exchanges;
+mod first_hour;
 mod jwks_fetch;
 mod lifecycle;
 mod lockout;
