@@ -596,7 +596,7 @@ mod tests {
         let store = Arc::new(crate::store::MemoryStore::new());
         let bytes = *kdc_proto::SecretKey::generate().expose();
         let realm: kdc_proto::Realm = "EXAMPLE.TEST".parse().unwrap();
-        let pw = zeroize::Zeroizing::new("admin pw".to_owned());
+        let pw = zeroize::Zeroizing::new("a long admin passphrase 7".to_owned());
         crate::Kdc::initialize(
             store.as_ref(),
             &MasterKey::new(kdc_proto::SecretKey::from_bytes(bytes)),
