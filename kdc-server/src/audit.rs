@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,11 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// How long an event may wait for `fdatasync` under [`FsyncPolicy::Interval`].
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long `kdc serve` waits at exit for administrative changes still
+/// running (and their events): longer than a change can take (the store's
+/// 10 s lock wait, then the wait for its event).
+pub const CHANGES_AT_SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Most events the writer puts in one write (and one sync).
 const MAX_BATCH: usize = 512;
@@ -626,12 +631,35 @@ struct Shared {
     stats: Arc<Stats>,
 }
 
+/// Administrative changes running detached from their requests (see
+/// [`AuditLog::change_started`]).
+#[derive(Debug, Default)]
+struct Changes {
+    running: AtomicUsize,
+    finished: tokio::sync::Notify,
+}
+
+/// An administrative change in progress: dropped when the change and its
+/// event are done.
+#[derive(Debug)]
+#[must_use = "the change counts as running while this is held"]
+pub struct ChangeInProgress(Arc<Changes>);
+
+impl Drop for ChangeInProgress {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finished.notify_waiters();
+        }
+    }
+}
+
 /// The serving KDC's handle on its audit trail: events go to one writer
 /// thread, which batches what arrives together into one write and one sync.
 /// Cheap to clone. [`AuditLog::disabled`] records nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
+    changes: Arc<Changes>,
 }
 
 impl AuditLog {
@@ -654,7 +682,7 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("kdc-audit".to_owned())
             .spawn(move || run_writer(sink, &rx, policy, &writer_stats))?;
-        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats })) })
+        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats })), changes: Arc::default() })
     }
 
     /// Whether events are written anywhere.
@@ -678,6 +706,31 @@ impl AuditLog {
         match &self.shared {
             Some(s) if s.stats.failing.load(Ordering::Relaxed) => Err(AuditError::Unavailable),
             _ => Ok(()),
+        }
+    }
+
+    /// Counts an administrative change as running until the value returned
+    /// is dropped. The admin API runs each change and its event in a task
+    /// detached from the request, so a dropped request cannot leave a change
+    /// unrecorded; at shutdown [`Self::changes_finished`] waits for them.
+    pub fn change_started(&self) -> ChangeInProgress {
+        self.changes.running.fetch_add(1, Ordering::AcqRel);
+        ChangeInProgress(self.changes.clone())
+    }
+
+    /// Returns once no administrative change is running (at shutdown, after
+    /// the server stopped taking requests, before [`Self::flush`]).
+    pub async fn changes_finished(&self) {
+        loop {
+            let finished = self.changes.finished.notified();
+            tokio::pin!(finished);
+            // Registered before the count is read, so a change ending in
+            // between still wakes this.
+            finished.as_mut().enable();
+            if self.changes.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            finished.await;
         }
     }
 
@@ -1145,6 +1198,22 @@ mod tests {
         let off = AuditLog::disabled();
         assert!(!off.is_enabled());
         off.record(event(1).0, UnixMillis(0)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn changes_finished_waits_for_every_running_change() {
+        let log = AuditLog::disabled();
+        log.changes_finished().await;
+        let (first, second) = (log.change_started(), log.change_started());
+        let waiting = tokio::spawn({
+            let log = log.clone();
+            async move { log.changes_finished().await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "one change is still running");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
     }
 
     #[test]

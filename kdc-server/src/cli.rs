@@ -694,6 +694,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         .with_audit(audit.clone());
     let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
     let served = http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await;
+    // Admin changes run detached from their requests, so that a request
+    // dropped by the shutdown grace cannot leave one made but unrecorded:
+    // give those still running the time they need (bounded).
+    if tokio::time::timeout(crate::audit::CHANGES_AT_SHUTDOWN, audit.changes_finished()).await.is_err() {
+        tracing::error!("administrative changes were still running at exit; their audit events may be missing");
+    }
     // Whatever stopped serving, what the trail holds is made durable.
     if let Err(e) = audit.flush().await {
         tracing::error!(error = %e, "syncing the audit log at shutdown failed");

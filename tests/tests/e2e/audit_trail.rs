@@ -500,3 +500,50 @@ async fn a_change_the_trail_could_not_record_is_answered_503_saying_it_was_appli
     let text = String::from_utf8(written).unwrap();
     assert!(text.lines().last().unwrap().contains("\"target\":\"HTTP/second.example.test@EXAMPLE.TEST\""), "{text}");
 }
+
+/// A client that sends an admin change and hangs up while the KDC is making
+/// it: the change is made, and so is its event (the change and the record
+/// run detached from the request, so dropping the request cannot separate
+/// them). The store's write lock, held from outside, keeps the change in
+/// progress while the client leaves.
+#[tokio::test]
+async fn an_admin_change_whose_client_hangs_up_is_still_audited() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let audit = dir.path().join("audit.log");
+    let kdc = KdcProcess::start_with(&kdc_bin(), &data, &["--audit-log", audit.to_str().unwrap()]).await.unwrap();
+    let admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", BOOTSTRAP_PW).await;
+
+    let db = rusqlite::Connection::open(data.join("kdc.sqlite3")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let url = format!("{}/admin/principals/alice", kdc.url);
+    let (authz, _) = ap_authorization(&admin.creds, "DELETE", &url, None, now());
+    let authority = kdc.url.strip_prefix("http://").unwrap();
+    let mut sock = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let head = format!(
+        "DELETE /admin/principals/alice HTTP/1.1\r\nhost: {authority}\r\nauthorization: {authz}\r\n\
+         x-request-id: e2e-hangup\r\ncontent-length: 0\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    // The KDC is now waiting for the lock inside the delete; the client leaves.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    drop(sock);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    db.execute_batch("COMMIT").unwrap();
+
+    // The delete went through once the lock was free, and was recorded.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = admin.call("GET", "/admin/principals/alice", None).await.0;
+        if status == 404 && events(&audit).iter().any(|e| e["request_id"] == "e2e-hangup") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let ev = events(&audit);
+    assert_eq!(status, 404, "alice is still there: the delete never ran");
+    let e = the(&ev, "principal.deleted", "e2e-hangup");
+    assert_eq!((&e["outcome"], &e["target"]), (&json!("success"), &json!("alice@EXAMPLE.TEST")), "{e}");
+    kdc.terminate().await.unwrap();
+}
