@@ -98,6 +98,9 @@ pub enum EventKind {
     /// longer an administrator.
     #[serde(rename = "admin.refused")]
     AdminRefused,
+    /// The next ticket-signing key was added (`kdc signing-key rotate`).
+    #[serde(rename = "signing_key.rotated")]
+    SigningKeyRotated,
 }
 
 impl EventKind {
@@ -114,6 +117,7 @@ impl EventKind {
             Self::KeytabExported => "keytab.exported",
             Self::RealmInitialized => "realm.initialized",
             Self::AdminRefused => "admin.refused",
+            Self::SigningKeyRotated => "signing_key.rotated",
         }
     }
 

@@ -66,8 +66,9 @@ pub struct Cli {
     cors_origins: Vec<String>,
     /// Audit trail: a file to append hash-chained JSON events to (created
     /// 0600), or `-` for standard output. `serve` records ticket exchanges
-    /// and admin API changes; `init`, `principal` and `keytab` commands
-    /// record their changes to the same file [default: none].
+    /// and admin API changes; `init`, `principal`, `keytab` and
+    /// `signing-key rotate` record their changes to the same file [default:
+    /// none].
     #[arg(long, global = true, env = "KDC_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
     /// When the audit file is synced to disk: `always` (before any answer)
@@ -377,7 +378,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::SigningKey(cmd)) => {
             let store = open_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
-            signing_key_command(&kdc, cmd).await
+            // Opened before the change, as for principals.
+            let audit = match cmd {
+                SigningKeyCommand::List => CliAudit::none(),
+                SigningKeyCommand::Rotate { .. } => CliAudit::open(&s)?,
+            };
+            signing_key_command(&kdc, cmd, audit).await
         }
         Some(Command::Audit(AuditCommand::Verify { file })) => {
             let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -402,11 +408,19 @@ fn when(t: u64, now: u64) -> String {
     if t >= now { format!("{t} (in {} s)", t - now) } else { format!("{t} ({} s ago)", now - t) }
 }
 
-async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Result<()> {
+async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand, mut audit: CliAudit) -> anyhow::Result<()> {
     let now = SystemClock.now().as_secs();
     match cmd {
         SigningKeyCommand::Rotate { activate_after } => {
             let r = kdc.rotate_signing_key(activate_after, now).await?;
+            let event = AuditEvent::new(EventKind::SigningKeyRotated, Outcome::Success).target(&r.kid).changes(
+                serde_json::json!({
+                    "activates_at": r.activates_at,
+                    "previous": r.previous,
+                    "previous_retires_at": r.previous_retires_at,
+                }),
+            );
+            audit.record(event, &format!("signing key {} was added", r.kid))?;
             println!(
                 "new signing key {}: published now (a serving KDC picks it up within {} s), signs from {}",
                 r.kid,

@@ -547,3 +547,50 @@ async fn an_admin_change_whose_client_hangs_up_is_still_audited() {
     assert_eq!((&e["outcome"], &e["target"]), (&json!("success"), &json!("alice@EXAMPLE.TEST")), "{e}");
     kdc.terminate().await.unwrap();
 }
+
+/// `kdc signing-key rotate` changes what every ticket is signed with: it is
+/// recorded (the new key, when it signs, the key it replaces and when that
+/// one retires); listing the keys changes nothing and records nothing; an
+/// audit trail that cannot be opened stops the rotation before it happens.
+#[tokio::test]
+async fn a_signing_key_rotation_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let d = data.to_str().unwrap();
+    let audit = dir.path().join("audit.log");
+    let a = audit.to_str().unwrap();
+    let list = || kdc_status(&["signing-key", "list", "--data", d, "--audit-log", a]);
+    let (ok, before) = list();
+    assert!(ok, "{before}");
+
+    let (ok, out) = kdc_status(&["signing-key", "rotate", "--data", d, "--activate-after", "900", "--audit-log", a]);
+    assert!(ok, "{out}");
+    let (ok, after) = list();
+    assert!(ok, "{after}");
+    let kid_of = |listing: &str, state: &str| {
+        listing.lines().find(|l| l.split('\t').nth(1) == Some(state)).map(|l| l.split('\t').next().unwrap().to_owned())
+    };
+    let (new, old) = (kid_of(&after, "next").unwrap(), kid_of(&before, "active").unwrap());
+
+    let ev = events(&audit);
+    assert_eq!(ev.len(), 1, "one rotation, and the listings record nothing: {ev:?}");
+    let e = &ev[0];
+    assert_eq!(
+        (&e["event"], &e["outcome"], &e["actor"]),
+        (&json!("signing_key.rotated"), &json!("success"), &json!("cli"))
+    );
+    assert_eq!(e["target"], new.as_str(), "{e}");
+    let c = &e["changes"];
+    assert_eq!(c["previous"], old.as_str(), "{e}");
+    let now = now().as_secs();
+    let activates = c["activates_at"].as_u64().unwrap();
+    assert!((now + 890..=now + 910).contains(&activates), "{e}");
+    assert!(c["previous_retires_at"].as_u64().unwrap() > activates, "{e}");
+    assert!(verify(&audit).0);
+
+    // An audit trail that cannot be opened: the rotation does not happen.
+    let (ok, out) = kdc_status(&["signing-key", "rotate", "--data", d, "--audit-log", "/nonexistent/dir/audit.log"]);
+    assert!(!ok);
+    assert!(out.contains("opening the audit log"), "{out}");
+    assert_eq!(list().1, after, "the refused rotation changed nothing");
+}
