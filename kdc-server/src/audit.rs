@@ -49,6 +49,25 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// 10 s lock wait, then the wait for its event).
 pub const CHANGES_AT_SHUTDOWN: Duration = Duration::from_secs(30);
 
+/// Most jobs the writer's queue holds: past that, ticket events are
+/// dropped (and counted), so a stuck disk cannot grow memory without bound.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// Queue slots ticket events leave free for administrative events.
+pub const ADMIN_RESERVE: usize = 64;
+
+/// Longest a ticket exchange waits for its event to be written (and synced,
+/// as the policy says); the event stays queued past it.
+pub const TICKET_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest an administrative change waits for its event (then `503`).
+pub const ADMIN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the writer may be in one write or sync before it counts as
+/// stuck: ticket exchanges then stop waiting for it, and administrative
+/// changes are refused.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+
 /// Most events the writer puts in one write (and one sync).
 const MAX_BATCH: usize = 512;
 
@@ -121,11 +140,17 @@ impl EventKind {
         }
     }
 
+    /// Whether it records a ticket exchange: frequent, and never held up
+    /// for long by the audit trail ([`AuditLog::record`]).
+    pub fn is_ticket(self) -> bool {
+        matches!(self, Self::TicketIssued | Self::TicketRenewed | Self::TicketRefused)
+    }
+
     /// Whether the event is synced to disk before it is acknowledged
     /// whatever the [`FsyncPolicy`]: everything but the ticket exchanges,
     /// which are frequent; administrative events are rare and each matters.
     pub fn always_synced(self) -> bool {
-        !matches!(self, Self::TicketIssued | Self::TicketRenewed | Self::TicketRefused)
+        !self.is_ticket()
     }
 }
 
@@ -392,9 +417,16 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("the audit writer has stopped")]
     Stopped,
-    /// The last write failed: administrative changes wait until one succeeds.
+    /// The last write failed, or the writer is stuck, or its queue is full:
+    /// administrative changes wait until it works again.
     #[error("the audit log is failing")]
     Unavailable,
+    /// The writer's queue is full: the event was dropped.
+    #[error("the audit queue is full: the event was dropped")]
+    QueueFull,
+    /// The writer did not confirm the event in time; it is still queued.
+    #[error("the audit log did not confirm the event in time")]
+    TimedOut,
 }
 
 impl From<std::io::Error> for AuditError {
@@ -621,18 +653,111 @@ enum Job {
     Sync { done: tokio::sync::oneshot::Sender<Result<(), AuditError>> },
 }
 
+/// How much the writer may hold up, and be held up.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Jobs the queue holds.
+    capacity: usize,
+    /// Of those, the slots ticket events leave free for administrative ones.
+    admin_reserve: usize,
+    /// How long a ticket exchange waits for its event.
+    ticket_wait: Duration,
+    /// How long an administrative change waits for its event.
+    admin_wait: Duration,
+    /// How long one write or sync may take before the writer counts as stuck.
+    stall_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            capacity: QUEUE_CAPACITY,
+            admin_reserve: ADMIN_RESERVE,
+            ticket_wait: TICKET_WAIT,
+            admin_wait: ADMIN_WAIT,
+            stall_after: STALL_AFTER,
+        }
+    }
+}
+
 /// Counters and state the writer and the handles share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     written: AtomicU64,
     failed: AtomicU64,
+    sync_failures: AtomicU64,
+    dropped: AtomicU64,
+    /// The last write or sync failed.
     failing: AtomicBool,
+    /// Ticket events are being dropped (logged once per episode).
+    dropping: AtomicBool,
+    /// Jobs sent and not yet taken by the writer (at least the queue's length).
+    queued: AtomicUsize,
+    epoch: Instant,
+    /// When the writer started the write or sync it is in (milliseconds
+    /// since `epoch`, plus one); 0 between them.
+    busy_since: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            sync_failures: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` (a write or a sync) as the writer's current operation.
+    fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.busy_since.store(self.millis().saturating_add(1), Ordering::Relaxed);
+        let result = f();
+        self.busy_since.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the writer has been in one write or sync for longer than `after`.
+    fn stalled(&self, after: Duration) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        since != 0 && self.millis().saturating_add(1).saturating_sub(since) > after
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     stats: Arc<Stats>,
+    limits: Limits,
+}
+
+impl Shared {
+    /// Queues `job` unless `limit` jobs are queued already (or the queue
+    /// is full): never waits.
+    fn enqueue(&self, job: Job, limit: usize) -> Result<(), AuditError> {
+        let queued = &self.stats.queued;
+        if queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuditError::QueueFull);
+        }
+        self.jobs.try_send(job).map_err(|e| {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::TrySendError::Full(_) => AuditError::QueueFull,
+                mpsc::TrySendError::Disconnected(_) => AuditError::Stopped,
+            }
+        })
+    }
 }
 
 /// Administrative changes running detached from their requests (see
@@ -658,8 +783,9 @@ impl Drop for ChangeInProgress {
 }
 
 /// The serving KDC's handle on its audit trail: events go to one writer
-/// thread, which batches what arrives together into one write and one sync.
-/// Cheap to clone. [`AuditLog::disabled`] records nothing.
+/// thread, through a bounded queue, and the writer batches what arrives
+/// together into one write and one sync. Cheap to clone.
+/// [`AuditLog::disabled`] records nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
@@ -680,13 +806,17 @@ impl AuditLog {
 
     /// Starts a writer thread over `sink`.
     pub fn with_sink(sink: AuditSink, policy: FsyncPolicy) -> Result<Self, AuditError> {
-        let (jobs, rx) = mpsc::channel();
-        let stats = Arc::new(Stats::default());
+        Self::with_limits(sink, policy, Limits::default())
+    }
+
+    fn with_limits(sink: AuditSink, policy: FsyncPolicy, limits: Limits) -> Result<Self, AuditError> {
+        let (jobs, rx) = mpsc::sync_channel(limits.capacity);
+        let stats = Arc::new(Stats::new());
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("kdc-audit".to_owned())
             .spawn(move || run_writer(sink, &rx, policy, &writer_stats))?;
-        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats })), changes: Arc::default() })
+        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats, limits })), changes: Arc::default() })
     }
 
     /// Whether events are written anywhere.
@@ -694,23 +824,68 @@ impl AuditLog {
         self.shared.is_some()
     }
 
-    /// Writes `event`, dated `at`, and returns once it is written (and synced,
-    /// as the policy says). The queue needs no bound: each caller waits for
-    /// its own event, so it never holds more than the requests in flight.
+    /// Writes `event`, dated `at`, and returns once it is written (and
+    /// synced, as the policy says), within bounds: a stuck disk must not
+    /// stall ticket issuance, nor the queue grow without limit.
+    ///
+    /// - A ticket event is queued without waiting, and dropped (counted,
+    ///   [`AuditError::QueueFull`]) when the queue is full; the exchange then
+    ///   waits for it at most [`TICKET_WAIT`] ([`AuditError::TimedOut`]: it
+    ///   stays queued), and not at all while the writer is stuck
+    ///   ([`STALL_AFTER`]).
+    /// - An administrative event has [`ADMIN_RESERVE`] slots of the queue
+    ///   that ticket events leave free, and waits at most [`ADMIN_WAIT`]:
+    ///   its change answers `503` on any error.
     pub async fn record(&self, event: AuditEvent, at: UnixMillis) -> Result<(), AuditError> {
         let Some(shared) = &self.shared else { return Ok(()) };
+        let (limits, stats) = (&shared.limits, &shared.stats);
+        let ticket = event.kind().is_ticket();
         let (done, wait) = tokio::sync::oneshot::channel();
-        shared.jobs.send(Job::Event { event: Box::new(event), at, done }).map_err(|_| AuditError::Stopped)?;
-        wait.await.map_err(|_| AuditError::Stopped)?
+        let job = Job::Event { event: Box::new(event), at, done };
+        let wait_for = if ticket {
+            match shared.enqueue(job, limits.capacity.saturating_sub(limits.admin_reserve)) {
+                Ok(()) => {
+                    if stats.dropping.load(Ordering::Relaxed) && stats.dropping.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("the audit queue has room again");
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, AuditError::QueueFull) {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        if !stats.dropping.swap(true, Ordering::Relaxed) {
+                            tracing::error!(
+                                "the audit queue is full: ticket events are dropped until the audit writer catches up"
+                            );
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+            if stats.stalled(limits.stall_after) {
+                return Err(AuditError::TimedOut);
+            }
+            limits.ticket_wait
+        } else {
+            shared.enqueue(job, limits.capacity)?;
+            limits.admin_wait
+        };
+        match tokio::time::timeout(wait_for, wait).await {
+            Ok(answer) => answer.map_err(|_| AuditError::Stopped)?,
+            Err(_) => Err(AuditError::TimedOut),
+        }
     }
 
-    /// `Err` while the last write failed: administrative changes are refused
-    /// then rather than made unrecorded.
+    /// `Err` while the last write failed, while the writer is stuck in one
+    /// write or sync ([`STALL_AFTER`]), or while the queue is as full as
+    /// ticket events may make it: administrative changes are refused then
+    /// rather than made unrecorded.
     pub fn check(&self) -> Result<(), AuditError> {
-        match &self.shared {
-            Some(s) if s.stats.failing.load(Ordering::Relaxed) => Err(AuditError::Unavailable),
-            _ => Ok(()),
+        let Some(s) = &self.shared else { return Ok(()) };
+        let full = s.stats.queued.load(Ordering::Relaxed) >= s.limits.capacity.saturating_sub(s.limits.admin_reserve);
+        if s.stats.failing.load(Ordering::Relaxed) || s.stats.stalled(s.limits.stall_after) || full {
+            return Err(AuditError::Unavailable);
         }
+        Ok(())
     }
 
     /// Counts an administrative change as running until the value returned
@@ -738,25 +913,42 @@ impl AuditLog {
         }
     }
 
-    /// Syncs everything written so far (at shutdown).
+    /// Syncs everything written so far (at shutdown), waiting at most
+    /// [`ADMIN_WAIT`] for a stuck writer.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let Some(shared) = &self.shared else { return Ok(()) };
         let (done, wait) = tokio::sync::oneshot::channel();
-        shared.jobs.send(Job::Sync { done }).map_err(|_| AuditError::Stopped)?;
-        wait.await.map_err(|_| AuditError::Stopped)?
+        shared.enqueue(Job::Sync { done }, shared.limits.capacity)?;
+        match tokio::time::timeout(shared.limits.admin_wait, wait).await {
+            Ok(answer) => answer.map_err(|_| AuditError::Stopped)?,
+            Err(_) => Err(AuditError::TimedOut),
+        }
     }
 
     /// The audit counters in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let (written, failed) = self
-            .shared
-            .as_ref()
-            .map_or((0, 0), |s| (s.stats.written.load(Ordering::Relaxed), s.stats.failed.load(Ordering::Relaxed)));
+        let counter =
+            |f: fn(&Stats) -> &AtomicU64| self.shared.as_ref().map_or(0, |s| f(&s.stats).load(Ordering::Relaxed));
+        let queued = self.shared.as_ref().map_or(0, |s| s.stats.queued.load(Ordering::Relaxed));
+        let stalled = self.shared.as_ref().is_some_and(|s| s.stats.stalled(s.limits.stall_after));
         format!(
             "# HELP kdc_audit_events_total Audit events written.\n# TYPE kdc_audit_events_total counter\n\
-             kdc_audit_events_total {written}\n\
+             kdc_audit_events_total {}\n\
              # HELP kdc_audit_write_failures_total Audit events that could not be written.\n\
-             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {failed}\n"
+             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {}\n\
+             # HELP kdc_audit_sync_failures_total Syncs of written audit events to disk that failed.\n\
+             # TYPE kdc_audit_sync_failures_total counter\nkdc_audit_sync_failures_total {}\n\
+             # HELP kdc_audit_events_dropped_total Ticket events dropped because the audit queue was full.\n\
+             # TYPE kdc_audit_events_dropped_total counter\nkdc_audit_events_dropped_total {}\n\
+             # HELP kdc_audit_queue_length Audit events waiting for the writer.\n\
+             # TYPE kdc_audit_queue_length gauge\nkdc_audit_queue_length {queued}\n\
+             # HELP kdc_audit_writer_stalled 1 while the audit writer has been stuck in one write or sync for \
+             over 2 s.\n# TYPE kdc_audit_writer_stalled gauge\nkdc_audit_writer_stalled {}\n",
+            counter(|s| &s.written),
+            counter(|s| &s.failed),
+            counter(|s| &s.sync_failures),
+            counter(|s| &s.dropped),
+            u8::from(stalled),
         )
     }
 }
@@ -765,6 +957,8 @@ impl AuditLog {
 /// in one append, syncs as the policy says, then answers each waiter.
 fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPolicy, stats: &Stats) {
     let mut dirty = false;
+    // The last sync, or failed attempt: a failing sync is retried once per
+    // interval, not in a loop.
     let mut last_sync = Instant::now();
     loop {
         let first = if dirty {
@@ -786,6 +980,7 @@ fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPoli
                 Err(_) => break,
             }
         }
+        stats.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let mut events = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         let mut sync_now = policy == FsyncPolicy::Always || last_sync.elapsed() >= SYNC_INTERVAL;
@@ -802,27 +997,37 @@ fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPoli
                 }
             }
         }
-        let mut result = if events.is_empty() { Ok(()) } else { sink.append(&events) };
-        if result.is_ok() && !events.is_empty() {
-            dirty = true;
-        }
-        if result.is_ok() && dirty && sync_now {
-            result = sink.sync();
-            if result.is_ok() {
-                dirty = false;
-                last_sync = Instant::now();
+        let n = events.len() as u64;
+        let mut result = if events.is_empty() { Ok(()) } else { stats.busy(|| sink.append(&events)) };
+        match &result {
+            // Written (a crash of the process no longer loses them), whatever
+            // the sync below does.
+            Ok(()) if n > 0 => {
+                stats.written.fetch_add(n, Ordering::Relaxed);
+                dirty = true;
+            }
+            Ok(()) => {}
+            Err(_) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let n = events.len() as u64;
+        if result.is_ok() && dirty && sync_now {
+            result = stats.busy(|| sink.sync());
+            last_sync = Instant::now();
+            match result {
+                Ok(()) => dirty = false,
+                Err(_) => {
+                    stats.sync_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match &result {
             Ok(()) => {
-                stats.written.fetch_add(n, Ordering::Relaxed);
                 if stats.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("the audit log is written again");
                 }
             }
             Err(e) => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
                 // Once per outage, not once per event.
                 if !stats.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "writing the audit log failed; administrative changes are refused until it works");
@@ -1202,6 +1407,137 @@ mod tests {
         let off = AuditLog::disabled();
         assert!(!off.is_enabled());
         off.record(event(1).0, UnixMillis(0)).await.unwrap();
+    }
+
+    /// A stream whose writes block until it is released: a hung disk (an
+    /// `fdatasync` or a `flock` that does not return).
+    #[derive(Clone, Default)]
+    struct Stuck {
+        released: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        out: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Stuck {
+        fn release(&self) {
+            *self.released.0.lock().unwrap() = true;
+            self.released.1.notify_all();
+        }
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (lock, cvar) = &*self.released;
+            let _released = cvar.wait_while(lock.lock().unwrap(), |released| !*released).unwrap();
+            self.out.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn metric(log: &AuditLog, name: &str) -> u64 {
+        let text = log.metrics_text();
+        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+        line.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stuck_writer_holds_ticket_events_back_briefly_and_the_queue_is_bounded() {
+        let stuck = Stuck::default();
+        let log = AuditLog::with_sink(AuditSink::stream(Box::new(stuck.clone())), FsyncPolicy::Always).unwrap();
+        // The writer takes the first event and hangs writing it: the
+        // exchange waits a moment, not until the disk answers.
+        let started = Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(5), log.record(event(0).0, event(0).1)).await;
+        assert!(matches!(first, Ok(Err(AuditError::TimedOut))), "{first:?}");
+        assert!(started.elapsed() < TICKET_WAIT + Duration::from_millis(500));
+        // Stuck for longer than STALL_AFTER: administrative changes are
+        // refused before they are made, exchanges no longer wait at all,
+        // and what does not fit in the queue is dropped and counted.
+        tokio::time::sleep(STALL_AFTER.saturating_sub(started.elapsed()) + Duration::from_millis(100)).await;
+        assert!(matches!(log.check(), Err(AuditError::Unavailable)));
+        let room = QUEUE_CAPACITY - ADMIN_RESERVE;
+        let started = Instant::now();
+        for n in 1..=room + 10 {
+            let (e, at) = event(u32::try_from(n).unwrap());
+            let r = log.record(e, at).await;
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "exchanges waited for a stuck writer");
+        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 10);
+        assert_eq!(metric(&log, "kdc_audit_queue_length"), room as u64);
+        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 1);
+        // The disk answers again: everything queued is written in order.
+        stuck.release();
+        tokio::time::timeout(Duration::from_secs(10), log.flush()).await.unwrap().unwrap();
+        let written = stuck.out.lock().unwrap().clone();
+        assert_eq!(verify(&written[..]).unwrap().events, room as u64 + 1);
+        assert_eq!(metric(&log, "kdc_audit_events_total"), room as u64 + 1);
+        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 0);
+        assert!(log.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn administrative_events_have_room_in_a_full_queue_and_wait_a_bounded_time() {
+        let stuck = Stuck::default();
+        let limits = Limits {
+            capacity: 8,
+            admin_reserve: 2,
+            ticket_wait: Duration::from_millis(20),
+            admin_wait: Duration::from_millis(200),
+            stall_after: Duration::from_secs(600),
+        };
+        let log =
+            AuditLog::with_limits(AuditSink::stream(Box::new(stuck.clone())), FsyncPolicy::Interval, limits).unwrap();
+        assert!(matches!(log.record(event(0).0, event(0).1).await, Err(AuditError::TimedOut)));
+        // The writer holds the first event; six more fill the tickets' share.
+        while metric(&log, "kdc_audit_queue_length") > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for n in 1..=6 {
+            assert!(matches!(log.record(event(n).0, event(n).1).await, Err(AuditError::TimedOut)));
+        }
+        assert!(matches!(log.record(event(7).0, event(7).1).await, Err(AuditError::QueueFull)));
+        assert!(matches!(log.check(), Err(AuditError::Unavailable)), "admin changes wait for room");
+        let admin =
+            AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).actor("cli").target("x@EXAMPLE.TEST");
+        let started = Instant::now();
+        assert!(matches!(log.record(admin, UnixMillis(1)).await, Err(AuditError::TimedOut)), "queued, not dropped");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 1);
+        stuck.release();
+        log.flush().await.unwrap();
+        let written = String::from_utf8(stuck.out.lock().unwrap().clone()).unwrap();
+        assert_eq!(verify(written.as_bytes()).unwrap().events, 8);
+        assert!(written.lines().last().unwrap().contains("principal.deleted"), "{written}");
+        assert!(log.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn events_written_but_not_synced_count_as_written_and_the_sync_as_failed() {
+        /// Takes every write; fails every flush (a stream's sync).
+        struct Unsyncable(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Unsyncable {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::Error::other("flush failed"))
+            }
+        }
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log =
+            AuditLog::with_sink(AuditSink::stream(Box::new(Unsyncable(out.clone()))), FsyncPolicy::Always).unwrap();
+        let admin =
+            AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).actor("cli").target("x@EXAMPLE.TEST");
+        assert!(log.record(admin, UnixMillis(1)).await.is_err(), "not durable: the change must hear of it");
+        assert_eq!(metric(&log, "kdc_audit_events_total"), 1);
+        assert_eq!(metric(&log, "kdc_audit_write_failures_total"), 0);
+        assert_eq!(metric(&log, "kdc_audit_sync_failures_total"), 1);
+        assert!(log.check().is_err());
+        assert_eq!(verify(&out.lock().unwrap()[..]).unwrap().events, 1);
     }
 
     #[tokio::test]

@@ -594,3 +594,87 @@ async fn a_signing_key_rotation_is_audited() {
     assert!(out.contains("opening the audit log"), "{out}");
     assert_eq!(list().1, after, "the refused rotation changed nothing");
 }
+
+/// A writer that can hang: once `stuck` is set, writes block until
+/// `release`, like a disk whose `fdatasync` (or a `flock`) never returns.
+#[derive(Clone, Default)]
+struct Hangable {
+    stuck: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    written: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Hangable {
+    fn set(&self, stuck: bool) {
+        *self.stuck.0.lock().unwrap() = stuck;
+        self.stuck.1.notify_all();
+    }
+}
+
+impl std::io::Write for Hangable {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let (lock, cvar) = &*self.stuck;
+        drop(cvar.wait_while(lock.lock().unwrap(), |stuck| *stuck).unwrap());
+        self.written.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The audit disk hangs (no error, no answer): ticket exchanges are still
+/// answered, waiting for their events at most a moment, then not at all
+/// once the writer is known to be stuck; admin changes are refused before
+/// they are made; once the disk answers, every queued event is written in
+/// order and changes work again.
+#[tokio::test]
+async fn a_hung_audit_disk_does_not_stall_ticket_issuance_and_admin_changes_fail_closed() {
+    use kdc_server::audit::{AuditLog, AuditSink, FsyncPolicy, STALL_AFTER};
+    use std::time::{Duration, Instant};
+    let disk = Hangable::default();
+    let audit = AuditLog::with_sink(AuditSink::stream(Box::new(disk.clone())), FsyncPolicy::Always).unwrap();
+    let k = TestKdc::start_with_audit(audit).await.unwrap();
+    let admin = Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let c = k.client();
+
+    disk.set(true);
+    let hung_at = Instant::now();
+    let within = |what: &'static str| {
+        move |r: Result<_, tokio::time::error::Elapsed>| r.unwrap_or_else(|_| panic!("{what}: no answer in 20 s"))
+    };
+    let tgt =
+        within("login")(tokio::time::timeout(Duration::from_secs(20), c.login("alice@EXAMPLE.TEST", ALICE_PW)).await)
+            .unwrap();
+    tokio::time::sleep((STALL_AFTER + Duration::from_millis(200)).saturating_sub(hung_at.elapsed())).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        within("service ticket")(tokio::time::timeout(Duration::from_secs(20), c.service_ticket(&tgt, SVC_A)).await)
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500), "waited {:?} for a stuck writer", started.elapsed());
+    }
+    let create = |name: &str| Some(json!({"name": name, "kind": "service"}));
+    let (s, body, _) = admin.call("POST", "/admin/principals", create("HTTP/hung.example.test")).await;
+    assert_eq!((s, body["type"].as_str()), (503, Some("urn:kdc-http:problem:audit-unavailable")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("refused"), "{body}");
+    assert!(k.kdc.find(&"HTTP/hung.example.test@EXAMPLE.TEST".parse().unwrap()).await.unwrap().is_none());
+    let metrics = reqwest::get(format!("{}/metrics", k.url)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("kdc_audit_writer_stalled 1"), "{metrics}");
+
+    // The disk answers again.
+    disk.set(false);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = admin.call("POST", "/admin/principals", create("HTTP/hung.example.test")).await.0;
+        if status == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 201);
+    let text = String::from_utf8(disk.written.lock().unwrap().clone()).unwrap();
+    assert!(kdc_server::audit::verify(text.as_bytes()).is_ok());
+    let ev: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let issued = ev.iter().filter(|e| e["event"] == "ticket.issued" && e["actor"] == "alice@EXAMPLE.TEST").count();
+    assert_eq!(issued, 6, "the login and five service tickets, queued while the disk hung");
+    assert_eq!(ev.last().unwrap()["target"], "HTTP/hung.example.test@EXAMPLE.TEST");
+}
