@@ -71,8 +71,20 @@ pub const STALL_AFTER: Duration = Duration::from_secs(2);
 /// Most events the writer puts in one write (and one sync).
 const MAX_BATCH: usize = 512;
 
-/// How much of a file's end is read to find its last line. Events are a few
-/// hundred bytes; the largest (32 roles of 64 bytes) stays under 4 KiB.
+/// Longest line the KDC writes, newline included. Events are a few hundred
+/// bytes; the largest (a creation with 64 roles of 64 bytes) stays under
+/// 5 KiB. An event that would be longer loses its `changes` and `kvnos` and
+/// says `"truncated":true` ([`seal_line`]).
+pub const MAX_LINE_LEN: usize = 16 * 1024;
+
+/// Longest name an event holds in `actor`, `target` or `service`: a
+/// principal name's limit. A longer one (only a refused request can carry
+/// one) is cut there and ends with `…`.
+pub const MAX_NAME_LEN: usize = kdc_proto::limits::MAX_PRINCIPAL_LEN;
+
+/// How much of a file's end is read at a time to find its last line:
+/// further back, up to [`MAX_VERIFY_LINE`], when the last line is longer
+/// (a line written by an older KDC before lines were bounded).
 const TAIL_WINDOW: u64 = 64 * 1024;
 
 /// Longest line `verify` reads.
@@ -214,6 +226,10 @@ pub struct AuditEvent {
     kvnos: Option<Vec<Kvno>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<Value>,
+    /// Set when `changes` and `kvnos` were left out to keep the line under
+    /// [`MAX_LINE_LEN`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,6 +251,7 @@ impl AuditEvent {
             kvno: None,
             kvnos: None,
             changes: None,
+            truncated: None,
             address: None,
             request_id: None,
         }
@@ -245,17 +262,19 @@ impl AuditEvent {
         self.event
     }
 
-    /// Who did it: the client of an exchange, an administrator, or `cli`.
+    /// Who did it: the client of an exchange, an administrator, or `cli`
+    /// (cut to [`MAX_NAME_LEN`]).
     #[must_use]
     pub fn actor(mut self, actor: impl ToString) -> Self {
-        self.actor = Some(actor.to_string());
+        self.actor = Some(bounded(actor.to_string()));
         self
     }
 
-    /// The principal acted on (admin events).
+    /// The principal acted on (admin events), cut to [`MAX_NAME_LEN`]: a
+    /// refused request may name anything up to a request's size.
     #[must_use]
     pub fn target(mut self, target: impl ToString) -> Self {
-        self.target = Some(target.to_string());
+        self.target = Some(bounded(target.to_string()));
         self
     }
 
@@ -265,10 +284,10 @@ impl AuditEvent {
         if self.target.is_some() { self } else { self.target(target) }
     }
 
-    /// The service a ticket is (or was to be) for.
+    /// The service a ticket is (or was to be) for (cut to [`MAX_NAME_LEN`]).
     #[must_use]
     pub fn service(mut self, service: impl ToString) -> Self {
-        self.service = Some(service.to_string());
+        self.service = Some(bounded(service.to_string()));
         self
     }
 
@@ -326,6 +345,20 @@ impl AuditEvent {
     }
 }
 
+/// `name`, cut to [`MAX_NAME_LEN`] bytes (on a character boundary) and
+/// marked with `…` when it is longer.
+fn bounded(mut name: String) -> String {
+    if name.len() > MAX_NAME_LEN {
+        let mut end = MAX_NAME_LEN;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
 /// An event as written, hash aside: the fields in this order, then `hash`.
 #[derive(Serialize)]
 struct Unsealed<'a> {
@@ -381,10 +414,26 @@ pub fn rfc3339(at: UnixMillis) -> String {
 /// Writes `event` as the line after `tip` (with its newline) and advances
 /// `tip`. The hash is SHA-256 over the line's bytes from `{` up to `prev`'s
 /// value and a closing `}`: everything but the hash itself.
+///
+/// A line is at most [`MAX_LINE_LEN`]: names are bounded when the event is
+/// made, and an event whose `changes` or `kvnos` would take it past that is
+/// written without them, marked `"truncated":true`.
 fn seal_line(tip: &mut Tip, event: &AuditEvent, at: UnixMillis) -> Result<Vec<u8>, AuditError> {
     let seq = tip.seq + 1;
-    let mut line = serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash })
-        .map_err(|_| AuditError::Encoding)?;
+    let encode = |event: &AuditEvent| {
+        serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash }).map_err(|_| AuditError::Encoding)
+    };
+    // The closing `}` gives way to the hash member, then a newline.
+    let fits = |line: &Vec<u8>| line.len() + HASH_SUFFIX_LEN <= MAX_LINE_LEN;
+    let mut line = encode(event)?;
+    if !fits(&line) {
+        let cut = AuditEvent { changes: None, kvnos: None, truncated: Some(true), ..event.clone() };
+        line = encode(&cut)?;
+        if !fits(&line) {
+            // Every other field is bounded: not reached.
+            return Err(AuditError::Encoding);
+        }
+    }
     let hash = hex(&Sha256::digest(&line));
     // A struct always serializes to an object: the last byte is its `}`.
     if line.pop() != Some(b'}') {
@@ -488,24 +537,32 @@ fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
 }
 
 /// The tip of a file `len` bytes long: its last line's `seq` and `hash`.
+/// Reads the end [`TAIL_WINDOW`] at a time, further back while the last
+/// line has not started, up to the longest line `verify` accepts.
 fn read_tip(file: &File, len: u64) -> Result<Tip, AuditError> {
     if len == 0 {
         return Ok(Tip::genesis());
     }
-    let start = len.saturating_sub(TAIL_WINDOW);
-    let size = usize::try_from(len - start).map_err(|_| AuditError::DamagedTail("unreadable end"))?;
-    let mut buf = vec![0u8; size];
-    file.read_exact_at(&mut buf, start)?;
-    let Some(body) = buf.strip_suffix(b"\n") else {
-        return Err(AuditError::DamagedTail("the last line is incomplete"));
-    };
-    let last = match body.iter().rposition(|&b| b == b'\n') {
-        Some(i) => body.get(i + 1..).unwrap_or_default(),
-        None if start == 0 => body,
-        None => return Err(AuditError::DamagedTail("the last line is too long")),
+    // The last line, a newline before it and the one ending it.
+    let most = MAX_VERIFY_LINE + 2;
+    let mut window = TAIL_WINDOW;
+    let last = loop {
+        let size = window.min(len);
+        let start = len - size;
+        let mut buf = vec![0u8; usize::try_from(size).map_err(|_| AuditError::DamagedTail("unreadable end"))?];
+        file.read_exact_at(&mut buf, start)?;
+        let Some(body) = buf.strip_suffix(b"\n") else {
+            return Err(AuditError::DamagedTail("the last line is incomplete"));
+        };
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => break body.get(i + 1..).unwrap_or_default().to_vec(),
+            None if start == 0 => break body.to_vec(),
+            None if size >= most => return Err(AuditError::DamagedTail("the last line is longer than 1 MiB")),
+            None => window = size.saturating_mul(4).min(most),
+        }
     };
     let v: serde_json::Map<String, Value> =
-        serde_json::from_slice(last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
+        serde_json::from_slice(&last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
     match (v.get("seq").and_then(Value::as_u64), v.get("hash").and_then(Value::as_str)) {
         (Some(seq), Some(hash)) if is_hash(hash) => Ok(Tip { seq, hash: hash.to_owned() }),
         _ => Err(AuditError::DamagedTail("the last line has no seq or hash")),
@@ -1358,6 +1415,70 @@ mod tests {
         text.push_str("{\"seq\":3,");
         std::fs::write(&path, &text).unwrap();
         assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(_))));
+    }
+
+    /// A line sealed by hand after the last one of `path`, its `target`
+    /// `target_len` bytes long (as an older KDC could write one).
+    fn append_sealed_by_hand(path: &Path, target_len: usize) {
+        let tip = read_tip(&File::open(path).unwrap(), std::fs::metadata(path).unwrap().len()).unwrap();
+        let body = format!(
+            "{{\"seq\":{},\"ts\":\"2023-11-14T22:13:20.000Z\",\"event\":\"principal.deleted\",\"outcome\":\"refused\",\
+             \"target\":\"{}\",\"prev\":\"{}\"}}",
+            tip.seq + 1,
+            "a".repeat(target_len),
+            tip.hash
+        );
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        let line = format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap());
+        let mut f = OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_last_line_longer_than_the_tail_window_is_read_back_up_to_1_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 2);
+        append_sealed_by_hand(&path, 300 * 1024);
+        let mut f = AuditFile::open(&path).unwrap();
+        f.append(&[event(4)]).unwrap();
+        assert_eq!(verify_file(&path).unwrap().events, 4);
+        // Past what `verify` accepts as a line, the end is refused, named.
+        append_sealed_by_hand(&path, 1024 * 1024);
+        assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(why)) if why.contains("1 MiB")));
+    }
+
+    #[test]
+    fn an_event_is_cut_to_fit_a_bounded_line() {
+        let mut tip = Tip::genesis();
+        // A name as long as a refused request can make it: cut, marked.
+        let e = AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Refused).target("é".repeat(50_000));
+        let line = seal_line(&mut tip, &e, UnixMillis(0)).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        let target = v["target"].as_str().unwrap();
+        assert!(target.len() <= MAX_NAME_LEN + '…'.len_utf8() && target.ends_with("é…"), "{}", target.len());
+        // Details too large for a line: left out, and said so.
+        let roles: Vec<String> = (0..1000).map(|n| format!("role-{n:0>60}")).collect();
+        let e = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success)
+            .target("bob@EXAMPLE.TEST")
+            .changes(serde_json::json!({ "roles": roles }))
+            .kvnos((1..=5).map(Kvno).collect());
+        let line = seal_line(&mut tip, &e, UnixMillis(0)).unwrap();
+        assert!(line.len() <= MAX_LINE_LEN, "{}", line.len());
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!((v["truncated"].as_bool(), v.get("changes"), v.get("kvnos")), (Some(true), None, None), "{v}");
+        assert_eq!(v["target"], "bob@EXAMPLE.TEST");
+        let alone = seal_line(&mut Tip::genesis(), &e, UnixMillis(0)).unwrap();
+        assert_eq!(verify(&alone[..]).unwrap().events, 1, "a cut line verifies");
+        // The largest real event fits whole.
+        let roles: Vec<String> = (0..kdc_proto::limits::MAX_ROLES).map(|n| format!("{n:x>64}")).collect();
+        let e = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success)
+            .actor("a".repeat(MAX_NAME_LEN))
+            .target("b".repeat(MAX_NAME_LEN))
+            .changes(serde_json::json!({ "kind": "user", "roles": roles, "max_life_secs": u64::MAX, "max_renew_secs": u64::MAX }))
+            .request(&"r".repeat(64), Some("2001:db8::1".parse().unwrap()));
+        let v: Value = serde_json::from_slice(&seal_line(&mut tip, &e, UnixMillis(u64::MAX / 2)).unwrap()).unwrap();
+        assert!(v.get("truncated").is_none() && v["changes"]["roles"].as_array().unwrap().len() == 64);
     }
 
     #[test]

@@ -678,3 +678,37 @@ async fn a_hung_audit_disk_does_not_stall_ticket_issuance_and_admin_changes_fail
     assert_eq!(issued, 6, "the login and five service tickets, queued while the disk hung");
     assert_eq!(ev.last().unwrap()["target"], "HTTP/hung.example.test@EXAMPLE.TEST");
 }
+
+/// An admin call refused for a name of 64 KiB (the longest path a request
+/// line carries) records the name cut short: the event stays a line the KDC
+/// and the `kdc` command can read back, so neither a restart nor the next
+/// `kdc principal …` fails on the audit file.
+#[tokio::test]
+async fn an_oversized_name_cannot_make_the_audit_file_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = realm_in(dir.path()).await;
+    let d = data.to_str().unwrap();
+    let audit = dir.path().join("audit.log");
+    let a = audit.to_str().unwrap();
+    let kdc = KdcProcess::start_with(&kdc_bin(), &data, &["--audit-log", a]).await.unwrap();
+    let mut admin = Admin::login(&kdc.url, "admin@EXAMPLE.TEST", BOOTSTRAP_PW).await;
+    admin.http = with_id("e2e-huge");
+    let huge = "a".repeat(65_400);
+    let (s, body, _) = admin.call("DELETE", &format!("/admin/principals/{huge}"), None).await;
+    assert_eq!(s, 400, "{body}");
+    kdc.terminate().await.unwrap();
+
+    // The next command and a restart chain on from that line.
+    let (ok, out) = kdc_status(&["principal", "disable", "alice", "--data", d, "--audit-log", a]);
+    assert!(ok, "{out}");
+    let kdc = KdcProcess::start_with(&kdc_bin(), &data, &["--audit-log", a]).await.unwrap();
+    kdc.terminate().await.unwrap();
+    let (ok, out) = verify(&audit);
+    assert!(ok, "{out}");
+    let ev = events(&audit);
+    let e = the(&ev, "principal.deleted", "e2e-huge");
+    assert_eq!((&e["outcome"], &e["problem"]), (&json!("refused"), &json!("malformed-request")), "{e}");
+    let target = e["target"].as_str().unwrap();
+    assert!(target.starts_with("aaaa") && target.len() <= 300, "{} bytes", target.len());
+    assert!(std::fs::read_to_string(&audit).unwrap().lines().all(|l| l.len() < 16 * 1024));
+}
