@@ -419,7 +419,9 @@ pub fn rfc3339(at: UnixMillis) -> String {
 /// made, and an event whose `changes` or `kvnos` would take it past that is
 /// written without them, marked `"truncated":true`.
 fn seal_line(tip: &mut Tip, event: &AuditEvent, at: UnixMillis) -> Result<Vec<u8>, AuditError> {
-    let seq = tip.seq + 1;
+    // `read_tip` refuses such a tip; this keeps an overflow from ever
+    // panicking the writer.
+    let seq = tip.seq.checked_add(1).ok_or(AuditError::DamagedTail("the last line's seq is the largest there is"))?;
     let encode = |event: &AuditEvent| {
         serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash }).map_err(|_| AuditError::Encoding)
     };
@@ -564,6 +566,8 @@ fn read_tip(file: &File, len: u64) -> Result<Tip, AuditError> {
     let v: serde_json::Map<String, Value> =
         serde_json::from_slice(&last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
     match (v.get("seq").and_then(Value::as_u64), v.get("hash").and_then(Value::as_str)) {
+        // Only an edit makes a `seq` no line can follow.
+        (Some(u64::MAX), Some(_)) => Err(AuditError::DamagedTail("the last line's seq is the largest there is")),
         (Some(seq), Some(hash)) if is_hash(hash) => Ok(Tip { seq, hash: hash.to_owned() }),
         _ => Err(AuditError::DamagedTail("the last line has no seq or hash")),
     }
@@ -1144,7 +1148,7 @@ fn check_line(line: &[u8], expected: &Tip) -> Result<Tip, String> {
         return Err("its content does not match its hash: the line was edited".to_owned());
     }
     let seq = v.get("seq").and_then(Value::as_u64).ok_or("has no seq")?;
-    let due = expected.seq + 1;
+    let due = expected.seq.checked_add(1).ok_or("follows a line whose seq is the largest there is")?;
     if seq > due {
         let missing = seq - due;
         return Err(format!("seq is {seq} where {due} was due: {missing} event(s) before it were deleted"));
@@ -1446,6 +1450,19 @@ mod tests {
         // Past what `verify` accepts as a line, the end is refused, named.
         append_sealed_by_hand(&path, 1024 * 1024);
         assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(why)) if why.contains("1 MiB")));
+    }
+
+    #[test]
+    fn a_last_seq_that_cannot_be_followed_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let body = format!("{{\"seq\":{},\"event\":\"ticket.issued\",\"prev\":\"{GENESIS}\"}}", u64::MAX);
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        std::fs::write(&path, format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap())).unwrap();
+        assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(_))));
+        let mut tip = Tip { seq: u64::MAX, hash: GENESIS.to_owned() };
+        assert!(seal_line(&mut tip, &event(1).0, UnixMillis(0)).is_err());
+        assert_eq!(tip.seq, u64::MAX, "the tip is left as it was");
     }
 
     #[test]
