@@ -712,3 +712,71 @@ async fn an_oversized_name_cannot_make_the_audit_file_unreadable() {
     assert!(target.starts_with("aaaa") && target.len() <= 300, "{} bytes", target.len());
     assert!(std::fs::read_to_string(&audit).unwrap().lines().all(|l| l.len() < 16 * 1024));
 }
+
+/// `kdc ARGS` with `stdin`: (success, standard output, standard error).
+/// Fails the test if the command runs for 30 s (a `serve` that should not).
+async fn kdc_output(args: &[&str], stdin: &str) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new(kdc_bin())
+        .args(args)
+        .env_remove("KDC_MASTER_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).await.unwrap();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("kdc {args:?} still running after 30 s"))
+        .unwrap();
+    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+/// With `--audit-log -`, standard output carries the chain and nothing
+/// else: a `kdc` command's own output goes to standard error; and `kdc serve`
+/// does not initialise an empty data directory, whose generated bootstrap
+/// password it could only print into the log stream (standard error).
+#[tokio::test]
+async fn with_the_audit_trail_on_stdout_nothing_else_goes_there_and_no_password_goes_to_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let check_chain = |stdout: &str, kinds: &[&str]| {
+        assert!(kdc_server::audit::verify(stdout.as_bytes()).is_ok(), "not a chain: {stdout}");
+        let ev: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(ev.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(), kinds, "{stdout}");
+    };
+
+    let empty = dir.path().join("empty");
+    let (ok, stdout, stderr) =
+        kdc_output(&["serve", "--data", empty.to_str().unwrap(), "--listen", "127.0.0.1:0", "--audit-log", "-"], "")
+            .await;
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stderr.contains("kdc init"), "{stderr}");
+    assert!(!stderr.contains("password (shown once"), "{stderr}");
+    assert_eq!(stdout, "");
+
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let (ok, stdout, stderr) = kdc_output(&["init", "--data", d, "--audit-log", "-"], "").await;
+    assert!(ok, "{stderr}");
+    check_chain(&stdout, &["realm.initialized"]);
+    assert!(stderr.contains("password (shown once"), "{stderr}");
+    let (ok, stdout, stderr) =
+        kdc_output(&["principal", "add", "bob", "--password-stdin", "--data", d, "--audit-log", "-"], "bob-pw-123\n")
+            .await;
+    assert!(ok, "{stderr}");
+    check_chain(&stdout, &["principal.created"]);
+    assert!(stderr.contains("created bob@EXAMPLE.TEST"), "{stderr}");
+    let (ok, stdout, stderr) = kdc_output(
+        &["principal", "rotate", "bob", "--password-stdin", "--data", d, "--audit-log", "-"],
+        "bob-pw-456\n",
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    check_chain(&stdout, &["principal.rotated"]);
+    assert!(stderr.contains("rotated bob@EXAMPLE.TEST"), "{stderr}");
+    // A listing records nothing: its output is what standard output is for.
+    let (ok, stdout, _) = kdc_output(&["principal", "list", "--data", d, "--audit-log", "-"], "").await;
+    assert!(ok && stdout.contains("bob@EXAMPLE.TEST"), "{stdout}");
+}
