@@ -103,8 +103,8 @@ pub enum EventKind {
     /// A ticket was renewed.
     #[serde(rename = "ticket.renewed")]
     TicketRenewed,
-    /// A ticket exchange was refused (including the `preauth-required`
-    /// challenge that starts every login) or failed.
+    /// A ticket exchange was refused or failed (not the `preauth-required`
+    /// challenge that starts every login: it proves nothing).
     #[serde(rename = "ticket.refused")]
     TicketRefused,
     /// A principal was created (or creating one was refused).
