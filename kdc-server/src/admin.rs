@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use kdc_proto::{Kvno, Principal};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, EventKind, Outcome};
@@ -169,33 +170,66 @@ async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<J
 /// trail is failing the change is not attempted, and a change the trail
 /// could not record is answered `503 audit-unavailable` (saying it was
 /// applied). A refused change is recorded too, as far as the trail allows.
-/// `change` returns its answer and its success event (with the details only
-/// it knows: the canonical name, a key version, what changed).
-async fn audited<T>(
+/// `change` gets the state and the caller and returns its answer and its
+/// success event (with the details only it knows: the canonical name, a key
+/// version, what changed).
+///
+/// The change and its record run in a task of their own, which the request
+/// only waits for: store writes finish on a blocking thread even when the
+/// request is dropped (the client hangs up, the request times out, the
+/// shutdown grace runs out), so a change run inside the request could be
+/// saved and never recorded. `kdc serve` waits for these tasks before it
+/// exits ([`crate::audit::AuditLog::changes_finished`]).
+async fn audited<T, F>(
     s: &AppState,
     ctx: &RequestContext,
     who: &AuthenticatedPrincipal,
     kind: EventKind,
     target: &str,
-    change: impl Future<Output = Result<(T, AuditEvent), KdcError>>,
-) -> Result<T, ApiError> {
+    change: impl FnOnce(AppState, AuthenticatedPrincipal) -> F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<(T, AuditEvent), KdcError>> + Send + 'static,
+{
     s.audit.check().map_err(|_| KdcError::AuditUnavailable { applied: false })?;
-    let result = change.await;
-    let now = s.clock.now();
-    match result {
-        Ok((answer, event)) => {
-            let event = ctx.stamp(event.actor(who.name()).target_or(target));
-            s.audit.record(event, now).await.map_err(|_| KdcError::AuditUnavailable { applied: true })?;
-            Ok(answer)
+    let change = change(s.clone(), who.clone());
+    let (s, ctx, actor) = (s.clone(), ctx.clone(), who.name().clone());
+    let target = target.to_owned();
+    let in_progress = s.audit.change_started();
+    let task = async move {
+        let _in_progress = in_progress;
+        let result = change.await;
+        let now = s.clock.now();
+        match result {
+            Ok((answer, event)) => {
+                let event = ctx.stamp(event.actor(&actor).target_or(&target));
+                s.audit.record(event, now).await.map_err(|_| KdcError::AuditUnavailable { applied: true })?;
+                Ok(answer)
+            }
+            Err(e) => {
+                let (status, problem) = e.status_and_slug();
+                let event = AuditEvent::new(kind, Outcome::of_status(status))
+                    .problem(problem)
+                    .actor(&actor)
+                    .target(audit_target(&s.kdc, &target));
+                let _ = s.audit.record(ctx.stamp(event), now).await;
+                Err(e)
+            }
         }
-        Err(e) => {
-            let (status, problem) = e.status_and_slug();
-            let event =
-                AuditEvent::new(kind, Outcome::of_status(status)).problem(problem).actor(who.name()).target(target);
-            let _ = s.audit.record(ctx.stamp(event), now).await;
-            Err(e.into())
-        }
+    };
+    match tokio::spawn(task.instrument(tracing::Span::current())).await {
+        Ok(result) => result.map_err(ApiError::from),
+        // The task panicked: a bug, answered like any internal failure.
+        Err(_) => Err(KdcError::Internal("an administrative change failed").into()),
     }
+}
+
+/// The principal a refused change was about, for its event: the canonical
+/// name when the one given parses, else the name as given (which
+/// [`AuditEvent::target`] cuts to a bounded length).
+fn audit_target(kdc: &Kdc, given: &str) -> String {
+    kdc.principal_name(given).map_or_else(|_| given.to_owned(), |n| n.to_string())
 }
 
 async fn create(
@@ -205,7 +239,7 @@ async fn create(
     ApiJson(req): ApiJson<CreatePrincipal>,
 ) -> Result<Response, ApiError> {
     let target = req.name.clone();
-    audited(&s, &ctx, &who, EventKind::PrincipalCreated, &target, async {
+    audited(&s, &ctx, &who, EventKind::PrincipalCreated, &target, move |s, who| async move {
         let kdc = &s.kdc;
         let now = s.clock.now().as_secs();
         let name = kdc.principal_name(&req.name)?;
@@ -269,7 +303,7 @@ async fn update(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UpdatePrincipal>,
 ) -> Result<Json<PrincipalView>, ApiError> {
-    audited(&s, &ctx, &who, EventKind::PrincipalUpdated, &name, async {
+    audited(&s, &ctx, &who, EventKind::PrincipalUpdated, &name.clone(), move |s, _| async move {
         let kdc = &s.kdc;
         let name = kdc.principal_name(&name)?;
         let update = PrincipalUpdate {
@@ -293,7 +327,7 @@ async fn delete(
     who: AuthenticatedPrincipal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    audited(&s, &ctx, &who, EventKind::PrincipalDeleted, &name, async {
+    audited(&s, &ctx, &who, EventKind::PrincipalDeleted, &name.clone(), move |s, who| async move {
         let name = s.kdc.principal_name(&name)?;
         s.kdc.delete_principal(&name, Some(who.name())).await?;
         Ok((StatusCode::NO_CONTENT, AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name)))
@@ -308,7 +342,7 @@ async fn rotate(
     Path(name): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Rotated>, ApiError> {
-    audited(&s, &ctx, &who, EventKind::PrincipalRotated, &name, async {
+    audited(&s, &ctx, &who, EventKind::PrincipalRotated, &name.clone(), move |s, who| async move {
         let name = s.kdc.principal_name(&name)?;
         // The body is optional: services rotate with none.
         let req: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -342,7 +376,7 @@ async fn keytab(
 ) -> Result<Json<SealedKeytab>, ApiError> {
     // Key material leaves the KDC: audited like a change, and the sealed
     // keytab is only answered once the event is recorded.
-    audited(&s, &ctx, &who, EventKind::KeytabExported, &name, async {
+    audited(&s, &ctx, &who, EventKind::KeytabExported, &name.clone(), move |s, who| async move {
         let name = s.kdc.principal_name(&name)?;
         let kt = s.kdc.keytab(&name, s.clock.now().as_secs()).await?;
         let json = Zeroizing::new(serde_json::to_vec(&kt).map_err(|_| KdcError::Internal("keytab encoding"))?);

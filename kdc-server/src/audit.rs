@@ -29,7 +29,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +44,47 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// How long an event may wait for `fdatasync` under [`FsyncPolicy::Interval`].
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long `kdc serve` waits at exit for administrative changes still
+/// running (and their events): longer than a change can take (the store's
+/// 10 s lock wait, then the wait for its event).
+pub const CHANGES_AT_SHUTDOWN: Duration = Duration::from_secs(30);
+
+/// Most jobs the writer's queue holds: past that, ticket events are
+/// dropped (and counted), so a stuck disk cannot grow memory without bound.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// Queue slots ticket events leave free for administrative events.
+pub const ADMIN_RESERVE: usize = 64;
+
+/// Longest a ticket exchange waits for its event to be written (and synced,
+/// as the policy says); the event stays queued past it.
+pub const TICKET_WAIT: Duration = Duration::from_secs(1);
+
+/// Longest an administrative change waits for its event (then `503`).
+pub const ADMIN_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the writer may be in one write or sync before it counts as
+/// stuck: ticket exchanges then stop waiting for it, and administrative
+/// changes are refused.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+
 /// Most events the writer puts in one write (and one sync).
 const MAX_BATCH: usize = 512;
 
-/// How much of a file's end is read to find its last line. Events are a few
-/// hundred bytes; the largest (32 roles of 64 bytes) stays under 4 KiB.
+/// Longest line the KDC writes, newline included. Events are a few hundred
+/// bytes; the largest (a creation with 64 roles of 64 bytes) stays under
+/// 5 KiB. An event that would be longer loses its `changes` and `kvnos` and
+/// says `"truncated":true` ([`seal_line`]).
+pub const MAX_LINE_LEN: usize = 16 * 1024;
+
+/// Longest name an event holds in `actor`, `target` or `service`: a
+/// principal name's limit. A longer one (only a refused request can carry
+/// one) is cut there and ends with `…`.
+pub const MAX_NAME_LEN: usize = kdc_proto::limits::MAX_PRINCIPAL_LEN;
+
+/// How much of a file's end is read at a time to find its last line:
+/// further back, up to [`MAX_VERIFY_LINE`], when the last line is longer
+/// (a line written by an older KDC before lines were bounded).
 const TAIL_WINDOW: u64 = 64 * 1024;
 
 /// Longest line `verify` reads.
@@ -67,8 +103,8 @@ pub enum EventKind {
     /// A ticket was renewed.
     #[serde(rename = "ticket.renewed")]
     TicketRenewed,
-    /// A ticket exchange was refused (including the `preauth-required`
-    /// challenge that starts every login) or failed.
+    /// A ticket exchange was refused or failed (not the `preauth-required`
+    /// challenge that starts every login: it proves nothing).
     #[serde(rename = "ticket.refused")]
     TicketRefused,
     /// A principal was created (or creating one was refused).
@@ -93,6 +129,9 @@ pub enum EventKind {
     /// longer an administrator.
     #[serde(rename = "admin.refused")]
     AdminRefused,
+    /// The next ticket-signing key was added (`kdc signing-key rotate`).
+    #[serde(rename = "signing_key.rotated")]
+    SigningKeyRotated,
 }
 
 impl EventKind {
@@ -109,14 +148,21 @@ impl EventKind {
             Self::KeytabExported => "keytab.exported",
             Self::RealmInitialized => "realm.initialized",
             Self::AdminRefused => "admin.refused",
+            Self::SigningKeyRotated => "signing_key.rotated",
         }
+    }
+
+    /// Whether it records a ticket exchange: frequent, and never held up
+    /// for long by the audit trail ([`AuditLog::record`]).
+    pub fn is_ticket(self) -> bool {
+        matches!(self, Self::TicketIssued | Self::TicketRenewed | Self::TicketRefused)
     }
 
     /// Whether the event is synced to disk before it is acknowledged
     /// whatever the [`FsyncPolicy`]: everything but the ticket exchanges,
     /// which are frequent; administrative events are rare and each matters.
     pub fn always_synced(self) -> bool {
-        !matches!(self, Self::TicketIssued | Self::TicketRenewed | Self::TicketRefused)
+        !self.is_ticket()
     }
 }
 
@@ -180,6 +226,10 @@ pub struct AuditEvent {
     kvnos: Option<Vec<Kvno>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     changes: Option<Value>,
+    /// Set when `changes` and `kvnos` were left out to keep the line under
+    /// [`MAX_LINE_LEN`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     address: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,6 +251,7 @@ impl AuditEvent {
             kvno: None,
             kvnos: None,
             changes: None,
+            truncated: None,
             address: None,
             request_id: None,
         }
@@ -211,17 +262,19 @@ impl AuditEvent {
         self.event
     }
 
-    /// Who did it: the client of an exchange, an administrator, or `cli`.
+    /// Who did it: the client of an exchange, an administrator, or `cli`
+    /// (cut to [`MAX_NAME_LEN`]).
     #[must_use]
     pub fn actor(mut self, actor: impl ToString) -> Self {
-        self.actor = Some(actor.to_string());
+        self.actor = Some(bounded(actor.to_string()));
         self
     }
 
-    /// The principal acted on (admin events).
+    /// The principal acted on (admin events), cut to [`MAX_NAME_LEN`]: a
+    /// refused request may name anything up to a request's size.
     #[must_use]
     pub fn target(mut self, target: impl ToString) -> Self {
-        self.target = Some(target.to_string());
+        self.target = Some(bounded(target.to_string()));
         self
     }
 
@@ -231,10 +284,10 @@ impl AuditEvent {
         if self.target.is_some() { self } else { self.target(target) }
     }
 
-    /// The service a ticket is (or was to be) for.
+    /// The service a ticket is (or was to be) for (cut to [`MAX_NAME_LEN`]).
     #[must_use]
     pub fn service(mut self, service: impl ToString) -> Self {
-        self.service = Some(service.to_string());
+        self.service = Some(bounded(service.to_string()));
         self
     }
 
@@ -292,6 +345,20 @@ impl AuditEvent {
     }
 }
 
+/// `name`, cut to [`MAX_NAME_LEN`] bytes (on a character boundary) and
+/// marked with `…` when it is longer.
+fn bounded(mut name: String) -> String {
+    if name.len() > MAX_NAME_LEN {
+        let mut end = MAX_NAME_LEN;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
+}
+
 /// An event as written, hash aside: the fields in this order, then `hash`.
 #[derive(Serialize)]
 struct Unsealed<'a> {
@@ -347,10 +414,28 @@ pub fn rfc3339(at: UnixMillis) -> String {
 /// Writes `event` as the line after `tip` (with its newline) and advances
 /// `tip`. The hash is SHA-256 over the line's bytes from `{` up to `prev`'s
 /// value and a closing `}`: everything but the hash itself.
+///
+/// A line is at most [`MAX_LINE_LEN`]: names are bounded when the event is
+/// made, and an event whose `changes` or `kvnos` would take it past that is
+/// written without them, marked `"truncated":true`.
 fn seal_line(tip: &mut Tip, event: &AuditEvent, at: UnixMillis) -> Result<Vec<u8>, AuditError> {
-    let seq = tip.seq + 1;
-    let mut line = serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash })
-        .map_err(|_| AuditError::Encoding)?;
+    // `read_tip` refuses such a tip; this keeps an overflow from ever
+    // panicking the writer.
+    let seq = tip.seq.checked_add(1).ok_or(AuditError::DamagedTail("the last line's seq is the largest there is"))?;
+    let encode = |event: &AuditEvent| {
+        serde_json::to_vec(&Unsealed { seq, ts: rfc3339(at), event, prev: &tip.hash }).map_err(|_| AuditError::Encoding)
+    };
+    // The closing `}` gives way to the hash member, then a newline.
+    let fits = |line: &Vec<u8>| line.len() + HASH_SUFFIX_LEN <= MAX_LINE_LEN;
+    let mut line = encode(event)?;
+    if !fits(&line) {
+        let cut = AuditEvent { changes: None, kvnos: None, truncated: Some(true), ..event.clone() };
+        line = encode(&cut)?;
+        if !fits(&line) {
+            // Every other field is bounded: not reached.
+            return Err(AuditError::Encoding);
+        }
+    }
     let hash = hex(&Sha256::digest(&line));
     // A struct always serializes to an object: the last byte is its `}`.
     if line.pop() != Some(b'}') {
@@ -383,9 +468,16 @@ pub enum AuditError {
     /// The writer thread is gone.
     #[error("the audit writer has stopped")]
     Stopped,
-    /// The last write failed: administrative changes wait until one succeeds.
+    /// The last write failed, or the writer is stuck, or its queue is full:
+    /// administrative changes wait until it works again.
     #[error("the audit log is failing")]
     Unavailable,
+    /// The writer's queue is full: the event was dropped.
+    #[error("the audit queue is full: the event was dropped")]
+    QueueFull,
+    /// The writer did not confirm the event in time; it is still queued.
+    #[error("the audit log did not confirm the event in time")]
+    TimedOut,
 }
 
 impl From<std::io::Error> for AuditError {
@@ -447,25 +539,35 @@ fn open_append(path: &Path) -> std::io::Result<(File, (u64, u64))> {
 }
 
 /// The tip of a file `len` bytes long: its last line's `seq` and `hash`.
+/// Reads the end [`TAIL_WINDOW`] at a time, further back while the last
+/// line has not started, up to the longest line `verify` accepts.
 fn read_tip(file: &File, len: u64) -> Result<Tip, AuditError> {
     if len == 0 {
         return Ok(Tip::genesis());
     }
-    let start = len.saturating_sub(TAIL_WINDOW);
-    let size = usize::try_from(len - start).map_err(|_| AuditError::DamagedTail("unreadable end"))?;
-    let mut buf = vec![0u8; size];
-    file.read_exact_at(&mut buf, start)?;
-    let Some(body) = buf.strip_suffix(b"\n") else {
-        return Err(AuditError::DamagedTail("the last line is incomplete"));
-    };
-    let last = match body.iter().rposition(|&b| b == b'\n') {
-        Some(i) => body.get(i + 1..).unwrap_or_default(),
-        None if start == 0 => body,
-        None => return Err(AuditError::DamagedTail("the last line is too long")),
+    // The last line, a newline before it and the one ending it.
+    let most = MAX_VERIFY_LINE + 2;
+    let mut window = TAIL_WINDOW;
+    let last = loop {
+        let size = window.min(len);
+        let start = len - size;
+        let mut buf = vec![0u8; usize::try_from(size).map_err(|_| AuditError::DamagedTail("unreadable end"))?];
+        file.read_exact_at(&mut buf, start)?;
+        let Some(body) = buf.strip_suffix(b"\n") else {
+            return Err(AuditError::DamagedTail("the last line is incomplete"));
+        };
+        match body.iter().rposition(|&b| b == b'\n') {
+            Some(i) => break body.get(i + 1..).unwrap_or_default().to_vec(),
+            None if start == 0 => break body.to_vec(),
+            None if size >= most => return Err(AuditError::DamagedTail("the last line is longer than 1 MiB")),
+            None => window = size.saturating_mul(4).min(most),
+        }
     };
     let v: serde_json::Map<String, Value> =
-        serde_json::from_slice(last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
+        serde_json::from_slice(&last).map_err(|_| AuditError::DamagedTail("the last line is not JSON"))?;
     match (v.get("seq").and_then(Value::as_u64), v.get("hash").and_then(Value::as_str)) {
+        // Only an edit makes a `seq` no line can follow.
+        (Some(u64::MAX), Some(_)) => Err(AuditError::DamagedTail("the last line's seq is the largest there is")),
         (Some(seq), Some(hash)) if is_hash(hash) => Ok(Tip { seq, hash: hash.to_owned() }),
         _ => Err(AuditError::DamagedTail("the last line has no seq or hash")),
     }
@@ -612,26 +714,143 @@ enum Job {
     Sync { done: tokio::sync::oneshot::Sender<Result<(), AuditError>> },
 }
 
+/// How much the writer may hold up, and be held up.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Jobs the queue holds.
+    capacity: usize,
+    /// Of those, the slots ticket events leave free for administrative ones.
+    admin_reserve: usize,
+    /// How long a ticket exchange waits for its event.
+    ticket_wait: Duration,
+    /// How long an administrative change waits for its event.
+    admin_wait: Duration,
+    /// How long one write or sync may take before the writer counts as stuck.
+    stall_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            capacity: QUEUE_CAPACITY,
+            admin_reserve: ADMIN_RESERVE,
+            ticket_wait: TICKET_WAIT,
+            admin_wait: ADMIN_WAIT,
+            stall_after: STALL_AFTER,
+        }
+    }
+}
+
 /// Counters and state the writer and the handles share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     written: AtomicU64,
     failed: AtomicU64,
+    sync_failures: AtomicU64,
+    dropped: AtomicU64,
+    /// The last write or sync failed.
     failing: AtomicBool,
+    /// Ticket events are being dropped (logged once per episode).
+    dropping: AtomicBool,
+    /// Jobs sent and not yet taken by the writer (at least the queue's length).
+    queued: AtomicUsize,
+    epoch: Instant,
+    /// When the writer started the write or sync it is in (milliseconds
+    /// since `epoch`, plus one); 0 between them.
+    busy_since: AtomicU64,
+}
+
+impl Stats {
+    fn new() -> Self {
+        Self {
+            written: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            sync_failures: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` (a write or a sync) as the writer's current operation.
+    fn busy<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.busy_since.store(self.millis().saturating_add(1), Ordering::Relaxed);
+        let result = f();
+        self.busy_since.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// Whether the writer has been in one write or sync for longer than `after`.
+    fn stalled(&self, after: Duration) -> bool {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        since != 0 && self.millis().saturating_add(1).saturating_sub(since) > after
+    }
 }
 
 #[derive(Debug)]
 struct Shared {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::SyncSender<Job>,
     stats: Arc<Stats>,
+    limits: Limits,
+}
+
+impl Shared {
+    /// Queues `job` unless `limit` jobs are queued already (or the queue
+    /// is full): never waits.
+    fn enqueue(&self, job: Job, limit: usize) -> Result<(), AuditError> {
+        let queued = &self.stats.queued;
+        if queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(AuditError::QueueFull);
+        }
+        self.jobs.try_send(job).map_err(|e| {
+            queued.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::TrySendError::Full(_) => AuditError::QueueFull,
+                mpsc::TrySendError::Disconnected(_) => AuditError::Stopped,
+            }
+        })
+    }
+}
+
+/// Administrative changes running detached from their requests (see
+/// [`AuditLog::change_started`]).
+#[derive(Debug, Default)]
+struct Changes {
+    running: AtomicUsize,
+    finished: tokio::sync::Notify,
+}
+
+/// An administrative change in progress: dropped when the change and its
+/// event are done.
+#[derive(Debug)]
+#[must_use = "the change counts as running while this is held"]
+pub struct ChangeInProgress(Arc<Changes>);
+
+impl Drop for ChangeInProgress {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.finished.notify_waiters();
+        }
+    }
 }
 
 /// The serving KDC's handle on its audit trail: events go to one writer
-/// thread, which batches what arrives together into one write and one sync.
-/// Cheap to clone. [`AuditLog::disabled`] records nothing.
+/// thread, through a bounded queue, and the writer batches what arrives
+/// together into one write and one sync. Cheap to clone.
+/// [`AuditLog::disabled`] records nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AuditLog {
     shared: Option<Arc<Shared>>,
+    changes: Arc<Changes>,
 }
 
 impl AuditLog {
@@ -648,13 +867,17 @@ impl AuditLog {
 
     /// Starts a writer thread over `sink`.
     pub fn with_sink(sink: AuditSink, policy: FsyncPolicy) -> Result<Self, AuditError> {
-        let (jobs, rx) = mpsc::channel();
-        let stats = Arc::new(Stats::default());
+        Self::with_limits(sink, policy, Limits::default())
+    }
+
+    fn with_limits(sink: AuditSink, policy: FsyncPolicy, limits: Limits) -> Result<Self, AuditError> {
+        let (jobs, rx) = mpsc::sync_channel(limits.capacity);
+        let stats = Arc::new(Stats::new());
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("kdc-audit".to_owned())
             .spawn(move || run_writer(sink, &rx, policy, &writer_stats))?;
-        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats })) })
+        Ok(Self { shared: Some(Arc::new(Shared { jobs, stats, limits })), changes: Arc::default() })
     }
 
     /// Whether events are written anywhere.
@@ -662,44 +885,131 @@ impl AuditLog {
         self.shared.is_some()
     }
 
-    /// Writes `event`, dated `at`, and returns once it is written (and synced,
-    /// as the policy says). The queue needs no bound: each caller waits for
-    /// its own event, so it never holds more than the requests in flight.
+    /// Writes `event`, dated `at`, and returns once it is written (and
+    /// synced, as the policy says), within bounds: a stuck disk must not
+    /// stall ticket issuance, nor the queue grow without limit.
+    ///
+    /// - A ticket event is queued without waiting, and dropped (counted,
+    ///   [`AuditError::QueueFull`]) when the queue is full; the exchange then
+    ///   waits for it at most [`TICKET_WAIT`] ([`AuditError::TimedOut`]: it
+    ///   stays queued), and not at all while the writer is stuck
+    ///   ([`STALL_AFTER`]).
+    /// - An administrative event has [`ADMIN_RESERVE`] slots of the queue
+    ///   that ticket events leave free, and waits at most [`ADMIN_WAIT`]:
+    ///   its change answers `503` on any error.
     pub async fn record(&self, event: AuditEvent, at: UnixMillis) -> Result<(), AuditError> {
         let Some(shared) = &self.shared else { return Ok(()) };
+        let (limits, stats) = (&shared.limits, &shared.stats);
+        let ticket = event.kind().is_ticket();
         let (done, wait) = tokio::sync::oneshot::channel();
-        shared.jobs.send(Job::Event { event: Box::new(event), at, done }).map_err(|_| AuditError::Stopped)?;
-        wait.await.map_err(|_| AuditError::Stopped)?
-    }
-
-    /// `Err` while the last write failed: administrative changes are refused
-    /// then rather than made unrecorded.
-    pub fn check(&self) -> Result<(), AuditError> {
-        match &self.shared {
-            Some(s) if s.stats.failing.load(Ordering::Relaxed) => Err(AuditError::Unavailable),
-            _ => Ok(()),
+        let job = Job::Event { event: Box::new(event), at, done };
+        let wait_for = if ticket {
+            match shared.enqueue(job, limits.capacity.saturating_sub(limits.admin_reserve)) {
+                Ok(()) => {
+                    if stats.dropping.load(Ordering::Relaxed) && stats.dropping.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("the audit queue has room again");
+                    }
+                }
+                Err(e) => {
+                    if matches!(e, AuditError::QueueFull) {
+                        stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        if !stats.dropping.swap(true, Ordering::Relaxed) {
+                            tracing::error!(
+                                "the audit queue is full: ticket events are dropped until the audit writer catches up"
+                            );
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+            if stats.stalled(limits.stall_after) {
+                return Err(AuditError::TimedOut);
+            }
+            limits.ticket_wait
+        } else {
+            shared.enqueue(job, limits.capacity)?;
+            limits.admin_wait
+        };
+        match tokio::time::timeout(wait_for, wait).await {
+            Ok(answer) => answer.map_err(|_| AuditError::Stopped)?,
+            Err(_) => Err(AuditError::TimedOut),
         }
     }
 
-    /// Syncs everything written so far (at shutdown).
+    /// `Err` while the last write failed, while the writer is stuck in one
+    /// write or sync ([`STALL_AFTER`]), or while the queue is as full as
+    /// ticket events may make it: administrative changes are refused then
+    /// rather than made unrecorded.
+    pub fn check(&self) -> Result<(), AuditError> {
+        let Some(s) = &self.shared else { return Ok(()) };
+        let full = s.stats.queued.load(Ordering::Relaxed) >= s.limits.capacity.saturating_sub(s.limits.admin_reserve);
+        if s.stats.failing.load(Ordering::Relaxed) || s.stats.stalled(s.limits.stall_after) || full {
+            return Err(AuditError::Unavailable);
+        }
+        Ok(())
+    }
+
+    /// Counts an administrative change as running until the value returned
+    /// is dropped. The admin API runs each change and its event in a task
+    /// detached from the request, so a dropped request cannot leave a change
+    /// unrecorded; at shutdown [`Self::changes_finished`] waits for them.
+    pub fn change_started(&self) -> ChangeInProgress {
+        self.changes.running.fetch_add(1, Ordering::AcqRel);
+        ChangeInProgress(self.changes.clone())
+    }
+
+    /// Returns once no administrative change is running (at shutdown, after
+    /// the server stopped taking requests, before [`Self::flush`]).
+    pub async fn changes_finished(&self) {
+        loop {
+            let finished = self.changes.finished.notified();
+            tokio::pin!(finished);
+            // Registered before the count is read, so a change ending in
+            // between still wakes this.
+            finished.as_mut().enable();
+            if self.changes.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            finished.await;
+        }
+    }
+
+    /// Syncs everything written so far (at shutdown), waiting at most
+    /// [`ADMIN_WAIT`] for a stuck writer.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let Some(shared) = &self.shared else { return Ok(()) };
         let (done, wait) = tokio::sync::oneshot::channel();
-        shared.jobs.send(Job::Sync { done }).map_err(|_| AuditError::Stopped)?;
-        wait.await.map_err(|_| AuditError::Stopped)?
+        shared.enqueue(Job::Sync { done }, shared.limits.capacity)?;
+        match tokio::time::timeout(shared.limits.admin_wait, wait).await {
+            Ok(answer) => answer.map_err(|_| AuditError::Stopped)?,
+            Err(_) => Err(AuditError::TimedOut),
+        }
     }
 
     /// The audit counters in the Prometheus text format.
     pub fn metrics_text(&self) -> String {
-        let (written, failed) = self
-            .shared
-            .as_ref()
-            .map_or((0, 0), |s| (s.stats.written.load(Ordering::Relaxed), s.stats.failed.load(Ordering::Relaxed)));
+        let counter =
+            |f: fn(&Stats) -> &AtomicU64| self.shared.as_ref().map_or(0, |s| f(&s.stats).load(Ordering::Relaxed));
+        let queued = self.shared.as_ref().map_or(0, |s| s.stats.queued.load(Ordering::Relaxed));
+        let stalled = self.shared.as_ref().is_some_and(|s| s.stats.stalled(s.limits.stall_after));
         format!(
             "# HELP kdc_audit_events_total Audit events written.\n# TYPE kdc_audit_events_total counter\n\
-             kdc_audit_events_total {written}\n\
+             kdc_audit_events_total {}\n\
              # HELP kdc_audit_write_failures_total Audit events that could not be written.\n\
-             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {failed}\n"
+             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {}\n\
+             # HELP kdc_audit_sync_failures_total Syncs of written audit events to disk that failed.\n\
+             # TYPE kdc_audit_sync_failures_total counter\nkdc_audit_sync_failures_total {}\n\
+             # HELP kdc_audit_events_dropped_total Ticket events dropped because the audit queue was full.\n\
+             # TYPE kdc_audit_events_dropped_total counter\nkdc_audit_events_dropped_total {}\n\
+             # HELP kdc_audit_queue_length Audit events waiting for the writer.\n\
+             # TYPE kdc_audit_queue_length gauge\nkdc_audit_queue_length {queued}\n\
+             # HELP kdc_audit_writer_stalled 1 while the audit writer has been stuck in one write or sync for \
+             over 2 s.\n# TYPE kdc_audit_writer_stalled gauge\nkdc_audit_writer_stalled {}\n",
+            counter(|s| &s.written),
+            counter(|s| &s.failed),
+            counter(|s| &s.sync_failures),
+            counter(|s| &s.dropped),
+            u8::from(stalled),
         )
     }
 }
@@ -708,6 +1018,8 @@ impl AuditLog {
 /// in one append, syncs as the policy says, then answers each waiter.
 fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPolicy, stats: &Stats) {
     let mut dirty = false;
+    // The last sync, or failed attempt: a failing sync is retried once per
+    // interval, not in a loop.
     let mut last_sync = Instant::now();
     loop {
         let first = if dirty {
@@ -729,6 +1041,7 @@ fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPoli
                 Err(_) => break,
             }
         }
+        stats.queued.fetch_sub(batch.len(), Ordering::AcqRel);
         let mut events = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         let mut sync_now = policy == FsyncPolicy::Always || last_sync.elapsed() >= SYNC_INTERVAL;
@@ -745,27 +1058,37 @@ fn run_writer(mut sink: AuditSink, jobs: &mpsc::Receiver<Job>, policy: FsyncPoli
                 }
             }
         }
-        let mut result = if events.is_empty() { Ok(()) } else { sink.append(&events) };
-        if result.is_ok() && !events.is_empty() {
-            dirty = true;
-        }
-        if result.is_ok() && dirty && sync_now {
-            result = sink.sync();
-            if result.is_ok() {
-                dirty = false;
-                last_sync = Instant::now();
+        let n = events.len() as u64;
+        let mut result = if events.is_empty() { Ok(()) } else { stats.busy(|| sink.append(&events)) };
+        match &result {
+            // Written (a crash of the process no longer loses them), whatever
+            // the sync below does.
+            Ok(()) if n > 0 => {
+                stats.written.fetch_add(n, Ordering::Relaxed);
+                dirty = true;
+            }
+            Ok(()) => {}
+            Err(_) => {
+                stats.failed.fetch_add(n, Ordering::Relaxed);
             }
         }
-        let n = events.len() as u64;
+        if result.is_ok() && dirty && sync_now {
+            result = stats.busy(|| sink.sync());
+            last_sync = Instant::now();
+            match result {
+                Ok(()) => dirty = false,
+                Err(_) => {
+                    stats.sync_failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         match &result {
             Ok(()) => {
-                stats.written.fetch_add(n, Ordering::Relaxed);
                 if stats.failing.swap(false, Ordering::Relaxed) {
                     tracing::warn!("the audit log is written again");
                 }
             }
             Err(e) => {
-                stats.failed.fetch_add(n, Ordering::Relaxed);
                 // Once per outage, not once per event.
                 if !stats.failing.swap(true, Ordering::Relaxed) {
                     tracing::error!(error = %e, "writing the audit log failed; administrative changes are refused until it works");
@@ -825,7 +1148,7 @@ fn check_line(line: &[u8], expected: &Tip) -> Result<Tip, String> {
         return Err("its content does not match its hash: the line was edited".to_owned());
     }
     let seq = v.get("seq").and_then(Value::as_u64).ok_or("has no seq")?;
-    let due = expected.seq + 1;
+    let due = expected.seq.checked_add(1).ok_or("follows a line whose seq is the largest there is")?;
     if seq > due {
         let missing = seq - due;
         return Err(format!("seq is {seq} where {due} was due: {missing} event(s) before it were deleted"));
@@ -1098,6 +1421,83 @@ mod tests {
         assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(_))));
     }
 
+    /// A line sealed by hand after the last one of `path`, its `target`
+    /// `target_len` bytes long (as an older KDC could write one).
+    fn append_sealed_by_hand(path: &Path, target_len: usize) {
+        let tip = read_tip(&File::open(path).unwrap(), std::fs::metadata(path).unwrap().len()).unwrap();
+        let body = format!(
+            "{{\"seq\":{},\"ts\":\"2023-11-14T22:13:20.000Z\",\"event\":\"principal.deleted\",\"outcome\":\"refused\",\
+             \"target\":\"{}\",\"prev\":\"{}\"}}",
+            tip.seq + 1,
+            "a".repeat(target_len),
+            tip.hash
+        );
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        let line = format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap());
+        let mut f = OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_last_line_longer_than_the_tail_window_is_read_back_up_to_1_mib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        write(&path, 2);
+        append_sealed_by_hand(&path, 300 * 1024);
+        let mut f = AuditFile::open(&path).unwrap();
+        f.append(&[event(4)]).unwrap();
+        assert_eq!(verify_file(&path).unwrap().events, 4);
+        // Past what `verify` accepts as a line, the end is refused, named.
+        append_sealed_by_hand(&path, 1024 * 1024);
+        assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(why)) if why.contains("1 MiB")));
+    }
+
+    #[test]
+    fn a_last_seq_that_cannot_be_followed_is_refused_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let body = format!("{{\"seq\":{},\"event\":\"ticket.issued\",\"prev\":\"{GENESIS}\"}}", u64::MAX);
+        let hash = hex(&Sha256::digest(body.as_bytes()));
+        std::fs::write(&path, format!("{},\"hash\":\"{hash}\"}}\n", body.strip_suffix('}').unwrap())).unwrap();
+        assert!(matches!(AuditFile::open(&path), Err(AuditError::DamagedTail(_))));
+        let mut tip = Tip { seq: u64::MAX, hash: GENESIS.to_owned() };
+        assert!(seal_line(&mut tip, &event(1).0, UnixMillis(0)).is_err());
+        assert_eq!(tip.seq, u64::MAX, "the tip is left as it was");
+    }
+
+    #[test]
+    fn an_event_is_cut_to_fit_a_bounded_line() {
+        let mut tip = Tip::genesis();
+        // A name as long as a refused request can make it: cut, marked.
+        let e = AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Refused).target("é".repeat(50_000));
+        let line = seal_line(&mut tip, &e, UnixMillis(0)).unwrap();
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        let target = v["target"].as_str().unwrap();
+        assert!(target.len() <= MAX_NAME_LEN + '…'.len_utf8() && target.ends_with("é…"), "{}", target.len());
+        // Details too large for a line: left out, and said so.
+        let roles: Vec<String> = (0..1000).map(|n| format!("role-{n:0>60}")).collect();
+        let e = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success)
+            .target("bob@EXAMPLE.TEST")
+            .changes(serde_json::json!({ "roles": roles }))
+            .kvnos((1..=5).map(Kvno).collect());
+        let line = seal_line(&mut tip, &e, UnixMillis(0)).unwrap();
+        assert!(line.len() <= MAX_LINE_LEN, "{}", line.len());
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!((v["truncated"].as_bool(), v.get("changes"), v.get("kvnos")), (Some(true), None, None), "{v}");
+        assert_eq!(v["target"], "bob@EXAMPLE.TEST");
+        let alone = seal_line(&mut Tip::genesis(), &e, UnixMillis(0)).unwrap();
+        assert_eq!(verify(&alone[..]).unwrap().events, 1, "a cut line verifies");
+        // The largest real event fits whole.
+        let roles: Vec<String> = (0..kdc_proto::limits::MAX_ROLES).map(|n| format!("{n:x>64}")).collect();
+        let e = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success)
+            .actor("a".repeat(MAX_NAME_LEN))
+            .target("b".repeat(MAX_NAME_LEN))
+            .changes(serde_json::json!({ "kind": "user", "roles": roles, "max_life_secs": u64::MAX, "max_renew_secs": u64::MAX }))
+            .request(&"r".repeat(64), Some("2001:db8::1".parse().unwrap()));
+        let v: Value = serde_json::from_slice(&seal_line(&mut tip, &e, UnixMillis(u64::MAX / 2)).unwrap()).unwrap();
+        assert!(v.get("truncated").is_none() && v["changes"]["roles"].as_array().unwrap().len() == 64);
+    }
+
     #[test]
     fn a_stream_sink_chains_from_genesis() {
         #[derive(Clone, Default)]
@@ -1145,6 +1545,153 @@ mod tests {
         let off = AuditLog::disabled();
         assert!(!off.is_enabled());
         off.record(event(1).0, UnixMillis(0)).await.unwrap();
+    }
+
+    /// A stream whose writes block until it is released: a hung disk (an
+    /// `fdatasync` or a `flock` that does not return).
+    #[derive(Clone, Default)]
+    struct Stuck {
+        released: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+        out: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Stuck {
+        fn release(&self) {
+            *self.released.0.lock().unwrap() = true;
+            self.released.1.notify_all();
+        }
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let (lock, cvar) = &*self.released;
+            let _released = cvar.wait_while(lock.lock().unwrap(), |released| !*released).unwrap();
+            self.out.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn metric(log: &AuditLog, name: &str) -> u64 {
+        let text = log.metrics_text();
+        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
+        line.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_stuck_writer_holds_ticket_events_back_briefly_and_the_queue_is_bounded() {
+        let stuck = Stuck::default();
+        let log = AuditLog::with_sink(AuditSink::stream(Box::new(stuck.clone())), FsyncPolicy::Always).unwrap();
+        // The writer takes the first event and hangs writing it: the
+        // exchange waits a moment, not until the disk answers.
+        let started = Instant::now();
+        let first = tokio::time::timeout(Duration::from_secs(5), log.record(event(0).0, event(0).1)).await;
+        assert!(matches!(first, Ok(Err(AuditError::TimedOut))), "{first:?}");
+        assert!(started.elapsed() < TICKET_WAIT + Duration::from_millis(500));
+        // Stuck for longer than STALL_AFTER: administrative changes are
+        // refused before they are made, exchanges no longer wait at all,
+        // and what does not fit in the queue is dropped and counted.
+        tokio::time::sleep(STALL_AFTER.saturating_sub(started.elapsed()) + Duration::from_millis(100)).await;
+        assert!(matches!(log.check(), Err(AuditError::Unavailable)));
+        let room = QUEUE_CAPACITY - ADMIN_RESERVE;
+        let started = Instant::now();
+        for n in 1..=room + 10 {
+            let (e, at) = event(u32::try_from(n).unwrap());
+            let r = log.record(e, at).await;
+            assert!(r.is_err(), "{r:?}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "exchanges waited for a stuck writer");
+        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 10);
+        assert_eq!(metric(&log, "kdc_audit_queue_length"), room as u64);
+        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 1);
+        // The disk answers again: everything queued is written in order.
+        stuck.release();
+        tokio::time::timeout(Duration::from_secs(10), log.flush()).await.unwrap().unwrap();
+        let written = stuck.out.lock().unwrap().clone();
+        assert_eq!(verify(&written[..]).unwrap().events, room as u64 + 1);
+        assert_eq!(metric(&log, "kdc_audit_events_total"), room as u64 + 1);
+        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 0);
+        assert!(log.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn administrative_events_have_room_in_a_full_queue_and_wait_a_bounded_time() {
+        let stuck = Stuck::default();
+        let limits = Limits {
+            capacity: 8,
+            admin_reserve: 2,
+            ticket_wait: Duration::from_millis(20),
+            admin_wait: Duration::from_millis(200),
+            stall_after: Duration::from_secs(600),
+        };
+        let log =
+            AuditLog::with_limits(AuditSink::stream(Box::new(stuck.clone())), FsyncPolicy::Interval, limits).unwrap();
+        assert!(matches!(log.record(event(0).0, event(0).1).await, Err(AuditError::TimedOut)));
+        // The writer holds the first event; six more fill the tickets' share.
+        while metric(&log, "kdc_audit_queue_length") > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for n in 1..=6 {
+            assert!(matches!(log.record(event(n).0, event(n).1).await, Err(AuditError::TimedOut)));
+        }
+        assert!(matches!(log.record(event(7).0, event(7).1).await, Err(AuditError::QueueFull)));
+        assert!(matches!(log.check(), Err(AuditError::Unavailable)), "admin changes wait for room");
+        let admin =
+            AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).actor("cli").target("x@EXAMPLE.TEST");
+        let started = Instant::now();
+        assert!(matches!(log.record(admin, UnixMillis(1)).await, Err(AuditError::TimedOut)), "queued, not dropped");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 1);
+        stuck.release();
+        log.flush().await.unwrap();
+        let written = String::from_utf8(stuck.out.lock().unwrap().clone()).unwrap();
+        assert_eq!(verify(written.as_bytes()).unwrap().events, 8);
+        assert!(written.lines().last().unwrap().contains("principal.deleted"), "{written}");
+        assert!(log.check().is_ok());
+    }
+
+    #[tokio::test]
+    async fn events_written_but_not_synced_count_as_written_and_the_sync_as_failed() {
+        /// Takes every write; fails every flush (a stream's sync).
+        struct Unsyncable(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Unsyncable {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::Error::other("flush failed"))
+            }
+        }
+        let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log =
+            AuditLog::with_sink(AuditSink::stream(Box::new(Unsyncable(out.clone()))), FsyncPolicy::Always).unwrap();
+        let admin =
+            AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).actor("cli").target("x@EXAMPLE.TEST");
+        assert!(log.record(admin, UnixMillis(1)).await.is_err(), "not durable: the change must hear of it");
+        assert_eq!(metric(&log, "kdc_audit_events_total"), 1);
+        assert_eq!(metric(&log, "kdc_audit_write_failures_total"), 0);
+        assert_eq!(metric(&log, "kdc_audit_sync_failures_total"), 1);
+        assert!(log.check().is_err());
+        assert_eq!(verify(&out.lock().unwrap()[..]).unwrap().events, 1);
+    }
+
+    #[tokio::test]
+    async fn changes_finished_waits_for_every_running_change() {
+        let log = AuditLog::disabled();
+        log.changes_finished().await;
+        let (first, second) = (log.change_started(), log.change_started());
+        let waiting = tokio::spawn({
+            let log = log.clone();
+            async move { log.changes_finished().await }
+        });
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "one change is still running");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
     }
 
     #[test]

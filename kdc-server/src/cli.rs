@@ -66,8 +66,9 @@ pub struct Cli {
     cors_origins: Vec<String>,
     /// Audit trail: a file to append hash-chained JSON events to (created
     /// 0600), or `-` for standard output. `serve` records ticket exchanges
-    /// and admin API changes; `init`, `principal` and `keytab` commands
-    /// record their changes to the same file [default: none].
+    /// and admin API changes; `init`, `principal`, `keytab` and
+    /// `signing-key rotate` record their changes to the same file [default:
+    /// none].
     #[arg(long, global = true, env = "KDC_AUDIT_LOG", value_name = "FILE")]
     audit_log: Option<PathBuf>,
     /// When the audit file is synced to disk: `always` (before any answer)
@@ -417,8 +418,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut audit = CliAudit::open(&s)?;
             let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
             // The generated password first: it is shown once, whatever follows.
-            println!("initialised realm {} in {}", s.realm, s.data.display());
-            println!("{}", bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
+            audit.say(format!("initialised realm {} in {}", s.realm, s.data.display()));
+            audit.say(bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
             audit.record(realm_initialized(&s.realm), "the realm was initialised")
         }
         Some(Command::Principal(cmd)) => {
@@ -445,13 +446,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             let json = Zeroizing::new(serde_json::to_vec_pretty(&keytab)?);
             write_private_file(&out, &json)?;
-            println!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display());
+            audit.say(format!("wrote {} key version(s) of {name} to {}", keytab.keys.len(), out.display()));
             Ok(())
         }
         Some(Command::SigningKey(cmd)) => {
             let store = open_existing_store(&s.data).await?;
             let kdc = open_kdc(&s, store).await?;
-            signing_key_command(&kdc, cmd).await
+            // Opened before the change, as for principals.
+            let audit = match cmd {
+                SigningKeyCommand::List => CliAudit::none(),
+                SigningKeyCommand::Rotate { .. } => CliAudit::open(&s)?,
+            };
+            signing_key_command(&kdc, cmd, audit).await
         }
         Some(Command::Audit(AuditCommand::Verify { file })) => {
             let f = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
@@ -476,23 +482,31 @@ fn when(t: u64, now: u64) -> String {
     if t >= now { format!("{t} (in {} s)", t - now) } else { format!("{t} ({} s ago)", now - t) }
 }
 
-async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Result<()> {
+async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand, mut audit: CliAudit) -> anyhow::Result<()> {
     let now = SystemClock.now().as_secs();
     match cmd {
         SigningKeyCommand::Rotate { activate_after } => {
             let r = kdc.rotate_signing_key(activate_after, now).await?;
-            println!(
+            let event = AuditEvent::new(EventKind::SigningKeyRotated, Outcome::Success).target(&r.kid).changes(
+                serde_json::json!({
+                    "activates_at": r.activates_at,
+                    "previous": r.previous,
+                    "previous_retires_at": r.previous_retires_at,
+                }),
+            );
+            audit.record(event, &format!("signing key {} was added", r.kid))?;
+            audit.say(format!(
                 "new signing key {}: published now (a serving KDC picks it up within {} s), signs from {}",
                 r.kid,
                 crate::signing_keys::RELOAD_INTERVAL_SECS,
                 when(r.activates_at, now)
-            );
+            ));
             if let Some(prev) = &r.previous {
-                println!(
+                audit.say(format!(
                     "previous key {prev}: signs until then, published until {}, when every ticket it signed has \
                      expired",
                     when(r.previous_retires_at, now)
-                );
+                ));
             }
         }
         SigningKeyCommand::List => {
@@ -517,26 +531,44 @@ async fn signing_key_command(kdc: &Kdc, cmd: SigningKeyCommand) -> anyhow::Resul
 
 /// The audit trail of one `kdc` command that changes something: its events
 /// are appended and synced before the command reports success.
-struct CliAudit(Option<AuditSink>);
+struct CliAudit {
+    sink: Option<AuditSink>,
+    /// The trail goes to standard output (`--audit-log -`).
+    on_stdout: bool,
+}
 
 impl CliAudit {
     fn none() -> Self {
-        Self(None)
+        Self { sink: None, on_stdout: false }
     }
 
     fn open(s: &Settings) -> anyhow::Result<Self> {
         match &s.audit_log {
-            Some(dest) => Ok(Self(Some(AuditSink::open(dest).context("opening the audit log")?))),
-            None => Ok(Self(None)),
+            Some(dest) => Ok(Self {
+                sink: Some(AuditSink::open(dest).context("opening the audit log")?),
+                on_stdout: *dest == AuditDestination::Stdout,
+            }),
+            None => Ok(Self::none()),
         }
     }
 
     /// Records `event` (actor `cli`); `if_failed` says what happened
     /// nevertheless, for the error.
     fn record(&mut self, event: AuditEvent, if_failed: &str) -> anyhow::Result<()> {
-        let Some(sink) = &mut self.0 else { return Ok(()) };
+        let Some(sink) = &mut self.sink else { return Ok(()) };
         let written = sink.append(&[(event.actor("cli"), SystemClock.now())]).and_then(|()| sink.sync());
         written.with_context(|| format!("{if_failed}, but the audit log could not record it"))
+    }
+
+    /// Prints a line of the command's own output: to standard output, or to
+    /// standard error when the audit trail goes to standard output, which
+    /// then holds nothing but the chain.
+    fn say(&self, line: impl std::fmt::Display) {
+        if self.on_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 }
 
@@ -626,7 +658,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
                 }),
             );
             audit.record(event, &format!("{} was created", rec.name))?;
-            println!("created {} ({}, kvno 1)", rec.name, rec.kind.as_str());
+            audit.say(format!("created {} ({}, kvno 1)", rec.name, rec.kind.as_str()));
         }
         PrincipalCommand::List => {
             let mut after: Option<String> = None;
@@ -665,7 +697,7 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
             kdc.delete_principal(&name, None).await?;
             let event = AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).target(&name);
             audit.record(event, &format!("{name} was deleted"))?;
-            println!("deleted {name}");
+            audit.say(format!("deleted {name}"));
         }
         PrincipalCommand::Rotate { name, password_stdin } => {
             let name = kdc.principal_name(&name)?;
@@ -680,10 +712,10 @@ async fn principal_command(kdc: &Kdc, cmd: PrincipalCommand, mut audit: CliAudit
             let kvno = kdc.rotate(&name, pw, now).await?;
             let event = AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).target(&name).kvno(kvno);
             audit.record(event, &format!("{name} was rotated to kvno {kvno}"))?;
-            println!(
+            audit.say(format!(
                 "rotated {name}: new kvno {kvno}; previous versions keep working for {} s",
                 kdc.policy().key_grace_secs
-            );
+            ));
         }
     }
     Ok(())
@@ -698,7 +730,7 @@ async fn set_disabled(kdc: &Kdc, name: &str, disabled: bool, audit: &mut CliAudi
         .target(&name)
         .changes(crate::admin::update_changes(&update));
     audit.record(event, &format!("{name} was {done}"))?;
-    println!("{done} {name}");
+    audit.say(format!("{done} {name}"));
     Ok(())
 }
 
@@ -754,6 +786,15 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     let store = open_store(&s.data).await?;
     let first_start = store.realm().await?.is_none();
     if first_start {
+        if s.audit_log == Some(AuditDestination::Stdout) {
+            // Standard output carries the chain and standard error the log:
+            // a generated password has nowhere to go that is not kept.
+            bail!(
+                "{} holds no realm, and with --audit-log - the generated bootstrap password could only be printed \
+                 into the log (standard error): run `kdc init` first",
+                s.data.display()
+            );
+        }
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
         // The generated password first: it is shown once, whatever follows.
         say(format!("initialised realm {} in {}", s.realm, s.data.display()));
@@ -809,6 +850,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         .with_audit(audit.clone());
     let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
     let served = http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await;
+    // Admin changes run detached from their requests, so that a request
+    // dropped by the shutdown grace cannot leave one made but unrecorded:
+    // give those still running the time they need (bounded).
+    if tokio::time::timeout(crate::audit::CHANGES_AT_SHUTDOWN, audit.changes_finished()).await.is_err() {
+        tracing::error!("administrative changes were still running at exit; their audit events may be missing");
+    }
     // Whatever stopped serving, what the trail holds is made durable.
     if let Err(e) = audit.flush().await {
         tracing::error!(error = %e, "syncing the audit log at shutdown failed");

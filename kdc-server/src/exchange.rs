@@ -69,8 +69,11 @@ fn lifetime_request(
 /// happened. Nothing here reaches the client.
 #[derive(Debug, Clone, Default)]
 pub struct Parties {
-    /// The client: the name an initial request claims (known or not), or the
-    /// client a presented ticket names once its seal and signature verified.
+    /// The client: the name an initial request claims once it is found to
+    /// be a principal of the realm (an unknown name, or one refused before
+    /// the lookup, is left out: it may be a password typed into the name
+    /// field), or the client a presented ticket names once its seal and
+    /// signature verified.
     pub client: Option<Principal>,
     /// The service the ticket is, or was to be, for.
     pub service: Option<Principal>,
@@ -224,7 +227,9 @@ impl Kdc {
     ) -> Result<TicketReply, KdcError> {
         let client_name = req.client.clone();
         let service_name = req.service.clone().unwrap_or_else(|| Principal::ticket_granting(self.realm()));
-        parties.client = Some(client_name.clone());
+        // The client is named in the trail only once it is known to be a
+        // principal (below): a name that is not may be a password typed
+        // into the name field.
         parties.service = Some(service_name.clone());
         check_nonce(&req.nonce)?;
         if client_name.realm() != self.realm() {
@@ -244,8 +249,12 @@ impl Kdc {
             Verdict::Refuse { retry_after } => return Err(KdcError::Throttled { retry_after }),
             Verdict::Proceed { delay } => delay,
         };
+        let found = self.find(&client_name).await?;
+        if found.is_some() {
+            parties.client = Some(client_name.clone());
+        }
         // A user or a service: whoever may log in.
-        let user = self.find(&client_name).await?.filter(|r| self.may_log_in(r));
+        let user = found.filter(|r| self.may_log_in(r));
         if user.is_none() {
             parties.reason = Some("unknown-principal");
         }

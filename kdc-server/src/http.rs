@@ -140,6 +140,11 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> 
 /// Records the end of a ticket exchange in the audit trail and makes it the
 /// answer. A failed audit write is counted and logged by the audit log but
 /// does not hold the answer back (`docs/AUDIT.md`: issuance stays available).
+///
+/// The `preauth-required` challenge is not recorded: it opens every login,
+/// proves nothing, and anyone can ask for one for free, so recording it
+/// would let unauthenticated traffic fill the audit disk twice as fast for
+/// nothing (the login that follows is recorded, either way).
 async fn audited_exchange(
     s: &AppState,
     ctx: &RequestContext,
@@ -149,6 +154,7 @@ async fn audited_exchange(
     now: UnixMillis,
 ) -> Result<Json<TicketReply>, ApiError> {
     let event = match &result {
+        Err(e) if matches!(e.error(), KdcError::PreAuthRequired(_)) => return result.map(Json),
         Ok(_) if exchange == Exchange::Renew => AuditEvent::new(EventKind::TicketRenewed, Outcome::Success),
         Ok(_) => AuditEvent::new(EventKind::TicketIssued, Outcome::Success),
         Err(e) => {
