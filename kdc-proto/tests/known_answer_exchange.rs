@@ -20,12 +20,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kdc_proto::authenticator::{SESSION_KID, authorization_value};
+use kdc_proto::headers::{AuthenticationInfo, Challenge};
 use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::{MAX_AUTHENTICATOR_LEN, MAX_SEALED_LEN};
 use kdc_proto::messages::{
     EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
     TicketReply,
 };
+use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, ProblemKind};
 use kdc_proto::seal::{self, SealRandomness, SealedObject, Usage};
 use kdc_proto::{
     Argon2Params, Authenticator, ErrorDetail, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, MutualReply,
@@ -396,7 +398,7 @@ fn vectors() -> Vectors {
         &json(&mutual),
         "mutual-reply",
     );
-    let authentication_info = format!("mutual=\"{}\"", mutual_reply.sealed);
+    let authentication_info = AuthenticationInfo { mutual: mutual_reply.sealed.clone() }.to_string();
 
     // 8. Had the service's clock said T + 10 min, the refusal's sealed time.
     let detail = ErrorDetail { server_time: UnixMillis(T + 600_000), nonce: ap_auth.nonce.clone() };
@@ -408,8 +410,12 @@ fn vectors() -> Vectors {
         &json(&detail),
         "error-detail",
     );
-    let clock_skew_www_authenticate =
-        format!("Ticket realm=\"{realm}\", error=\"clock_skew\", server_time=\"{}\"", clock_skew_detail.sealed);
+    let clock_skew_www_authenticate = Challenge::Ticket {
+        realm: realm.to_string(),
+        error: Some(ProblemKind::ClockSkew),
+        server_time: Some(clock_skew_detail.sealed.clone()),
+    }
+    .to_string();
 
     // 9. Renewing the TGT at T + 4 s: a fresh session key, `initial` cleared.
     let renew_nonce = fixed_b64("renew nonce", 12);
@@ -701,10 +707,10 @@ fn md_blocks(v: &Vectors) -> BTreeMap<&'static str, String> {
         writeln!(inputs, "{:<20} {val}", format!("{k}:")).unwrap();
     }
     let challenge = format!(
-        "{}\nHTTP/1.1 401 Unauthorized\nContent-Type: application/problem+json\nWWW-Authenticate: KDC-PreAuth realm=\"{}\"\n\n\
+        "{}\nHTTP/1.1 401 Unauthorized\nContent-Type: {PROBLEM_CONTENT_TYPE}\nWWW-Authenticate: {}\n\n\
          challenge members: {}\n",
         post("/tickets/initial", &v.as_challenge_request),
-        i.realm,
+        Challenge::PreAuth { realm: i.realm.clone() },
         v.as_challenge
     );
     BTreeMap::from([
