@@ -19,7 +19,10 @@ use kdc_proto::messages::{
     EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::seal::{self, SealedObject, Usage};
-use kdc_proto::{Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key};
+use kdc_proto::{
+    Argon2Params, AuthenticationInfo, Challenge, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64,
+    derive_password_key,
+};
 use kdc_server::cors::AllowedOrigins;
 use kdc_server::http::AppState;
 use kdc_server::kdc::{Credential, PrincipalSpec};
@@ -676,26 +679,31 @@ impl ServiceAnswer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The `error` parameter of `WWW-Authenticate`.
-    pub fn error_code(&self) -> Option<String> {
-        let h = self.www_authenticate.as_deref()?;
-        let i = h.find("error=\"")? + 7;
-        Some(h[i..].split('"').next()?.to_owned())
+    /// `WWW-Authenticate`, parsed.
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.www_authenticate.as_deref()?.parse().ok()
     }
 
-    /// A named parameter of `WWW-Authenticate`.
-    pub fn www_param(&self, name: &str) -> Option<String> {
-        let h = self.www_authenticate.as_deref()?;
-        let pat = format!("{name}=\"");
-        let i = h.find(&pat)? + pat.len();
-        Some(h[i..].split('"').next()?.to_owned())
+    /// The `error` parameter of `WWW-Authenticate`.
+    pub fn error_code(&self) -> Option<String> {
+        match self.challenge()? {
+            Challenge::Ticket { error, .. } => Some(error?.error_code().into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The `server_time` parameter of `WWW-Authenticate`: the sealed time of
+    /// a clock refusal.
+    pub fn sealed_server_time(&self) -> Option<String> {
+        match self.challenge()? {
+            Challenge::Ticket { server_time, .. } => server_time,
+            _ => None,
+        }
     }
 
     /// The sealed mutual reply.
     pub fn mutual(&self) -> Option<String> {
-        let h = self.authentication_info.as_deref()?;
-        let i = h.find("mutual=\"")? + 8;
-        Some(h[i..].split('"').next()?.to_owned())
+        Some(self.authentication_info.as_deref()?.parse::<AuthenticationInfo>().ok()?.mutual)
     }
 }
 
