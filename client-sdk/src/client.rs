@@ -7,18 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kdc_proto::authenticator::{SESSION_KID, authorization_value};
+use kdc_proto::exchange::new_nonce;
 use kdc_proto::headers::{AUTHENTICATION_INFO, AuthenticationInfo, Challenge};
-use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::MAX_SEALED_LEN;
 use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest,
-    ServiceTicketRequest, TicketReply,
+    InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, RenewRequest, ServiceTicketRequest, TicketReply,
 };
 use kdc_proto::problem::{Problem, ProblemKind};
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{
     Argon2Params, Authenticator, Clock, ErrorDetail, Kvno, Principal, Realm, RequestBinding, SecretKey, SystemClock,
-    UnixMillis, b64, derive_password_key, verify_mutual_reply,
+    UnixMillis, derive_password_key, verify_mutual_reply,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
@@ -427,10 +426,6 @@ fn parse_url(s: &str) -> Result<Url, SdkError> {
     Url::parse(s).map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })
 }
 
-fn nonce() -> String {
-    b64::encode(&SecretKey::generate().expose()[..12])
-}
-
 /// A header's value parsed as `T`; `None` when absent or not one.
 fn typed_header<T: std::str::FromStr>(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<T> {
     headers.get(name)?.to_str().ok()?.parse().ok()
@@ -449,35 +444,6 @@ fn host_header(url: &Url) -> String {
 
 fn authority(url: &Url) -> String {
     format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
-}
-
-fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> Result<EncTicketPart, SdkError> {
-    let obj = SealedObject::parse(token, MAX_SEALED_LEN).map_err(|_| SdkError::BadKdcReply)?;
-    let plain = obj.open(key, usage).map_err(|_| SdkError::BadKdcReply)?;
-    serde_json::from_slice(&plain).map_err(|_| SdkError::BadKdcReply)
-}
-
-/// Checks an opened reply part against what was asked, trusting only it.
-fn accept(
-    enc: EncTicketPart,
-    ticket: String,
-    nonce: &str,
-    service: &Principal,
-    now: u64,
-) -> Result<CachedTicket, SdkError> {
-    if enc.nonce != nonce || &enc.service != service || enc.end_time <= now || enc.start_time > enc.end_time {
-        return Err(SdkError::BadKdcReply);
-    }
-    Ok(CachedTicket {
-        service: enc.service,
-        ticket,
-        session_key: enc.session_key,
-        start_time: enc.start_time,
-        end_time: enc.end_time,
-        renew_till: enc.renew_till,
-        flags: enc.flags,
-        kvno: enc.kvno,
-    })
 }
 
 /// The key-derivation parameters of a pre-authentication challenge (the
@@ -712,14 +678,7 @@ impl KdcClient {
     /// The KDC's pre-authentication challenge for `principal`: a request
     /// without pre-authentication data.
     async fn challenge(&self, principal: &Principal) -> Result<CachedKdf, SdkError> {
-        let ask = InitialTicketRequest {
-            client: principal.clone(),
-            service: None,
-            nonce: nonce(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: None,
-        };
+        let ask = InitialTicketRequest::without_pre_auth(principal.clone(), new_nonce());
         let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&ask).send().await?;
         let (status, headers, problem) = problem(resp).await?;
         if status != StatusCode::UNAUTHORIZED || problem.kind != ProblemKind::PreauthRequired {
@@ -738,17 +697,7 @@ impl KdcClient {
         key: &SecretKey,
         kvno: Kvno,
     ) -> Result<Result<CachedTicket, CachedKdf>, SdkError> {
-        let n = nonce();
-        let pa = PreAuthTimestamp { ts: self.now(), nonce: n.clone() };
-        let pre_auth = seal::seal_json(key, &long_term_kid(principal, kvno), Usage::PreAuth, &pa)?;
-        let req = InitialTicketRequest {
-            client: principal.clone(),
-            service: None,
-            nonce: n.clone(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: Some(pre_auth),
-        };
+        let req = InitialTicketRequest::pre_authenticated(principal.clone(), key, kvno, new_nonce(), self.now())?;
         let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
             let (status, headers, problem) = problem(resp).await?;
@@ -760,9 +709,7 @@ impl KdcClient {
             };
         }
         let reply: TicketReply = kdc_json(resp).await?;
-        let tgs = Principal::ticket_granting(&self.config.realm);
-        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
-        Ok(Ok(accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?))
+        Ok(Ok(reply.open_initial(&req, key, self.now()).map_err(|_| SdkError::BadKdcReply)?))
     }
 
     /// Who is logged in, per the cache.
@@ -801,7 +748,7 @@ impl KdcClient {
             _ => None,
         };
         if let Some((who, tgt)) = &usable
-            && tgt.renew_till.is_some_and(|rt| rt > now)
+            && tgt.part.renew_till.is_some_and(|rt| rt > now)
             && let Ok(renewed) = self.renew(who, tgt).await
         {
             let r = renewed.clone();
@@ -822,18 +769,9 @@ impl KdcClient {
 
     /// Renews a renewable ticket.
     pub async fn renew(&self, client: &Principal, t: &CachedTicket) -> Result<CachedTicket, SdkError> {
-        let n = nonce();
-        let authenticator = Authenticator::new(client.clone(), self.now(), &RenewRequest::binding_for(&n))
-            .seal(&t.session_key, Usage::TgsAuthenticator)?;
-        let req = RenewRequest { ticket: t.ticket.clone(), authenticator, nonce: n.clone() };
-        let resp = self.http.post(&self.config.renew_endpoint).json(&req).send().await?;
-        if !resp.status().is_success() {
-            let (s, h, p) = problem(resp).await?;
-            return Err(kdc_refusal(s, &h, p));
-        }
-        let reply: TicketReply = kdc_json(resp).await?;
-        let enc = open_enc(&reply.enc_part, &t.session_key, Usage::TgsReply)?;
-        accept(enc, reply.ticket, &n, &t.service, self.now().as_secs())
+        let req = RenewRequest::new(client, t, new_nonce(), self.now())?;
+        let reply = self.exchange(&self.config.renew_endpoint, &req).await?;
+        reply.open_renewal(&req, t, self.now()).map_err(|_| SdkError::BadKdcReply)
     }
 
     /// A ticket for `service`: from the cache while fresh, otherwise renewed
@@ -853,7 +791,7 @@ impl KdcClient {
             return Ok(t);
         }
         let (who, tgt) = self.tgt().await?;
-        let renewable = cached.filter(|t| t.valid_at(now) && t.renew_till.is_some_and(|rt| rt > now));
+        let renewable = cached.filter(|t| t.valid_at(now) && t.part.renew_till.is_some_and(|rt| rt > now));
         let ticket = match renewable {
             Some(t) => match self.renew(&who, &t).await {
                 Ok(r) => r,
@@ -919,26 +857,20 @@ impl KdcClient {
         tgt: &CachedTicket,
         service: &Principal,
     ) -> Result<CachedTicket, SdkError> {
-        let n = nonce();
-        let binding = ServiceTicketRequest::binding_for(service, &n, None, None);
-        let authenticator =
-            Authenticator::new(who.clone(), self.now(), &binding).seal(&tgt.session_key, Usage::TgsAuthenticator)?;
-        let req = ServiceTicketRequest {
-            tgt: tgt.ticket.clone(),
-            authenticator,
-            service: service.clone(),
-            nonce: n.clone(),
-            lifetime_secs: None,
-            renewable: None,
-        };
-        let resp = self.http.post(&self.config.ticket_endpoint).json(&req).send().await?;
+        let req = ServiceTicketRequest::new(who, tgt, service.clone(), new_nonce(), self.now())?;
+        let reply = self.exchange(&self.config.ticket_endpoint, &req).await?;
+        reply.open_service(&req, tgt, self.now()).map_err(|_| SdkError::BadKdcReply)
+    }
+
+    /// POSTs a TGS or renewal request to `endpoint`: the KDC's reply, still
+    /// sealed, or its refusal as an error.
+    async fn exchange(&self, endpoint: &str, request: &impl serde::Serialize) -> Result<TicketReply, SdkError> {
+        let resp = self.http.post(endpoint).json(request).send().await?;
         if !resp.status().is_success() {
             let (s, h, p) = problem(resp).await?;
             return Err(kdc_refusal(s, &h, p));
         }
-        let reply: TicketReply = kdc_json(resp).await?;
-        let enc = open_enc(&reply.enc_part, &tgt.session_key, Usage::TgsReply)?;
-        accept(enc, reply.ticket, &n, service, self.now().as_secs())
+        kdc_json(resp).await
     }
 
     /// Seals `secret` for `service` under the session key of this client's
@@ -954,7 +886,7 @@ impl KdcClient {
     /// seal it again.
     pub async fn seal_for(&self, service: &Principal, secret: &[u8]) -> Result<String, SdkError> {
         let ticket = self.service_ticket(service).await?;
-        Ok(seal::seal(&ticket.session_key, SESSION_KID, Usage::SessionSecret, secret)?)
+        Ok(seal::seal(ticket.session_key(), SESSION_KID, Usage::SessionSecret, secret)?)
     }
 
     /// The host `service` names: its instance (`HTTP/<host>@REALM`), except
@@ -1023,7 +955,7 @@ impl KdcClient {
         let at = UnixMillis(self.now().0.saturating_add_signed(self.offset_for(url)));
         let binding = RequestBinding::new(method.as_str(), &host_header(url), &path_and_query, body);
         let authenticator = Authenticator::new(who, at, &binding);
-        let sealed = authenticator.seal(&ticket.session_key, Usage::Authenticator)?;
+        let sealed = authenticator.seal(ticket.session_key(), Usage::Authenticator)?;
         Ok(PreparedRequest {
             authorization: authorization_value(&ticket.ticket, &sealed),
             authenticator,
@@ -1120,7 +1052,7 @@ impl KdcClient {
                             c.tickets.remove(&service.to_string());
                         })?;
                         let authenticated = server_time.is_some_and(|sealed| {
-                            ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator).is_ok()
+                            ErrorDetail::open(&sealed, ticket.session_key(), &prepared.authenticator).is_ok()
                         });
                         if !authenticated && !is_idempotent(&method) {
                             return Err(refused);
@@ -1129,7 +1061,7 @@ impl KdcClient {
                     ProblemKind::ClockSkew | ProblemKind::StaleAuthenticator if !corrected_clock => {
                         corrected_clock = true;
                         let sealed = server_time.ok_or(refused)?;
-                        let detail = ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator)
+                        let detail = ErrorDetail::open(&sealed, ticket.session_key(), &prepared.authenticator)
                             .map_err(|_| SdkError::MutualAuthFailed)?;
                         let offset = i64::try_from(detail.server_time.0).unwrap_or(i64::MAX)
                             - i64::try_from(self.now().0).unwrap_or(i64::MAX);
@@ -1141,13 +1073,13 @@ impl KdcClient {
             }
             match mutual {
                 Some(m) => {
-                    verify_mutual_reply(&m, &ticket.session_key, &prepared.authenticator, status.as_u16(), &bytes)
+                    verify_mutual_reply(&m, ticket.session_key(), &prepared.authenticator, status.as_u16(), &bytes)
                         .map_err(|_| SdkError::MutualAuthFailed)?
                 }
                 None if self.options.require_mutual => return Err(SdkError::MutualAuthFailed),
                 None => {}
             }
-            return Ok(ServiceResponse { status, headers, body: bytes, session_key: ticket.session_key });
+            return Ok(ServiceResponse { status, headers, body: bytes, session_key: ticket.part.session_key });
         }
     }
 }

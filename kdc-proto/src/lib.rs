@@ -46,6 +46,7 @@ pub mod b64;
 pub mod binding;
 pub mod caching;
 pub mod error;
+pub mod exchange;
 pub mod headers;
 pub mod keys;
 pub mod limits;
@@ -64,6 +65,7 @@ pub use authenticator::{
 };
 pub use binding::RequestBinding;
 pub use error::ProtoError;
+pub use exchange::IssuedTicket;
 pub use headers::{AuthenticationInfo, Challenge};
 pub use keys::{Kvno, LongTermKey, SecretKey};
 pub use mutual::{ErrorDetail, MutualReply, verify_mutual_reply};

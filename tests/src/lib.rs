@@ -13,15 +13,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::{Context as _, bail};
 use kdc_proto::authenticator::Authenticator;
-use kdc_proto::keys::long_term_kid;
-use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest, TicketReply,
-};
-use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::messages::{EncTicketPart, InitialTicketRequest, RenewRequest, ServiceTicketRequest, TicketReply};
+use kdc_proto::seal::Usage;
 use kdc_proto::{
-    Argon2Params, AuthenticationInfo, Challenge, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64,
-    derive_password_key,
+    Argon2Params, AuthenticationInfo, Challenge, Clock, IssuedTicket, Kvno, Principal, SecretKey, SystemClock,
+    UnixMillis, b64, derive_password_key,
 };
 use kdc_server::cors::AllowedOrigins;
 use kdc_server::http::AppState;
@@ -335,6 +331,17 @@ pub struct Credentials {
     pub client: Principal,
 }
 
+impl Credentials {
+    fn new(issued: IssuedTicket, client: Principal) -> Self {
+        Self { ticket: issued.ticket, enc: issued.part, client }
+    }
+
+    /// The ticket as `kdc_proto::exchange` takes it.
+    pub fn issued(&self) -> IssuedTicket {
+        IssuedTicket { ticket: self.ticket.clone(), part: self.enc.clone() }
+    }
+}
+
 /// An HTTP response reduced to what tests look at.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -359,9 +366,7 @@ pub struct ProtoClient {
 }
 
 /// A fresh random nonce.
-pub fn nonce() -> String {
-    b64::encode(&SecretKey::generate().expose()[..12])
-}
+pub use kdc_proto::exchange::new_nonce as nonce;
 
 impl ProtoClient {
     /// A client for the KDC at `url`.
@@ -410,14 +415,7 @@ impl ProtoClient {
 
     /// The pre-auth challenge for `client` (the first leg of a login).
     pub async fn challenge(&self, client: &str) -> anyhow::Result<Answer> {
-        let req = InitialTicketRequest {
-            client: client.parse()?,
-            service: None,
-            nonce: nonce(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: None,
-        };
+        let req = InitialTicketRequest::without_pre_auth(client.parse()?, nonce());
         self.post("/tickets/initial", &req).await
     }
 
@@ -432,18 +430,7 @@ impl ProtoClient {
 
     /// Builds a pre-authenticated initial-ticket request.
     pub fn initial_request(key: &SecretKey, client: &str, at: UnixMillis) -> anyhow::Result<InitialTicketRequest> {
-        let client: Principal = client.parse()?;
-        let n = nonce();
-        let pa = PreAuthTimestamp { ts: at, nonce: n.clone() };
-        let pre_auth = seal::seal_json(key, &long_term_kid(&client, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)?;
-        Ok(InitialTicketRequest {
-            client,
-            service: None,
-            nonce: n,
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: Some(pre_auth),
-        })
+        Ok(InitialTicketRequest::pre_authenticated(client.parse()?, key, Kvno(1), nonce(), at)?)
     }
 
     /// Sends an initial-ticket request and opens the reply with `key`.
@@ -457,11 +444,8 @@ impl ProtoClient {
             return Ok(Err(a));
         }
         let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
-        if enc.nonce != req.nonce {
-            bail!("nonce mismatch in the AS reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: req.client.clone() }))
+        let issued = reply.open_initial(req, key, now())?;
+        Ok(Ok(Credentials::new(issued, req.client.clone())))
     }
 
     /// Full login: challenge, key derivation, pre-authenticated request.
@@ -476,19 +460,7 @@ impl ProtoClient {
 
     /// Builds a service-ticket request for `service` from `tgt`.
     pub fn tgs_request(tgt: &Credentials, service: &str, at: UnixMillis) -> anyhow::Result<ServiceTicketRequest> {
-        let service: Principal = service.parse()?;
-        let n = nonce();
-        let binding = ServiceTicketRequest::binding_for(&service, &n, None, None);
-        let authenticator =
-            Authenticator::new(tgt.client.clone(), at, &binding).seal(&tgt.enc.session_key, Usage::TgsAuthenticator)?;
-        Ok(ServiceTicketRequest {
-            tgt: tgt.ticket.clone(),
-            authenticator,
-            service,
-            nonce: n,
-            lifetime_secs: None,
-            renewable: None,
-        })
+        Ok(ServiceTicketRequest::new(&tgt.client, &tgt.issued(), service.parse()?, nonce(), at)?)
     }
 
     /// Sends a service-ticket request and opens the reply.
@@ -502,11 +474,8 @@ impl ProtoClient {
             return Ok(Err(a));
         }
         let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, &tgt.enc.session_key, Usage::TgsReply)?;
-        if enc.nonce != req.nonce || enc.service != req.service {
-            bail!("nonce or service mismatch in the TGS reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: tgt.client.clone() }))
+        let issued = reply.open_service(req, &tgt.issued(), now())?;
+        Ok(Ok(Credentials::new(issued, tgt.client.clone())))
     }
 
     /// A service ticket, failing on any refusal.
@@ -520,10 +489,7 @@ impl ProtoClient {
 
     /// Builds a renewal request for `creds`.
     pub fn renew_request(creds: &Credentials, at: UnixMillis) -> anyhow::Result<RenewRequest> {
-        let n = nonce();
-        let authenticator = Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
-            .seal(&creds.enc.session_key, Usage::TgsAuthenticator)?;
-        Ok(RenewRequest { ticket: creds.ticket.clone(), authenticator, nonce: n })
+        Ok(RenewRequest::new(&creds.client, &creds.issued(), nonce(), at)?)
     }
 
     /// Renews `creds`.
@@ -534,19 +500,9 @@ impl ProtoClient {
             return Ok(Err(a));
         }
         let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, &creds.enc.session_key, Usage::TgsReply)?;
-        if enc.nonce != req.nonce {
-            bail!("nonce mismatch in the renewal reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: creds.client.clone() }))
+        let issued = reply.open_renewal(&req, &creds.issued(), now())?;
+        Ok(Ok(Credentials::new(issued, creds.client.clone())))
     }
-}
-
-/// Opens a sealed reply part.
-pub fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> anyhow::Result<EncTicketPart> {
-    let obj = SealedObject::parse(token, MAX_SEALED_LEN)?;
-    let plain = obj.open(key, usage)?;
-    Ok(serde_json::from_slice(&plain)?)
 }
 
 /// The id of the KDC key that signed `ticket` (a service ticket sealed under
