@@ -428,6 +428,15 @@ impl ProtoClient {
         Ok(tokio::task::spawn_blocking(move || derive_password_key(pw.as_bytes(), &salt, params)).await??)
     }
 
+    /// POSTs a ticket request: the KDC's reply, still sealed, or its refusal.
+    async fn exchange(&self, path: &str, req: &impl serde::Serialize) -> anyhow::Result<Result<TicketReply, Answer>> {
+        let a = self.post(path, req).await?;
+        if a.status != 200 {
+            return Ok(Err(a));
+        }
+        Ok(Ok(serde_json::from_value(a.body)?))
+    }
+
     /// Builds a pre-authenticated initial-ticket request.
     pub fn initial_request(key: &SecretKey, client: &str, at: UnixMillis) -> anyhow::Result<InitialTicketRequest> {
         Ok(InitialTicketRequest::pre_authenticated(client.parse()?, key, Kvno(1), nonce(), at)?)
@@ -439,13 +448,10 @@ impl ProtoClient {
         key: &SecretKey,
         req: &InitialTicketRequest,
     ) -> anyhow::Result<Result<Credentials, Answer>> {
-        let a = self.post("/tickets/initial", req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let issued = reply.open_initial(req, key, now())?;
-        Ok(Ok(Credentials::new(issued, req.client.clone())))
+        Ok(match self.exchange("/tickets/initial", req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_initial(req, key, now())?, req.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
 
     /// Full login: challenge, key derivation, pre-authenticated request.
@@ -469,13 +475,10 @@ impl ProtoClient {
         tgt: &Credentials,
         req: &ServiceTicketRequest,
     ) -> anyhow::Result<Result<Credentials, Answer>> {
-        let a = self.post("/tickets", req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let issued = reply.open_service(req, &tgt.issued(), now())?;
-        Ok(Ok(Credentials::new(issued, tgt.client.clone())))
+        Ok(match self.exchange("/tickets", req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_service(req, &tgt.issued(), now())?, tgt.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
 
     /// A service ticket, failing on any refusal.
@@ -495,13 +498,10 @@ impl ProtoClient {
     /// Renews `creds`.
     pub async fn renew(&self, creds: &Credentials, at: UnixMillis) -> anyhow::Result<Result<Credentials, Answer>> {
         let req = Self::renew_request(creds, at)?;
-        let a = self.post("/tickets/renew", &req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let issued = reply.open_renewal(&req, &creds.issued(), now())?;
-        Ok(Ok(Credentials::new(issued, creds.client.clone())))
+        Ok(match self.exchange("/tickets/renew", &req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_renewal(&req, &creds.issued(), now())?, creds.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
 }
 
