@@ -4,8 +4,11 @@
 //! that says no more than its code.
 
 use axum::body::Body;
+use std::borrow::Cow;
+
 use axum::http::{HeaderValue, Response, StatusCode, header};
-use serde_json::json;
+use kdc_proto::headers::Challenge;
+use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,64 +57,51 @@ pub enum AuthRejection {
 }
 
 impl AuthRejection {
-    /// The `error` code (for `401`) or problem kind.
-    pub fn code(&self) -> &'static str {
+    /// The problem kind it is answered with.
+    pub fn kind(&self) -> &'static ProblemKind {
         match self {
-            AuthRejection::MissingCredentials => "missing_credentials",
-            AuthRejection::MalformedCredentials => "invalid_request",
-            AuthRejection::InvalidTicket => "invalid_ticket",
-            AuthRejection::TicketExpired => "ticket_expired",
-            AuthRejection::WrongService => "wrong_service",
-            AuthRejection::KvnoUnknown => "kvno_unknown",
-            AuthRejection::InvalidAuthenticator => "invalid_authenticator",
-            AuthRejection::ClockSkew { .. } => "clock_skew",
-            AuthRejection::Replay => "replay",
-            AuthRejection::StaleAuthenticator { .. } => "stale_authenticator",
-            AuthRejection::BindingMismatch => "binding_mismatch",
-            AuthRejection::MissingRole => "insufficient_role",
-            AuthRejection::ReplayCacheUnavailable { .. } => "replay_cache_unavailable",
-            AuthRejection::BodyTooLarge => "payload_too_large",
+            AuthRejection::MissingCredentials => &ProblemKind::MissingCredentials,
+            AuthRejection::MalformedCredentials => &ProblemKind::InvalidRequest,
+            AuthRejection::InvalidTicket => &ProblemKind::InvalidTicket,
+            AuthRejection::TicketExpired => &ProblemKind::TicketExpired,
+            AuthRejection::WrongService => &ProblemKind::WrongService,
+            AuthRejection::KvnoUnknown => &ProblemKind::KvnoUnknown,
+            AuthRejection::InvalidAuthenticator => &ProblemKind::InvalidAuthenticator,
+            AuthRejection::ClockSkew { .. } => &ProblemKind::ClockSkew,
+            AuthRejection::Replay => &ProblemKind::Replay,
+            AuthRejection::StaleAuthenticator { .. } => &ProblemKind::StaleAuthenticator,
+            AuthRejection::BindingMismatch => &ProblemKind::BindingMismatch,
+            AuthRejection::MissingRole => &ProblemKind::InsufficientRole,
+            AuthRejection::ReplayCacheUnavailable { .. } => &ProblemKind::ReplayCacheUnavailable,
+            AuthRejection::BodyTooLarge => &ProblemKind::PayloadTooLarge,
         }
     }
 
-    fn status(&self) -> StatusCode {
-        match self {
-            AuthRejection::MissingRole => StatusCode::FORBIDDEN,
-            AuthRejection::ReplayCacheUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            AuthRejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::UNAUTHORIZED,
-        }
+    /// The `error` code (for `401`), also the problem's `detail`.
+    pub fn code(&self) -> Cow<'static, str> {
+        self.kind().error_code()
     }
 
     /// The HTTP answer, naming `realm` in `WWW-Authenticate`.
     pub fn into_response_for(self, realm: &str) -> Response<Body> {
-        let status = self.status();
-        let code = self.code();
-        let mut body = json!({
-            "type": format!("urn:kdc-http:problem:{}", code.replace('_', "-")),
-            "title": status.canonical_reason().unwrap_or("error"),
-            "status": status.as_u16(),
-            "detail": code,
-        });
-        if let (AuthRejection::ClockSkew { detail } | AuthRejection::StaleAuthenticator { detail }, Some(obj)) =
-            (&self, body.as_object_mut())
-        {
-            obj.insert("server_time_sealed".to_owned(), json!(detail));
+        let kind = self.kind();
+        let mut problem = Problem::new(kind.clone()).detail(kind.error_code());
+        let sealed_time = match &self {
+            AuthRejection::ClockSkew { detail } | AuthRejection::StaleAuthenticator { detail } => Some(detail.clone()),
+            _ => None,
+        };
+        if let Some(t) = &sealed_time {
+            problem = problem.member("server_time_sealed", t.as_str());
         }
-        let mut resp = Response::new(Body::from(body.to_string()));
+        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = Response::new(Body::from(problem.to_json()));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if status == StatusCode::UNAUTHORIZED {
-            let realm = realm.replace(['"', '\\'], "");
-            let value = match &self {
-                AuthRejection::MissingCredentials => format!("Ticket realm=\"{realm}\""),
-                AuthRejection::ClockSkew { detail } | AuthRejection::StaleAuthenticator { detail } => {
-                    format!("Ticket realm=\"{realm}\", error=\"{code}\", server_time=\"{detail}\"")
-                }
-                _ => format!("Ticket realm=\"{realm}\", error=\"{code}\""),
-            };
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            let error = (self != AuthRejection::MissingCredentials).then(|| kind.clone());
+            let challenge = Challenge::Ticket { realm: realm.to_owned(), error, server_time: sealed_time };
+            if let Ok(v) = HeaderValue::from_str(&challenge.to_string()) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }

@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use kdc_proto::MutualReply;
+use kdc_proto::headers::AuthenticationInfo;
 use tower::{Service, ServiceExt};
 
 use crate::future::ResponseFuture;
@@ -17,7 +18,7 @@ use crate::rejection::AuthRejection;
 use crate::verifier::BoundRequest;
 
 /// Name of the response header that carries the mutual reply.
-pub const AUTHENTICATION_INFO: &str = "authentication-info";
+pub use kdc_proto::headers::AUTHENTICATION_INFO;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -82,7 +83,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let refuse = |r: AuthRejection| {
-        tracing::info!(reason = r.code(), "request refused");
+        tracing::info!(reason = %r.code(), "request refused");
         Ok(r.into_response_for(&shared.realm))
     };
     let now = shared.clock.now();
@@ -151,7 +152,7 @@ where
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         return Ok(r);
     };
-    if let Ok(v) = HeaderValue::from_str(&format!("mutual=\"{mutual}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&AuthenticationInfo { mutual }.to_string()) {
         rparts.headers.insert(AUTHENTICATION_INFO, v);
     }
     rparts.headers.remove(header::CONTENT_LENGTH);

@@ -4,64 +4,24 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use kdc_proto::{Argon2Params, Kvno, Principal, SecretKey, TicketFlags};
+use kdc_proto::{Argon2Params, IssuedTicket, Principal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SdkError;
 
-/// Current cache format version.
-pub const CACHE_VERSION: u32 = 1;
+/// Current cache format version. Version 2 keeps each ticket's whole
+/// reply part (`{"ticket": …, "part": {…}}`); a cache of an older version
+/// reads as empty (log in again), one of a newer version is refused.
+pub const CACHE_VERSION: u32 = 2;
 
-/// One cached ticket and its session key.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct CachedTicket {
-    /// The service.
-    pub service: Principal,
-    /// The ticket (opaque).
-    pub ticket: String,
-    /// The session key (redacted in `Debug`, zeroized on drop).
-    pub session_key: SecretKey,
-    /// Start (Unix seconds).
-    pub start_time: u64,
-    /// End (Unix seconds).
-    pub end_time: u64,
-    /// Renew-till, for renewable tickets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub renew_till: Option<u64>,
-    /// Flags.
-    pub flags: TicketFlags,
-    /// Service key version.
-    pub kvno: Kvno,
-}
-
-impl std::fmt::Debug for CachedTicket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedTicket")
-            .field("service", &self.service)
-            .field("end_time", &self.end_time)
-            .field("renew_till", &self.renew_till)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CachedTicket {
-    /// Whether it is still usable at `now` (seconds).
-    pub fn valid_at(&self, now: u64) -> bool {
-        now < self.end_time
-    }
-
-    /// Whether it should be refreshed at `now`: once [`REFRESH_FRACTION_PERCENT`] of
-    /// its lifetime has passed, so callers never meet a `401 ticket_expired`.
-    pub fn needs_refresh(&self, now: u64) -> bool {
-        let life = self.end_time.saturating_sub(self.start_time);
-        now >= self.start_time.saturating_add(life * REFRESH_FRACTION_PERCENT / 100)
-    }
-}
+/// One cached ticket and its session key: the ticket and the client's part
+/// of the reply that delivered it, as [`kdc_proto::exchange`] opens it
+/// (`Debug` shows neither the ticket nor the key).
+pub type CachedTicket = IssuedTicket;
 
 /// Tickets are refreshed (or renewed) after this share of their lifetime, in
-/// percent: 80 % (two hours before the end of a ten-hour ticket).
-pub const REFRESH_FRACTION_PERCENT: u64 = 80;
+/// percent ([`CachedTicket::needs_refresh`]).
+pub use kdc_proto::exchange::REFRESH_FRACTION_PERCENT;
 
 /// Everything a cache holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -158,10 +118,10 @@ mod tests {
 
     #[test]
     fn a_cache_written_before_kdf_parameters_existed_still_reads() {
-        let old: CacheContents = serde_json::from_str(r#"{"version":1,"tickets":{}}"#).unwrap();
+        let old: CacheContents = serde_json::from_str(r#"{"version":2,"tickets":{}}"#).unwrap();
         assert!(old.kdf.is_empty());
         // And one without parameters is written as before.
-        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"version":1,"tickets":{}}"#);
+        assert_eq!(serde_json::to_string(&old).unwrap(), r#"{"version":2,"tickets":{}}"#);
         let mut c = old;
         c.kdf.insert(
             "alice@R".into(),

@@ -7,18 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use kdc_proto::authenticator::{SESSION_KID, authorization_value};
-use kdc_proto::keys::long_term_kid;
+use kdc_proto::exchange::new_nonce;
+use kdc_proto::headers::{AUTHENTICATION_INFO, AuthenticationInfo, Challenge};
 use kdc_proto::limits::MAX_SEALED_LEN;
 use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest,
-    ServiceTicketRequest, TicketReply,
+    InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, RenewRequest, ServiceTicketRequest, TicketReply,
 };
+use kdc_proto::problem::{Problem, ProblemKind};
 use kdc_proto::seal::{self, SealedObject, Usage};
 use kdc_proto::{
     Argon2Params, Authenticator, Clock, ErrorDetail, Kvno, Principal, Realm, RequestBinding, SecretKey, SystemClock,
-    UnixMillis, b64, derive_password_key, verify_mutual_reply,
+    UnixMillis, derive_password_key, verify_mutual_reply,
 };
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -382,7 +383,7 @@ async fn discovery(
         },
     };
     if !resp.status().is_success() {
-        return Err(SdkError::Kdc(format!("discovery answered {}", resp.status())));
+        return Err(SdkError::Discovery(format!("the KDC answered {}", resp.status())));
     }
     let max_age = resp
         .headers()
@@ -391,7 +392,7 @@ async fn discovery(
         .and_then(kdc_proto::caching::max_age);
     let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
     let config: KdcConfiguration = serde_json::from_slice(&body)
-        .map_err(|_| SdkError::Kdc("the discovery document is not a KDC configuration".into()))?;
+        .map_err(|_| SdkError::Discovery("the document is not a KDC configuration".into()))?;
     if let Some(age) = max_age.filter(|a| *a > 0) {
         let fresh =
             CachedDiscovery { kdc: kdc.to_owned(), config: config.clone(), fresh_until: now.saturating_add(age) };
@@ -425,16 +426,9 @@ fn parse_url(s: &str) -> Result<Url, SdkError> {
     Url::parse(s).map_err(|e| SdkError::Invalid { what: "URL", detail: e.to_string() })
 }
 
-fn nonce() -> String {
-    b64::encode(&SecretKey::generate().expose()[..12])
-}
-
-/// The `error` (or another) parameter of a `WWW-Authenticate` value.
-pub fn www_authenticate_param(headers: &HeaderMap, name: &str) -> Option<String> {
-    let h = headers.get(reqwest::header::WWW_AUTHENTICATE)?.to_str().ok()?;
-    let pat = format!("{name}=\"");
-    let i = h.find(&pat)? + pat.len();
-    Some(h.get(i..)?.split('"').next()?.to_owned())
+/// A header's value parsed as `T`; `None` when absent or not one.
+fn typed_header<T: std::str::FromStr>(headers: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<T> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
 }
 
 /// The `Host` header value reqwest sends for `url` (the port only when it is
@@ -452,42 +446,13 @@ fn authority(url: &Url) -> String {
     format!("{}:{}", url.host_str().unwrap_or_default(), url.port_or_known_default().unwrap_or(0))
 }
 
-fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> Result<EncTicketPart, SdkError> {
-    let obj = SealedObject::parse(token, MAX_SEALED_LEN).map_err(|_| SdkError::BadKdcReply)?;
-    let plain = obj.open(key, usage).map_err(|_| SdkError::BadKdcReply)?;
-    serde_json::from_slice(&plain).map_err(|_| SdkError::BadKdcReply)
-}
-
-/// Checks an opened reply part against what was asked, trusting only it.
-fn accept(
-    enc: EncTicketPart,
-    ticket: String,
-    nonce: &str,
-    service: &Principal,
-    now: u64,
-) -> Result<CachedTicket, SdkError> {
-    if enc.nonce != nonce || &enc.service != service || enc.end_time <= now || enc.start_time > enc.end_time {
-        return Err(SdkError::BadKdcReply);
-    }
-    Ok(CachedTicket {
-        service: enc.service,
-        ticket,
-        session_key: enc.session_key,
-        start_time: enc.start_time,
-        end_time: enc.end_time,
-        renew_till: enc.renew_till,
-        flags: enc.flags,
-        kvno: enc.kvno,
-    })
-}
-
 /// The key-derivation parameters of a pre-authentication challenge (the
 /// members of a `preauth-required` or `preauth-failed` problem), refused
 /// outside [`Argon2Params::FLOOR`]..=[`Argon2Params::CEILING`].
-fn challenge_params(body: &Value) -> Result<CachedKdf, SdkError> {
-    let salt = body.get("salt").and_then(Value::as_str).ok_or(SdkError::BadKdcReply)?.to_owned();
-    let argon2: Argon2Params =
-        serde_json::from_value(body.get("argon2").cloned().unwrap_or_default()).map_err(|_| SdkError::BadKdcReply)?;
+fn challenge_params(problem: &Problem) -> Result<CachedKdf, SdkError> {
+    let salt = problem.get("salt").and_then(Value::as_str).ok_or(SdkError::BadKdcReply)?.to_owned();
+    let argon2: Argon2Params = serde_json::from_value(problem.get("argon2").cloned().unwrap_or_default())
+        .map_err(|_| SdkError::BadKdcReply)?;
     argon2.check_acceptable().map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))?;
     Ok(CachedKdf { salt, argon2 })
 }
@@ -499,34 +464,25 @@ async fn derive(password: &Zeroizing<String>, kdf: &CachedKdf) -> Result<SecretK
     let (password, kdf) = (password.clone(), kdf.clone());
     tokio::task::spawn_blocking(move || derive_password_key(password.as_bytes(), &kdf.salt, kdf.argon2))
         .await
-        .map_err(|_| SdkError::Kdc("key derivation task failed".into()))?
+        .map_err(|_| SdkError::Internal("the key derivation task failed"))?
         .map_err(|e| SdkError::WeakKeyDerivation(e.to_string()))
 }
 
-/// A KDC refusal: status, headers and problem+json body (`Null` when the
-/// body is not JSON), read with the [`MAX_KDC_RESPONSE_BYTES`] cap.
-async fn problem(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Value), SdkError> {
+/// A KDC refusal: status, headers and its problem (`about:blank` when the
+/// body is not problem+json), read with the [`MAX_KDC_RESPONSE_BYTES`] cap.
+async fn problem(resp: reqwest::Response) -> Result<(StatusCode, HeaderMap, Problem), SdkError> {
     let (status, headers) = (resp.status(), resp.headers().clone());
     let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
-    Ok((status, headers, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    Ok((status, headers, Problem::parse(&body, status.as_u16())))
 }
 
-fn problem_kind(body: &Value) -> &str {
-    body.get("type").and_then(Value::as_str).and_then(|t| t.rsplit(':').next()).unwrap_or("")
-}
-
-fn kdc_refusal(status: StatusCode, headers: &HeaderMap, body: &Value) -> SdkError {
-    match (status.as_u16(), problem_kind(body)) {
-        (429, _) => SdkError::Throttled {
-            retry_after: headers
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-                .unwrap_or(60),
-        },
-        (401, "ticket-expired" | "invalid-ticket") => SdkError::NotLoggedIn,
-        (403, _) => SdkError::Kdc("client-not-permitted: this principal may not obtain tickets (disabled?)".into()),
-        (_, kind) if !kind.is_empty() => SdkError::Kdc(kind.to_owned()),
-        (s, _) => SdkError::Kdc(format!("status {s}")),
+fn kdc_refusal(status: StatusCode, headers: &HeaderMap, problem: Problem) -> SdkError {
+    match (status.as_u16(), problem.kind) {
+        (429, _) => {
+            SdkError::Throttled { retry_after: typed_header(headers, reqwest::header::RETRY_AFTER).unwrap_or(60) }
+        }
+        (401, ProblemKind::TicketExpired | ProblemKind::InvalidTicket) => SdkError::NotLoggedIn,
+        (status, kind) => SdkError::Kdc { kind, status },
     }
 }
 
@@ -722,20 +678,13 @@ impl KdcClient {
     /// The KDC's pre-authentication challenge for `principal`: a request
     /// without pre-authentication data.
     async fn challenge(&self, principal: &Principal) -> Result<CachedKdf, SdkError> {
-        let ask = InitialTicketRequest {
-            client: principal.clone(),
-            service: None,
-            nonce: nonce(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: None,
-        };
+        let ask = InitialTicketRequest::without_pre_auth(principal.clone(), new_nonce());
         let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&ask).send().await?;
-        let (status, headers, body) = problem(resp).await?;
-        if status != StatusCode::UNAUTHORIZED || problem_kind(&body) != "preauth-required" {
-            return Err(kdc_refusal(status, &headers, &body));
+        let (status, headers, problem) = problem(resp).await?;
+        if status != StatusCode::UNAUTHORIZED || problem.kind != ProblemKind::PreauthRequired {
+            return Err(kdc_refusal(status, &headers, problem));
         }
-        challenge_params(&body)
+        challenge_params(&problem)
     }
 
     /// One pre-authenticated initial exchange under `key` (of version
@@ -748,30 +697,19 @@ impl KdcClient {
         key: &SecretKey,
         kvno: Kvno,
     ) -> Result<Result<CachedTicket, CachedKdf>, SdkError> {
-        let n = nonce();
-        let pa = PreAuthTimestamp { ts: self.now(), nonce: n.clone() };
-        let pre_auth = seal::seal_json(key, &long_term_kid(principal, kvno), Usage::PreAuth, &pa)?;
-        let req = InitialTicketRequest {
-            client: principal.clone(),
-            service: None,
-            nonce: n.clone(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: Some(pre_auth),
-        };
+        let req = InitialTicketRequest::pre_authenticated(principal.clone(), key, kvno, new_nonce(), self.now())?;
         let resp = self.http.post(&self.config.initial_ticket_endpoint).json(&req).send().await?;
         if !resp.status().is_success() {
-            let (status, headers, body) = problem(resp).await?;
-            return match (status.as_u16(), problem_kind(&body)) {
-                (401, "preauth-failed" | "preauth-required") => Ok(Err(challenge_params(&body)?)),
-                (401, "clock-skew") => Err(SdkError::Kdc("clock-skew: this machine's clock is off; fix it".into())),
-                _ => Err(kdc_refusal(status, &headers, &body)),
+            let (status, headers, problem) = problem(resp).await?;
+            return match (status, &problem.kind) {
+                (StatusCode::UNAUTHORIZED, ProblemKind::PreauthFailed | ProblemKind::PreauthRequired) => {
+                    Ok(Err(challenge_params(&problem)?))
+                }
+                _ => Err(kdc_refusal(status, &headers, problem)),
             };
         }
         let reply: TicketReply = kdc_json(resp).await?;
-        let tgs = Principal::ticket_granting(&self.config.realm);
-        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
-        Ok(Ok(accept(enc, reply.ticket, &n, &tgs, self.now().as_secs())?))
+        Ok(Ok(reply.open_initial(&req, key, self.now()).map_err(|_| SdkError::BadKdcReply)?))
     }
 
     /// Who is logged in, per the cache.
@@ -810,7 +748,7 @@ impl KdcClient {
             _ => None,
         };
         if let Some((who, tgt)) = &usable
-            && tgt.renew_till.is_some_and(|rt| rt > now)
+            && tgt.part.renew_till.is_some_and(|rt| rt > now)
             && let Ok(renewed) = self.renew(who, tgt).await
         {
             let r = renewed.clone();
@@ -831,18 +769,9 @@ impl KdcClient {
 
     /// Renews a renewable ticket.
     pub async fn renew(&self, client: &Principal, t: &CachedTicket) -> Result<CachedTicket, SdkError> {
-        let n = nonce();
-        let authenticator = Authenticator::new(client.clone(), self.now(), &RenewRequest::binding_for(&n))
-            .seal(&t.session_key, Usage::TgsAuthenticator)?;
-        let req = RenewRequest { ticket: t.ticket.clone(), authenticator, nonce: n.clone() };
-        let resp = self.http.post(&self.config.renew_endpoint).json(&req).send().await?;
-        if !resp.status().is_success() {
-            let (s, h, b) = problem(resp).await?;
-            return Err(kdc_refusal(s, &h, &b));
-        }
-        let reply: TicketReply = kdc_json(resp).await?;
-        let enc = open_enc(&reply.enc_part, &t.session_key, Usage::TgsReply)?;
-        accept(enc, reply.ticket, &n, &t.service, self.now().as_secs())
+        let req = RenewRequest::new(client, t, new_nonce(), self.now())?;
+        let reply = self.exchange(&self.config.renew_endpoint, &req).await?;
+        reply.open_renewal(&req, t, self.now()).map_err(|_| SdkError::BadKdcReply)
     }
 
     /// A ticket for `service`: from the cache while fresh, otherwise renewed
@@ -862,7 +791,7 @@ impl KdcClient {
             return Ok(t);
         }
         let (who, tgt) = self.tgt().await?;
-        let renewable = cached.filter(|t| t.valid_at(now) && t.renew_till.is_some_and(|rt| rt > now));
+        let renewable = cached.filter(|t| t.valid_at(now) && t.part.renew_till.is_some_and(|rt| rt > now));
         let ticket = match renewable {
             Some(t) => match self.renew(&who, &t).await {
                 Ok(r) => r,
@@ -928,26 +857,20 @@ impl KdcClient {
         tgt: &CachedTicket,
         service: &Principal,
     ) -> Result<CachedTicket, SdkError> {
-        let n = nonce();
-        let binding = ServiceTicketRequest::binding_for(service, &n, None, None);
-        let authenticator =
-            Authenticator::new(who.clone(), self.now(), &binding).seal(&tgt.session_key, Usage::TgsAuthenticator)?;
-        let req = ServiceTicketRequest {
-            tgt: tgt.ticket.clone(),
-            authenticator,
-            service: service.clone(),
-            nonce: n.clone(),
-            lifetime_secs: None,
-            renewable: None,
-        };
-        let resp = self.http.post(&self.config.ticket_endpoint).json(&req).send().await?;
+        let req = ServiceTicketRequest::new(who, tgt, service.clone(), new_nonce(), self.now())?;
+        let reply = self.exchange(&self.config.ticket_endpoint, &req).await?;
+        reply.open_service(&req, tgt, self.now()).map_err(|_| SdkError::BadKdcReply)
+    }
+
+    /// POSTs a TGS or renewal request to `endpoint`: the KDC's reply, still
+    /// sealed, or its refusal as an error.
+    async fn exchange(&self, endpoint: &str, request: &impl serde::Serialize) -> Result<TicketReply, SdkError> {
+        let resp = self.http.post(endpoint).json(request).send().await?;
         if !resp.status().is_success() {
-            let (s, h, b) = problem(resp).await?;
-            return Err(kdc_refusal(s, &h, &b));
+            let (s, h, p) = problem(resp).await?;
+            return Err(kdc_refusal(s, &h, p));
         }
-        let reply: TicketReply = kdc_json(resp).await?;
-        let enc = open_enc(&reply.enc_part, &tgt.session_key, Usage::TgsReply)?;
-        accept(enc, reply.ticket, &n, service, self.now().as_secs())
+        kdc_json(resp).await
     }
 
     /// Seals `secret` for `service` under the session key of this client's
@@ -963,7 +886,7 @@ impl KdcClient {
     /// seal it again.
     pub async fn seal_for(&self, service: &Principal, secret: &[u8]) -> Result<String, SdkError> {
         let ticket = self.service_ticket(service).await?;
-        Ok(seal::seal(&ticket.session_key, SESSION_KID, Usage::SessionSecret, secret)?)
+        Ok(seal::seal(ticket.session_key(), SESSION_KID, Usage::SessionSecret, secret)?)
     }
 
     /// The host `service` names: its instance (`HTTP/<host>@REALM`), except
@@ -1032,7 +955,7 @@ impl KdcClient {
         let at = UnixMillis(self.now().0.saturating_add_signed(self.offset_for(url)));
         let binding = RequestBinding::new(method.as_str(), &host_header(url), &path_and_query, body);
         let authenticator = Authenticator::new(who, at, &binding);
-        let sealed = authenticator.seal(&ticket.session_key, Usage::Authenticator)?;
+        let sealed = authenticator.seal(ticket.session_key(), Usage::Authenticator)?;
         Ok(PreparedRequest {
             authorization: authorization_value(&ticket.ticket, &sealed),
             authenticator,
@@ -1114,48 +1037,49 @@ impl KdcClient {
             let resp = req.send().await?;
             let (status, headers) = (resp.status(), resp.headers().clone());
             let bytes = read_body(resp, self.options.max_response_body).await?;
-            let mutual = headers
-                .get("authentication-info")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|h| Some(h.get(h.find("mutual=\"")? + 8..)?.split('"').next()?.to_owned()));
+            let mutual = typed_header::<AuthenticationInfo>(&headers, AUTHENTICATION_INFO).map(|i| i.mutual);
             if mutual.is_none() && matches!(status.as_u16(), 401 | 403 | 503) {
-                let code = www_authenticate_param(&headers, "error").unwrap_or_else(|| status.as_u16().to_string());
-                match code.as_str() {
-                    "ticket_expired" | "kvno_unknown" if !renewed_ticket => {
+                let (error, server_time) = match typed_header(&headers, WWW_AUTHENTICATE) {
+                    Some(Challenge::Ticket { error, server_time, .. }) => (error, server_time),
+                    _ => (None, None),
+                };
+                let kind = error.unwrap_or_else(|| Problem::parse(&bytes, status.as_u16()).kind);
+                let refused = SdkError::Refused { kind: kind.clone(), status: status.as_u16() };
+                match kind {
+                    ProblemKind::TicketExpired | ProblemKind::KvnoUnknown if !renewed_ticket => {
                         renewed_ticket = true;
                         self.options.cache.update(&mut |c| {
                             c.tickets.remove(&service.to_string());
                         })?;
-                        let authenticated = www_authenticate_param(&headers, "server_time").is_some_and(|sealed| {
-                            ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator).is_ok()
+                        let authenticated = server_time.is_some_and(|sealed| {
+                            ErrorDetail::open(&sealed, ticket.session_key(), &prepared.authenticator).is_ok()
                         });
                         if !authenticated && !is_idempotent(&method) {
-                            return Err(SdkError::Refused { code });
+                            return Err(refused);
                         }
                     }
-                    "clock_skew" | "stale_authenticator" if !corrected_clock => {
+                    ProblemKind::ClockSkew | ProblemKind::StaleAuthenticator if !corrected_clock => {
                         corrected_clock = true;
-                        let sealed =
-                            www_authenticate_param(&headers, "server_time").ok_or(SdkError::Refused { code })?;
-                        let detail = ErrorDetail::open(&sealed, &ticket.session_key, &prepared.authenticator)
+                        let sealed = server_time.ok_or(refused)?;
+                        let detail = ErrorDetail::open(&sealed, ticket.session_key(), &prepared.authenticator)
                             .map_err(|_| SdkError::MutualAuthFailed)?;
                         let offset = i64::try_from(detail.server_time.0).unwrap_or(i64::MAX)
                             - i64::try_from(self.now().0).unwrap_or(i64::MAX);
                         self.offsets.lock().unwrap_or_else(|p| p.into_inner()).insert(authority(&url), offset);
                     }
-                    _ => return Err(SdkError::Refused { code }),
+                    _ => return Err(refused),
                 }
                 continue;
             }
             match mutual {
                 Some(m) => {
-                    verify_mutual_reply(&m, &ticket.session_key, &prepared.authenticator, status.as_u16(), &bytes)
+                    verify_mutual_reply(&m, ticket.session_key(), &prepared.authenticator, status.as_u16(), &bytes)
                         .map_err(|_| SdkError::MutualAuthFailed)?
                 }
                 None if self.options.require_mutual => return Err(SdkError::MutualAuthFailed),
                 None => {}
             }
-            return Ok(ServiceResponse { status, headers, body: bytes, session_key: ticket.session_key });
+            return Ok(ServiceResponse { status, headers, body: bytes, session_key: ticket.part.session_key });
         }
     }
 }
@@ -1280,13 +1204,15 @@ mod tests {
 
     #[test]
     fn challenge_parameters_are_checked_before_any_work() {
+        let problem = |members: Value| Problem::parse(members.to_string().as_bytes(), 401);
         let ok = serde_json::json!({"salt": "kdc-http/v1 salt:alice@EXAMPLE.TEST", "argon2": Argon2Params::DEFAULT});
-        let kdf = challenge_params(&ok).unwrap();
+        let kdf = challenge_params(&problem(ok.clone())).unwrap();
         assert_eq!((kdf.salt.as_str(), kdf.argon2), ("kdc-http/v1 salt:alice@EXAMPLE.TEST", Argon2Params::DEFAULT));
         let weak = serde_json::json!({"salt": "s", "argon2": {"m_kib": 8, "t": 1, "p": 1}});
-        assert!(matches!(challenge_params(&weak), Err(SdkError::WeakKeyDerivation(_))));
-        assert!(matches!(challenge_params(&serde_json::json!({"salt": "s"})), Err(SdkError::BadKdcReply)));
-        assert!(matches!(challenge_params(&serde_json::json!({"argon2": ok["argon2"]})), Err(SdkError::BadKdcReply)));
+        assert!(matches!(challenge_params(&problem(weak)), Err(SdkError::WeakKeyDerivation(_))));
+        assert!(matches!(challenge_params(&problem(serde_json::json!({"salt": "s"}))), Err(SdkError::BadKdcReply)));
+        let no_salt = problem(serde_json::json!({"argon2": ok["argon2"]}));
+        assert!(matches!(challenge_params(&no_salt), Err(SdkError::BadKdcReply)));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The SDK's one error type.
 
+use kdc_proto::problem::{ABOUT_BLANK, ProblemKind};
 use thiserror::Error;
 
 /// Everything that can go wrong on the client side. Messages are one line a
@@ -38,14 +39,31 @@ pub enum SdkError {
         /// Seconds.
         retry_after: u64,
     },
-    /// The KDC refused a request.
-    #[error("the KDC refused: {0}")]
-    Kdc(String),
-    /// A service refused the credentials.
-    #[error("the service refused the request: {code}")]
+    /// The KDC refused a request (other than a failed login, throttling or
+    /// an expired login, which have variants of their own).
+    #[error("the KDC refused: {}", kdc_refusal(kind, *status))]
+    Kdc {
+        /// The problem `type` of its answer ([`ProblemKind::Other`] for a
+        /// kind this SDK does not know, `about:blank` for an answer that is
+        /// not problem+json).
+        kind: ProblemKind,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The KDC's discovery document could not be had.
+    #[error("KDC discovery failed: {0}")]
+    Discovery(String),
+    /// A service refused the request's credentials (the answer carried no
+    /// mutual reply, so it is unauthenticated: anyone on the path could
+    /// have sent it).
+    #[error("the service refused the request: {}", refusal(kind, *status))]
     Refused {
-        /// Its `WWW-Authenticate` error code, or the status.
-        code: String,
+        /// What was refused: the `WWW-Authenticate` `error` code, else the
+        /// problem `type` of the body ([`ProblemKind::Other`] for one this
+        /// SDK does not know, `about:blank` for neither).
+        kind: ProblemKind,
+        /// The HTTP status.
+        status: u16,
     },
     /// The service's mutual-authentication reply is missing or wrong: the
     /// response cannot be trusted.
@@ -115,6 +133,9 @@ pub enum SdkError {
         /// What rustls reported (e.g. `invalid peer certificate: UnknownIssuer`).
         reason: String,
     },
+    /// A step of the SDK's own failed (a worker task did not finish).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// A CA certificate file could not be used.
     #[error("CA certificate {path}: {reason}")]
     CaCertificate {
@@ -123,4 +144,48 @@ pub enum SdkError {
         /// Why not.
         reason: String,
     },
+}
+
+/// A refusal's kind for a message: its name, or the status when the answer
+/// named none.
+fn refusal(kind: &ProblemKind, status: u16) -> String {
+    match kind {
+        ProblemKind::Other(uri) if uri == ABOUT_BLANK => format!("status {status}"),
+        ProblemKind::Other(_) => format!("{kind} (status {status})"),
+        known => known.to_string(),
+    }
+}
+
+/// A KDC refusal for a message, with what to do about the common ones.
+fn kdc_refusal(kind: &ProblemKind, status: u16) -> String {
+    let hint = match kind {
+        ProblemKind::ClientNotPermitted => ": this principal may not obtain tickets (disabled?)",
+        ProblemKind::ClockSkew => ": this machine's clock is off; fix it",
+        ProblemKind::UnknownService => ": no such service, or it cannot receive tickets",
+        ProblemKind::NotRenewable => ": the ticket is not renewable",
+        ProblemKind::WrongRealm => ": the principal is not of the KDC's realm",
+        _ => "",
+    };
+    format!("{}{hint}", refusal(kind, status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_read_well() {
+        let kdc = |kind, status| SdkError::Kdc { kind, status }.to_string();
+        assert_eq!(
+            kdc(ProblemKind::ClientNotPermitted, 403),
+            "the KDC refused: client-not-permitted: this principal may not obtain tickets (disabled?)"
+        );
+        assert_eq!(kdc(ProblemKind::Other(ABOUT_BLANK.into()), 502), "the KDC refused: status 502");
+        assert_eq!(
+            kdc(ProblemKind::from_type_uri("urn:kdc-http:problem:newer"), 400),
+            "the KDC refused: newer (status 400)"
+        );
+        let refused = SdkError::Refused { kind: ProblemKind::InsufficientRole, status: 403 };
+        assert_eq!(refused.to_string(), "the service refused the request: insufficient-role");
+    }
 }

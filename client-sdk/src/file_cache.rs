@@ -204,12 +204,22 @@ impl FileCache {
         if text.is_empty() {
             return Ok(CacheContents::default());
         }
-        let c: CacheContents =
-            serde_json::from_slice(&text).map_err(|_| err("reading", &self.path, "not a ticket cache"))?;
-        if c.version != CACHE_VERSION {
-            return Err(err("reading", &self.path, format!("unsupported cache version {}", c.version)));
+        // The version first: an older format holds nothing a login does not
+        // get again, so it reads as empty (and is replaced at the next
+        // write); a newer one is another program's, left alone.
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            version: u32,
         }
-        Ok(c)
+        let not_a_cache = || err("reading", &self.path, "not a ticket cache");
+        let Versioned { version } = serde_json::from_slice(&text).map_err(|_| not_a_cache())?;
+        if version < CACHE_VERSION {
+            return Ok(CacheContents::default());
+        }
+        if version > CACHE_VERSION {
+            return Err(err("reading", &self.path, format!("unsupported cache version {version}")));
+        }
+        serde_json::from_slice(&text).map_err(|_| not_a_cache())
     }
 
     fn write(&self, c: &CacheContents) -> Result<(), SdkError> {
@@ -267,19 +277,22 @@ impl TicketCache for FileCache {
 mod tests {
     use super::*;
     use crate::cache::CachedTicket;
+    use kdc_proto::messages::EncTicketPart;
     use kdc_proto::{Kvno, SecretKey, TicketFlags};
 
     fn ticket(service: &str) -> CachedTicket {
-        CachedTicket {
-            service: service.parse().unwrap(),
-            ticket: "t".into(),
+        let part = EncTicketPart {
             session_key: SecretKey::generate(),
+            nonce: "n".into(),
+            service: service.parse().unwrap(),
+            auth_time: 1,
             start_time: 1,
             end_time: 2,
             renew_till: None,
             flags: TicketFlags::default(),
             kvno: Kvno(1),
-        }
+        };
+        CachedTicket { ticket: "t".into(), part }
     }
 
     #[test]
@@ -297,6 +310,28 @@ mod tests {
         c.destroy().unwrap();
         assert!(!path.exists());
         assert!(c.snapshot().unwrap().tickets.is_empty());
+    }
+
+    #[test]
+    fn an_older_cache_reads_as_empty_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.json");
+        let c = FileCache::new(&path).unwrap();
+        let write = |text: &str| {
+            fs::write(&path, text).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        // Version 1 kept tickets flat; its tickets are dropped, and the next
+        // write replaces the file.
+        write(r#"{"version":1,"principal":"alice@R","tgt":{"service":"krbtgt/R@R","ticket":"t"},"tickets":{}}"#);
+        assert_eq!(c.snapshot().unwrap(), CacheContents::default());
+        c.update(&mut |_| {}).unwrap();
+        assert_eq!(c.snapshot().unwrap().version, CACHE_VERSION);
+        write(&format!(r#"{{"version":{},"tickets":{{}}}}"#, CACHE_VERSION + 1));
+        assert!(c.snapshot().unwrap_err().to_string().contains("unsupported cache version"));
+        assert!(c.update(&mut |_| {}).is_err(), "a newer cache was overwritten");
+        write(r#"{"tickets":{}}"#);
+        assert!(c.snapshot().unwrap_err().to_string().contains("not a ticket cache"));
     }
 
     #[test]

@@ -37,6 +37,21 @@ fn json(v: &impl serde::Serialize) -> Vec<u8> {
     serde_json::to_vec(v).expect("seeds serialise")
 }
 
+/// The client's part of the reply that issued a ticket with `claims`' times.
+fn reply_part(claims: &TicketClaims, service: Principal, nonce: &str) -> EncTicketPart {
+    EncTicketPart {
+        session_key: session_key(),
+        nonce: nonce.into(),
+        service,
+        auth_time: claims.auth_time,
+        start_time: claims.nbf,
+        end_time: claims.exp,
+        renew_till: claims.renew_till,
+        flags: claims.flags,
+        kvno: Kvno(2),
+    }
+}
+
 fn ticket(claims: &TicketClaims, key: &LongTermKey) -> String {
     mint_ticket(claims, &kdc_signing_key(), key).expect("the seed ticket is minted")
 }
@@ -92,17 +107,7 @@ fn main() {
         "error-detail",
         ErrorDetail { server_time: NOW, nonce: sent.nonce.clone() }.seal(&session_key()).expect("sealing a seed"),
     );
-    let enc_part = EncTicketPart {
-        session_key: session_key(),
-        nonce: "n-1".into(),
-        service: service(),
-        auth_time: claims.auth_time,
-        start_time: claims.nbf,
-        end_time: claims.exp,
-        renew_till: claims.renew_till,
-        flags: claims.flags,
-        kvno: Kvno(2),
-    };
+    let enc_part = reply_part(&claims, service(), "n-1");
     let client_kid = long_term_kid(&client(), Kvno(1));
     write(
         t,
@@ -172,16 +177,8 @@ fn main() {
 
     // cache_file: as `FileCache` writes it.
     let t = "cache_file";
-    let cached = |service: Principal, ticket: String| CachedTicket {
-        service,
-        ticket,
-        session_key: session_key(),
-        start_time: claims.nbf,
-        end_time: claims.exp,
-        renew_till: claims.renew_till,
-        flags: claims.flags,
-        kvno: Kvno(2),
-    };
+    let cached =
+        |service: Principal, ticket: String| CachedTicket { ticket, part: reply_part(&claims, service, "n-0") };
     let tgt_claims = TicketClaims { aud: Principal::ticket_granting(&realm()), ..claims.clone() };
     let krbtgt_key = LongTermKey { kvno: Kvno(1), key: client_key() };
     let mut tickets = BTreeMap::new();

@@ -61,6 +61,10 @@ pub enum ProtoError {
     /// The authenticator was made for a different request.
     #[error("authenticator is bound to another request")]
     BindingMismatch,
+    /// A KDC reply does not answer the request it came for: another nonce,
+    /// another service, or times that end before they start.
+    #[error("the reply does not answer the request")]
+    ReplyMismatch,
     /// A ticket would be larger than the documented cap and was not minted.
     #[error("ticket would be {size} bytes, over the cap of {max}")]
     TicketTooLarge {

@@ -6,10 +6,11 @@
 //! Every sealed object is made with `seal::seal_with`, the code path `seal`
 //! itself takes, and then checked against the real code: each one opens with
 //! the function a real receiver uses (`open_ticket`, `open_authenticator`,
-//! `verify_mutual_reply`, `ErrorDetail::open`, ...), and each plaintext is
-//! the one the real sender produces (`mint_ticket`, `Authenticator::seal`,
-//! `MutualReply::seal`, `seal_json`: sealed with fresh randomness, opened,
-//! compared).
+//! `verify_mutual_reply`, `ErrorDetail::open`, the client's reply openers
+//! `TicketReply::open_initial`/`open_service`/`open_renewal`, ...), and each
+//! request and plaintext is the one the real sender produces (`mint_ticket`,
+//! `Authenticator::seal`, `MutualReply::seal`, the client's request builders
+//! in `kdc_proto::exchange`: made with fresh randomness, opened, compared).
 //!
 //! To regenerate after a deliberate protocol change:
 //! `KDC_KAT_WRITE=1 cargo test -p kdc-proto --test known_answer_exchange`.
@@ -20,17 +21,19 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use kdc_proto::authenticator::{SESSION_KID, authorization_value};
+use kdc_proto::headers::{AuthenticationInfo, Challenge};
 use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::{MAX_AUTHENTICATOR_LEN, MAX_SEALED_LEN};
 use kdc_proto::messages::{
     EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
     TicketReply,
 };
+use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, ProblemKind};
 use kdc_proto::seal::{self, SealRandomness, SealedObject, Usage};
 use kdc_proto::{
-    Argon2Params, Authenticator, ErrorDetail, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, MutualReply,
-    Principal, RequestBinding, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags, UnixMillis, b64,
-    derive_password_key, open_authenticator, open_ticket, password_salt, verify_mutual_reply,
+    Argon2Params, Authenticator, ErrorDetail, IssuedTicket, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey,
+    MutualReply, Principal, RequestBinding, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags,
+    UnixMillis, b64, derive_password_key, open_authenticator, open_ticket, password_salt, verify_mutual_reply,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -237,14 +240,7 @@ fn vectors() -> Vectors {
     let client_kid = long_term_kid(&alice, Kvno(1));
 
     // 1. AS without pre-authentication: the challenge, at T.
-    let as_challenge_request = InitialTicketRequest {
-        client: alice.clone(),
-        service: None,
-        nonce: fixed_b64("challenge nonce", 12),
-        lifetime_secs: None,
-        renewable: None,
-        pre_auth: None,
-    };
+    let as_challenge_request = InitialTicketRequest::without_pre_auth(alice.clone(), fixed_b64("challenge nonce", 12));
     let challenge = PreAuthChallenge {
         realm: realm.clone(),
         kdf: "argon2id".to_owned(),
@@ -396,7 +392,7 @@ fn vectors() -> Vectors {
         &json(&mutual),
         "mutual-reply",
     );
-    let authentication_info = format!("mutual=\"{}\"", mutual_reply.sealed);
+    let authentication_info = AuthenticationInfo { mutual: mutual_reply.sealed.clone() }.to_string();
 
     // 8. Had the service's clock said T + 10 min, the refusal's sealed time.
     let detail = ErrorDetail { server_time: UnixMillis(T + 600_000), nonce: ap_auth.nonce.clone() };
@@ -408,8 +404,12 @@ fn vectors() -> Vectors {
         &json(&detail),
         "error-detail",
     );
-    let clock_skew_www_authenticate =
-        format!("Ticket realm=\"{realm}\", error=\"clock_skew\", server_time=\"{}\"", clock_skew_detail.sealed);
+    let clock_skew_www_authenticate = Challenge::Ticket {
+        realm: realm.to_string(),
+        error: Some(ProblemKind::ClockSkew),
+        server_time: Some(clock_skew_detail.sealed.clone()),
+    }
+    .to_string();
 
     // 9. Renewing the TGT at T + 4 s: a fresh session key, `initial` cleared.
     let renew_nonce = fixed_b64("renew nonce", 12);
@@ -474,9 +474,8 @@ fn vectors() -> Vectors {
     let v_tgt =
         open_ticket(&SealedTicket::parse(&tgt.sealed.sealed).unwrap(), &krbtgt.key, &check(&tgs, T + 2_000)).unwrap();
     assert_eq!(v_tgt.claims(), &tgt_claims);
-    let as_open: EncTicketPart =
-        serde_json::from_slice(&opened(&as_enc_part.sealed, &client_key, Usage::AsReply)).unwrap();
-    assert_eq!(as_open, as_enc);
+    let tgt_issued = as_reply.clone().open_initial(&as_request, &client_key, UnixMillis(T + 1_000)).unwrap();
+    assert_eq!(tgt_issued, IssuedTicket { ticket: tgt.sealed.sealed.clone(), part: as_enc.clone() });
     open_authenticator(
         &tgs_authenticator.sealed,
         &v_tgt,
@@ -490,9 +489,8 @@ fn vectors() -> Vectors {
         open_ticket(&SealedTicket::parse(&svc_ticket.sealed.sealed).unwrap(), &service.key, &check(&api, T + 3_000))
             .unwrap();
     assert_eq!(v_svc.claims(), &svc_claims);
-    let tgs_open: EncTicketPart =
-        serde_json::from_slice(&opened(&tgs_enc_part.sealed, &tgt_session, Usage::TgsReply)).unwrap();
-    assert_eq!(tgs_open, tgs_enc);
+    let st_issued = tgs_reply.clone().open_service(&tgs_request, &tgt_issued, UnixMillis(T + 2_000)).unwrap();
+    assert_eq!(st_issued, IssuedTicket { ticket: svc_ticket.sealed.sealed.clone(), part: tgs_enc.clone() });
     open_authenticator(
         &ap_authenticator.sealed,
         &v_svc,
@@ -517,9 +515,8 @@ fn vectors() -> Vectors {
         open_ticket(&SealedTicket::parse(&renewed_tgt.sealed.sealed).unwrap(), &krbtgt.key, &check(&tgs, T + 4_000))
             .unwrap();
     assert_eq!(v_renewed.claims(), &renewed_claims);
-    let renew_open: EncTicketPart =
-        serde_json::from_slice(&opened(&renew_enc_part.sealed, &tgt_session, Usage::TgsReply)).unwrap();
-    assert_eq!(renew_open, renew_enc);
+    let renewed_issued = renew_reply.clone().open_renewal(&renew_request, &tgt_issued, UnixMillis(T + 4_000)).unwrap();
+    assert_eq!(renewed_issued, IssuedTicket { ticket: renewed_tgt.sealed.sealed.clone(), part: renew_enc.clone() });
 
     // The senders' own functions, with fresh randomness, seal the same plaintexts.
     for (a, key, usage, doc) in [
@@ -536,8 +533,23 @@ fn vectors() -> Vectors {
     assert_eq!(opened(&real, &svc_session, Usage::MutualReply), mutual_reply.plaintext.as_bytes());
     let real = detail.seal(&svc_session).unwrap();
     assert_eq!(opened(&real, &svc_session, Usage::ErrorDetail), clock_skew_detail.plaintext.as_bytes());
-    let real = seal::seal_json(&client_key, &client_kid, Usage::PreAuth, &pa).unwrap();
-    assert_eq!(opened(&real, &client_key, Usage::PreAuth), pre_auth.plaintext.as_bytes());
+    // The client's request builders (fresh randomness) make the same
+    // requests, their sealed parts opening to the same plaintexts (but for
+    // the authenticators' random nonces).
+    let real =
+        InitialTicketRequest::pre_authenticated(alice.clone(), &client_key, Kvno(1), as_nonce.clone(), pa.ts).unwrap();
+    let real_pa = real.pre_auth.clone().unwrap();
+    assert_eq!(opened(&real_pa, &client_key, Usage::PreAuth), pre_auth.plaintext.as_bytes());
+    assert_eq!(SealedObject::parse(&real_pa, MAX_SEALED_LEN).unwrap().kid(), pre_auth.kid);
+    assert_eq!(InitialTicketRequest { pre_auth: as_request.pre_auth.clone(), ..real }, as_request);
+    let real = ServiceTicketRequest::new(&alice, &tgt_issued, api.clone(), tgs_nonce.clone(), tgs_auth.ts).unwrap();
+    let real_auth = built_authenticator(&real.authenticator, &tgt_session);
+    assert_eq!(Authenticator { nonce: tgs_auth.nonce.clone(), ..real_auth }, tgs_auth);
+    assert_eq!(ServiceTicketRequest { authenticator: tgs_request.authenticator.clone(), ..real }, tgs_request);
+    let real = RenewRequest::new(&alice, &tgt_issued, renew_nonce.clone(), renew_auth.ts).unwrap();
+    let real_auth = built_authenticator(&real.authenticator, &tgt_session);
+    assert_eq!(Authenticator { nonce: renew_auth.nonce.clone(), ..real_auth }, renew_auth);
+    assert_eq!(RenewRequest { authenticator: renew_request.authenticator.clone(), ..real }, renew_request);
 
     // The bound bodies shown are the ones the bindings digest.
     let tgs_body = format!("{api}\n{tgs_nonce}\n\n\n");
@@ -628,6 +640,13 @@ fn vectors() -> Vectors {
     }
 }
 
+/// The authenticator a request builder sealed under `key`.
+fn built_authenticator(sealed: &str, key: &SecretKey) -> Authenticator {
+    let plain = opened(sealed, key, Usage::TgsAuthenticator);
+    assert_eq!(SealedObject::parse(sealed, MAX_SEALED_LEN).unwrap().kid(), SESSION_KID);
+    serde_json::from_slice(&plain).unwrap()
+}
+
 /// A ticket as `mint_ticket` makes it (signed, then sealed under the
 /// service's key), with fixed randomness; checked against `mint_ticket`.
 fn ticket(claims: &TicketClaims, signer: &KdcSigningKey, key: &LongTermKey, key_name: &str, label: &str) -> Ticket {
@@ -701,10 +720,10 @@ fn md_blocks(v: &Vectors) -> BTreeMap<&'static str, String> {
         writeln!(inputs, "{:<20} {val}", format!("{k}:")).unwrap();
     }
     let challenge = format!(
-        "{}\nHTTP/1.1 401 Unauthorized\nContent-Type: application/problem+json\nWWW-Authenticate: KDC-PreAuth realm=\"{}\"\n\n\
+        "{}\nHTTP/1.1 401 Unauthorized\nContent-Type: {PROBLEM_CONTENT_TYPE}\nWWW-Authenticate: {}\n\n\
          challenge members: {}\n",
         post("/tickets/initial", &v.as_challenge_request),
-        i.realm,
+        Challenge::PreAuth { realm: i.realm.clone() },
         v.as_challenge
     );
     BTreeMap::from([

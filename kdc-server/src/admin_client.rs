@@ -128,9 +128,10 @@ fn stdin_line(what: &str) -> anyhow::Result<Zeroizing<String>> {
 fn sdk_error(e: SdkError, kdc: &str, who: Option<Principal>) -> anyhow::Error {
     match e {
         SdkError::NotLoggedIn => anyhow::anyhow!("not logged in (or the login expired): {HOW_TO_LOG_IN}"),
-        SdkError::Refused { code } if code == "403" || code == "insufficient_role" => not_an_admin(who),
-        SdkError::Refused { code } => {
-            anyhow::anyhow!("the KDC refused the administrator's ticket ({code}): {HOW_TO_LOG_IN}")
+        SdkError::Refused { kind: kdc_proto::ProblemKind::InsufficientRole, .. }
+        | SdkError::Refused { status: 403, .. } => not_an_admin(who),
+        SdkError::Refused { kind, .. } => {
+            anyhow::anyhow!("the KDC refused the administrator's ticket ({}): {HOW_TO_LOG_IN}", kind.slug())
         }
         SdkError::Http(e) => {
             // reqwest's own text names the URL; the cause is at the end of

@@ -42,7 +42,7 @@ pub const ALLOWED_HEADERS: [HeaderName; 3] =
 /// request id.
 pub const EXPOSED_HEADERS: [HeaderName; 4] = [
     header::WWW_AUTHENTICATE,
-    HeaderName::from_static("authentication-info"),
+    HeaderName::from_static(kdc_proto::headers::AUTHENTICATION_INFO),
     header::RETRY_AFTER,
     HeaderName::from_static("x-request-id"),
 ];

@@ -4,16 +4,15 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use kdc_proto::headers::Challenge;
 use kdc_proto::messages::PreAuthChallenge;
+use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 use kdc_proto::{Realm, UnixMillis};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::master_key::MasterKeyError;
 use crate::store::StoreError;
-
-/// Prefix of every problem `type`.
-pub const PROBLEM_TYPE_PREFIX: &str = "urn:kdc-http:problem:";
 
 /// Everything the KDC can refuse or fail with.
 #[derive(Debug, Error)]
@@ -126,36 +125,43 @@ impl KdcError {
         ApiError { error: self, realm: Some(realm.as_str().to_owned()) }
     }
 
-    /// The HTTP status and the stable problem kind.
-    pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
+    /// The problem kind the KDC answers this error with.
+    pub fn problem_kind(&self) -> &'static ProblemKind {
         use KdcError::*;
         match self {
-            Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request"),
-            UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
-            PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"),
-            NotFound => (StatusCode::NOT_FOUND, "not-found"),
-            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
-            WrongRealm => (StatusCode::BAD_REQUEST, "wrong-realm"),
-            PreAuthRequired(_) => (StatusCode::UNAUTHORIZED, "preauth-required"),
-            PreAuthFailed(_) => (StatusCode::UNAUTHORIZED, "preauth-failed"),
-            Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "too-many-attempts"),
-            UnknownService => (StatusCode::BAD_REQUEST, "unknown-service"),
-            ClientNotPermitted => (StatusCode::FORBIDDEN, "client-not-permitted"),
-            InvalidTicket => (StatusCode::UNAUTHORIZED, "invalid-ticket"),
-            TicketExpired => (StatusCode::UNAUTHORIZED, "ticket-expired"),
-            InvalidAuthenticator => (StatusCode::UNAUTHORIZED, "invalid-authenticator"),
-            ClockSkew { .. } => (StatusCode::UNAUTHORIZED, "clock-skew"),
-            Replay => (StatusCode::UNAUTHORIZED, "replay"),
-            NotRenewable => (StatusCode::BAD_REQUEST, "not-renewable"),
-            TicketTooLarge => (StatusCode::UNPROCESSABLE_ENTITY, "ticket-too-large"),
-            ReplayCacheFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "replay-cache-full"),
-            PrincipalExists => (StatusCode::CONFLICT, "principal-exists"),
-            PrincipalNotFound => (StatusCode::NOT_FOUND, "principal-not-found"),
-            AuditUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "audit-unavailable"),
-            InvalidOperation(_) => (StatusCode::BAD_REQUEST, "invalid-operation"),
-            WeakPassword(_) => (StatusCode::BAD_REQUEST, "weak-password"),
-            Store(_) | Keys(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Malformed(_) => &ProblemKind::MalformedRequest,
+            UnsupportedMediaType => &ProblemKind::UnsupportedMediaType,
+            PayloadTooLarge => &ProblemKind::PayloadTooLarge,
+            NotFound => &ProblemKind::NotFound,
+            MethodNotAllowed => &ProblemKind::MethodNotAllowed,
+            WrongRealm => &ProblemKind::WrongRealm,
+            PreAuthRequired(_) => &ProblemKind::PreauthRequired,
+            PreAuthFailed(_) => &ProblemKind::PreauthFailed,
+            Throttled { .. } => &ProblemKind::TooManyAttempts,
+            UnknownService => &ProblemKind::UnknownService,
+            ClientNotPermitted => &ProblemKind::ClientNotPermitted,
+            InvalidTicket => &ProblemKind::InvalidTicket,
+            TicketExpired => &ProblemKind::TicketExpired,
+            InvalidAuthenticator => &ProblemKind::InvalidAuthenticator,
+            ClockSkew { .. } => &ProblemKind::ClockSkew,
+            Replay => &ProblemKind::Replay,
+            NotRenewable => &ProblemKind::NotRenewable,
+            TicketTooLarge => &ProblemKind::TicketTooLarge,
+            ReplayCacheFull { .. } => &ProblemKind::ReplayCacheFull,
+            PrincipalExists => &ProblemKind::PrincipalExists,
+            PrincipalNotFound => &ProblemKind::PrincipalNotFound,
+            AuditUnavailable { .. } => &ProblemKind::AuditUnavailable,
+            InvalidOperation(_) => &ProblemKind::InvalidOperation,
+            WeakPassword(_) => &ProblemKind::WeakPassword,
+            Store(_) | Keys(_) | Internal(_) => &ProblemKind::Internal,
         }
+    }
+
+    /// The HTTP status and the stable problem kind's slug (for the audit
+    /// trail and the metrics).
+    pub fn status_and_slug(&self) -> (StatusCode, &'static str) {
+        let kind = self.problem_kind();
+        (status_of(kind), kind.slug())
     }
 
     /// The problem for a refusal that no [`KdcError`] produced: an axum
@@ -176,18 +182,6 @@ impl KdcError {
             StatusCode::INTERNAL_SERVER_ERROR => Self::Internal("an extractor failed"),
             _ => return None,
         })
-    }
-
-    /// The `error` code of `WWW-Authenticate: Ticket …` for ticket failures.
-    fn ticket_error_code(&self) -> Option<&'static str> {
-        match self {
-            KdcError::InvalidTicket => Some("invalid_ticket"),
-            KdcError::TicketExpired => Some("ticket_expired"),
-            KdcError::InvalidAuthenticator => Some("invalid_authenticator"),
-            KdcError::ClockSkew { .. } => Some("clock_skew"),
-            KdcError::Replay => Some("replay"),
-            _ => None,
-        }
     }
 }
 
@@ -225,17 +219,17 @@ impl From<KdcError> for ApiError {
     }
 }
 
-fn quoted(s: &str) -> String {
-    s.replace(['"', '\\'], "")
+/// The status of a kind, as axum writes it. Every kind has a valid status
+/// (`kdc_proto::problem`'s table; `every_kind_has_its_reason_phrase` checks
+/// them), so the fallback is never taken.
+fn status_of(kind: &ProblemKind) -> StatusCode {
+    StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug) = self.error.status_and_slug();
-        let mut body = Map::new();
-        body.insert("type".into(), json!(format!("{PROBLEM_TYPE_PREFIX}{slug}")));
-        body.insert("title".into(), json!(status.canonical_reason().unwrap_or("error")));
-        body.insert("status".into(), json!(status.as_u16()));
+        let kind = self.error.problem_kind();
+        let status = status_of(kind);
         let detail = match &self.error {
             KdcError::Store(_) | KdcError::Keys(_) | KdcError::Internal(_) => {
                 tracing::error!(error = %self.error, "internal error");
@@ -243,34 +237,36 @@ impl IntoResponse for ApiError {
             }
             e => e.to_string(),
         };
-        body.insert("detail".into(), json!(detail));
+        let mut problem = Problem::new(kind.clone()).detail(detail);
         let mut retry_after = None;
         match &self.error {
             KdcError::PreAuthRequired(c) | KdcError::PreAuthFailed(c) => {
                 if let Ok(Value::Object(m)) = serde_json::to_value(c.as_ref()) {
-                    body.extend(m);
+                    problem = problem.members(m);
                 }
             }
-            KdcError::ClockSkew { server_time } => {
-                body.insert("server_time".into(), json!(server_time));
-            }
+            KdcError::ClockSkew { server_time } => problem = problem.member("server_time", server_time.0),
             KdcError::Throttled { retry_after: s } => retry_after = Some(*s),
             KdcError::ReplayCacheFull { retry_after: s } => retry_after = Some(*s),
             _ => {}
         }
-        let mut resp = (status, axum::Json(Value::Object(body))).into_response();
+        let mut resp = (status, problem.to_json()).into_response();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
         if let Some(s) = retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if status == StatusCode::UNAUTHORIZED {
-            let realm = quoted(self.realm.as_deref().unwrap_or(""));
-            let value = match self.error.ticket_error_code() {
-                Some(code) => format!("Ticket realm=\"{realm}\", error=\"{code}\""),
-                None => format!("KDC-PreAuth realm=\"{realm}\""),
+            let realm = self.realm.unwrap_or_default();
+            let challenge = match &self.error {
+                KdcError::InvalidTicket
+                | KdcError::TicketExpired
+                | KdcError::InvalidAuthenticator
+                | KdcError::ClockSkew { .. }
+                | KdcError::Replay => Challenge::Ticket { realm, error: Some(kind.clone()), server_time: None },
+                _ => Challenge::PreAuth { realm },
             };
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            if let Ok(v) = HeaderValue::from_str(&challenge.to_string()) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
@@ -296,5 +292,15 @@ mod tests {
         assert!(KdcError::for_rejection(StatusCode::UNAUTHORIZED).is_none());
         assert!(KdcError::for_rejection(StatusCode::TOO_MANY_REQUESTS).is_none());
         assert!(KdcError::for_rejection(StatusCode::SERVICE_UNAVAILABLE).is_none());
+    }
+
+    /// A problem's `title` is its status's reason phrase, as axum (the
+    /// `http` crate) spells it, for every kind the protocol knows.
+    #[test]
+    fn every_kind_has_its_reason_phrase() {
+        for kind in ProblemKind::KNOWN {
+            let status = StatusCode::from_u16(kind.status()).unwrap();
+            assert_eq!(Some(Problem::new(kind.clone()).title.as_str()), status.canonical_reason(), "{kind}");
+        }
     }
 }

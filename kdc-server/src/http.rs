@@ -278,7 +278,7 @@ fn is_json(resp: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|ct| ct.split(';').next())
         .map(|ct| ct.trim().to_ascii_lowercase())
-        .is_some_and(|ct| ct == "application/json" || ct == "application/problem+json")
+        .is_some_and(|ct| ct == "application/json" || ct == kdc_proto::problem::PROBLEM_CONTENT_TYPE)
 }
 
 /// Rewrites an error answer whose body is not JSON into the problem for its

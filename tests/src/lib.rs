@@ -13,13 +13,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::{Context as _, bail};
 use kdc_proto::authenticator::Authenticator;
-use kdc_proto::keys::long_term_kid;
-use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthTimestamp, RenewRequest, ServiceTicketRequest, TicketReply,
+use kdc_proto::messages::{EncTicketPart, InitialTicketRequest, RenewRequest, ServiceTicketRequest, TicketReply};
+use kdc_proto::seal::Usage;
+use kdc_proto::{
+    Argon2Params, AuthenticationInfo, Challenge, Clock, IssuedTicket, Kvno, Principal, SecretKey, SystemClock,
+    UnixMillis, b64, derive_password_key,
 };
-use kdc_proto::seal::{self, SealedObject, Usage};
-use kdc_proto::{Argon2Params, Clock, Principal, SecretKey, SystemClock, UnixMillis, b64, derive_password_key};
 use kdc_server::cors::AllowedOrigins;
 use kdc_server::http::AppState;
 use kdc_server::kdc::{Credential, PrincipalSpec};
@@ -332,6 +331,17 @@ pub struct Credentials {
     pub client: Principal,
 }
 
+impl Credentials {
+    fn new(issued: IssuedTicket, client: Principal) -> Self {
+        Self { ticket: issued.ticket, enc: issued.part, client }
+    }
+
+    /// The ticket as `kdc_proto::exchange` takes it.
+    pub fn issued(&self) -> IssuedTicket {
+        IssuedTicket { ticket: self.ticket.clone(), part: self.enc.clone() }
+    }
+}
+
 /// An HTTP response reduced to what tests look at.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -356,9 +366,7 @@ pub struct ProtoClient {
 }
 
 /// A fresh random nonce.
-pub fn nonce() -> String {
-    b64::encode(&SecretKey::generate().expose()[..12])
-}
+pub use kdc_proto::exchange::new_nonce as nonce;
 
 impl ProtoClient {
     /// A client for the KDC at `url`.
@@ -407,14 +415,7 @@ impl ProtoClient {
 
     /// The pre-auth challenge for `client` (the first leg of a login).
     pub async fn challenge(&self, client: &str) -> anyhow::Result<Answer> {
-        let req = InitialTicketRequest {
-            client: client.parse()?,
-            service: None,
-            nonce: nonce(),
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: None,
-        };
+        let req = InitialTicketRequest::without_pre_auth(client.parse()?, nonce());
         self.post("/tickets/initial", &req).await
     }
 
@@ -427,20 +428,18 @@ impl ProtoClient {
         Ok(tokio::task::spawn_blocking(move || derive_password_key(pw.as_bytes(), &salt, params)).await??)
     }
 
+    /// POSTs a ticket request: the KDC's reply, still sealed, or its refusal.
+    async fn exchange(&self, path: &str, req: &impl serde::Serialize) -> anyhow::Result<Result<TicketReply, Answer>> {
+        let a = self.post(path, req).await?;
+        if a.status != 200 {
+            return Ok(Err(a));
+        }
+        Ok(Ok(serde_json::from_value(a.body)?))
+    }
+
     /// Builds a pre-authenticated initial-ticket request.
     pub fn initial_request(key: &SecretKey, client: &str, at: UnixMillis) -> anyhow::Result<InitialTicketRequest> {
-        let client: Principal = client.parse()?;
-        let n = nonce();
-        let pa = PreAuthTimestamp { ts: at, nonce: n.clone() };
-        let pre_auth = seal::seal_json(key, &long_term_kid(&client, kdc_proto::Kvno(1)), Usage::PreAuth, &pa)?;
-        Ok(InitialTicketRequest {
-            client,
-            service: None,
-            nonce: n,
-            lifetime_secs: None,
-            renewable: None,
-            pre_auth: Some(pre_auth),
-        })
+        Ok(InitialTicketRequest::pre_authenticated(client.parse()?, key, Kvno(1), nonce(), at)?)
     }
 
     /// Sends an initial-ticket request and opens the reply with `key`.
@@ -449,16 +448,10 @@ impl ProtoClient {
         key: &SecretKey,
         req: &InitialTicketRequest,
     ) -> anyhow::Result<Result<Credentials, Answer>> {
-        let a = self.post("/tickets/initial", req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, key, Usage::AsReply)?;
-        if enc.nonce != req.nonce {
-            bail!("nonce mismatch in the AS reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: req.client.clone() }))
+        Ok(match self.exchange("/tickets/initial", req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_initial(req, key, now())?, req.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
 
     /// Full login: challenge, key derivation, pre-authenticated request.
@@ -473,19 +466,7 @@ impl ProtoClient {
 
     /// Builds a service-ticket request for `service` from `tgt`.
     pub fn tgs_request(tgt: &Credentials, service: &str, at: UnixMillis) -> anyhow::Result<ServiceTicketRequest> {
-        let service: Principal = service.parse()?;
-        let n = nonce();
-        let binding = ServiceTicketRequest::binding_for(&service, &n, None, None);
-        let authenticator =
-            Authenticator::new(tgt.client.clone(), at, &binding).seal(&tgt.enc.session_key, Usage::TgsAuthenticator)?;
-        Ok(ServiceTicketRequest {
-            tgt: tgt.ticket.clone(),
-            authenticator,
-            service,
-            nonce: n,
-            lifetime_secs: None,
-            renewable: None,
-        })
+        Ok(ServiceTicketRequest::new(&tgt.client, &tgt.issued(), service.parse()?, nonce(), at)?)
     }
 
     /// Sends a service-ticket request and opens the reply.
@@ -494,16 +475,10 @@ impl ProtoClient {
         tgt: &Credentials,
         req: &ServiceTicketRequest,
     ) -> anyhow::Result<Result<Credentials, Answer>> {
-        let a = self.post("/tickets", req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, &tgt.enc.session_key, Usage::TgsReply)?;
-        if enc.nonce != req.nonce || enc.service != req.service {
-            bail!("nonce or service mismatch in the TGS reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: tgt.client.clone() }))
+        Ok(match self.exchange("/tickets", req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_service(req, &tgt.issued(), now())?, tgt.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
 
     /// A service ticket, failing on any refusal.
@@ -517,33 +492,17 @@ impl ProtoClient {
 
     /// Builds a renewal request for `creds`.
     pub fn renew_request(creds: &Credentials, at: UnixMillis) -> anyhow::Result<RenewRequest> {
-        let n = nonce();
-        let authenticator = Authenticator::new(creds.client.clone(), at, &RenewRequest::binding_for(&n))
-            .seal(&creds.enc.session_key, Usage::TgsAuthenticator)?;
-        Ok(RenewRequest { ticket: creds.ticket.clone(), authenticator, nonce: n })
+        Ok(RenewRequest::new(&creds.client, &creds.issued(), nonce(), at)?)
     }
 
     /// Renews `creds`.
     pub async fn renew(&self, creds: &Credentials, at: UnixMillis) -> anyhow::Result<Result<Credentials, Answer>> {
         let req = Self::renew_request(creds, at)?;
-        let a = self.post("/tickets/renew", &req).await?;
-        if a.status != 200 {
-            return Ok(Err(a));
-        }
-        let reply: TicketReply = serde_json::from_value(a.body)?;
-        let enc = open_enc(&reply.enc_part, &creds.enc.session_key, Usage::TgsReply)?;
-        if enc.nonce != req.nonce {
-            bail!("nonce mismatch in the renewal reply");
-        }
-        Ok(Ok(Credentials { ticket: reply.ticket, enc, client: creds.client.clone() }))
+        Ok(match self.exchange("/tickets/renew", &req).await? {
+            Ok(reply) => Ok(Credentials::new(reply.open_renewal(&req, &creds.issued(), now())?, creds.client.clone())),
+            Err(refusal) => Err(refusal),
+        })
     }
-}
-
-/// Opens a sealed reply part.
-pub fn open_enc(token: &str, key: &SecretKey, usage: Usage) -> anyhow::Result<EncTicketPart> {
-    let obj = SealedObject::parse(token, MAX_SEALED_LEN)?;
-    let plain = obj.open(key, usage)?;
-    Ok(serde_json::from_slice(&plain)?)
 }
 
 /// The id of the KDC key that signed `ticket` (a service ticket sealed under
@@ -676,26 +635,31 @@ impl ServiceAnswer {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The `error` parameter of `WWW-Authenticate`.
-    pub fn error_code(&self) -> Option<String> {
-        let h = self.www_authenticate.as_deref()?;
-        let i = h.find("error=\"")? + 7;
-        Some(h[i..].split('"').next()?.to_owned())
+    /// `WWW-Authenticate`, parsed.
+    pub fn challenge(&self) -> Option<Challenge> {
+        self.www_authenticate.as_deref()?.parse().ok()
     }
 
-    /// A named parameter of `WWW-Authenticate`.
-    pub fn www_param(&self, name: &str) -> Option<String> {
-        let h = self.www_authenticate.as_deref()?;
-        let pat = format!("{name}=\"");
-        let i = h.find(&pat)? + pat.len();
-        Some(h[i..].split('"').next()?.to_owned())
+    /// The `error` parameter of `WWW-Authenticate`.
+    pub fn error_code(&self) -> Option<String> {
+        match self.challenge()? {
+            Challenge::Ticket { error, .. } => Some(error?.error_code().into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The `server_time` parameter of `WWW-Authenticate`: the sealed time of
+    /// a clock refusal.
+    pub fn sealed_server_time(&self) -> Option<String> {
+        match self.challenge()? {
+            Challenge::Ticket { server_time, .. } => server_time,
+            _ => None,
+        }
     }
 
     /// The sealed mutual reply.
     pub fn mutual(&self) -> Option<String> {
-        let h = self.authentication_info.as_deref()?;
-        let i = h.find("mutual=\"")? + 8;
-        Some(h[i..].split('"').next()?.to_owned())
+        Some(self.authentication_info.as_deref()?.parse::<AuthenticationInfo>().ok()?.mutual)
     }
 }
 

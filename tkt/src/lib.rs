@@ -202,9 +202,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 println!("kdc:       {k}");
             }
             for t in c.tgt.iter().chain(c.tickets.values()) {
-                let renew =
-                    t.renew_till.map(|r| format!(", renewable until {}", relative(r as i64 - now))).unwrap_or_default();
-                println!("{}\texpires {}{renew}", t.service, relative(t.end_time as i64 - now));
+                let renew = t
+                    .part
+                    .renew_till
+                    .map(|r| format!(", renewable until {}", relative(r as i64 - now)))
+                    .unwrap_or_default();
+                println!("{}\texpires {}{renew}", t.service(), relative(t.part.end_time as i64 - now));
             }
         }
         Command::Get { service } => {
@@ -212,7 +215,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let svc = kdc.principal_name(service)?;
             let t = kdc.service_ticket(&svc).await?;
             let now = SystemClock.now().as_secs() as i64;
-            println!("{}\texpires {}", t.service, relative(t.end_time as i64 - now));
+            println!("{}\texpires {}", t.service(), relative(t.part.end_time as i64 - now));
         }
         Command::Logout => {
             cache.destroy()?;

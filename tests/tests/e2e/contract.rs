@@ -352,7 +352,7 @@ async fn service_refusals_match_the_spec() {
     let mut kinds = BTreeSet::new();
     let mut codes = BTreeSet::new();
     for r in all {
-        let code = r.code();
+        let code = r.code().into_owned();
         let resp = r.into_response_for("EXAMPLE.TEST");
         let status = resp.status().as_u16();
         let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
@@ -374,7 +374,7 @@ async fn service_refusals_match_the_spec() {
         assert_eq!(documented["headers"].get("Retry-After").is_some(), retry.is_some(), "{code}: Retry-After");
         if let Some(www) = www {
             let sealed_time = body.get("server_time_sealed").and_then(Value::as_str);
-            let expected = match (code, sealed_time) {
+            let expected = match (code.as_str(), sealed_time) {
                 ("missing_credentials", _) => "Ticket realm=\"EXAMPLE.TEST\"".to_owned(),
                 (_, Some(t)) => format!("Ticket realm=\"EXAMPLE.TEST\", error=\"{code}\", server_time=\"{t}\""),
                 _ => format!("Ticket realm=\"EXAMPLE.TEST\", error=\"{code}\""),

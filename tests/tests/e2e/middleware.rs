@@ -154,7 +154,7 @@ async fn a_skewed_clock_is_refused_with_an_authenticated_server_time() {
         ap_authorization(&w.alice_a, "GET", &format!("{}/hello", w.a.url), None, UnixMillis(before.0 - 900_000));
     let ans = send(&w.http, "GET", &format!("{}/hello", w.a.url), Some(&authz), None).await.unwrap();
     assert_eq!(ans.error_code().as_deref(), Some("clock_skew"));
-    let sealed = ans.www_param("server_time").expect("sealed server time");
+    let sealed = ans.sealed_server_time().expect("sealed server time");
     let detail = ErrorDetail::open(&sealed, &w.alice_a.enc.session_key, &sent).unwrap();
     assert!(detail.server_time >= before && detail.server_time <= now());
     // A man in the middle cannot substitute another time.
@@ -278,7 +278,7 @@ async fn after_a_restart_older_authenticators_are_refused_as_stale() {
         ap_authorization(&w.alice_a, "GET", &format!("{}/hello", restarted.url), None, UnixMillis(now().0 - 2000));
     let ans = send(&w.http, "GET", &format!("{}/hello", restarted.url), Some(&authz), None).await.unwrap();
     assert_eq!(ans.error_code().as_deref(), Some("stale_authenticator"));
-    let detail = ErrorDetail::open(&ans.www_param("server_time").unwrap(), &w.alice_a.enc.session_key, &sent).unwrap();
+    let detail = ErrorDetail::open(&ans.sealed_server_time().unwrap(), &w.alice_a.enc.session_key, &sent).unwrap();
     assert!(detail.server_time.0 > sent.ts.0);
 }
 

@@ -82,8 +82,8 @@ async fn an_expired_service_ticket_is_replaced_transparently() {
     c.cache()
         .update(&mut |contents| {
             for t in contents.tickets.values_mut() {
-                t.end_time += 10 * 3600;
-                t.start_time += 10 * 3600 - 60;
+                t.part.end_time += 10 * 3600;
+                t.part.start_time += 10 * 3600 - 60;
             }
         })
         .unwrap();

@@ -11,6 +11,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use client_sdk::{ClientOptions, FileCache, KdcClient, SdkError};
 use kdc_e2e::*;
+use kdc_proto::{Challenge, Problem, ProblemKind};
 use reqwest::Method;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,13 +53,11 @@ async fn counting_server(answer: impl Fn() -> Response + Clone + Send + Sync + '
 /// `WWW-Authenticate` error code, no mutual reply, nothing sealed.
 fn forged_401(code: &'static str) -> impl Fn() -> Response + Clone + Send + Sync + 'static {
     move || {
-        let mut r = Response::new(axum::body::Body::from(format!(
-            r#"{{"type":"urn:kdc-http:problem:{}","status":401}}"#,
-            code.replace('_', "-")
-        )));
+        let kind = ProblemKind::from_error_code(code);
+        let mut r = Response::new(axum::body::Body::from(Problem::new(kind.clone()).to_json()));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
-        let challenge = format!("Ticket realm=\"{REALM}\", error=\"{code}\"");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).unwrap());
+        let challenge = Challenge::Ticket { realm: REALM.into(), error: Some(kind), server_time: None };
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge.to_string()).unwrap());
         r
     }
 }
@@ -70,7 +69,10 @@ async fn a_forged_ticket_expired_or_kvno_unknown_does_not_make_a_post_run_twice(
     for code in ["ticket_expired", "kvno_unknown"] {
         let (url, calls) = counting_server(forged_401(code)).await;
         let e = c.send(&svc_a(), Method::POST, &format!("{url}/pay"), Some(b"amount=100".to_vec())).await.unwrap_err();
-        assert!(matches!(&e, SdkError::Refused { code: c } if c == code), "{code}: {e}");
+        assert!(
+            matches!(&e, SdkError::Refused { kind, status: 401 } if *kind == ProblemKind::from_error_code(code)),
+            "{code}: {e}"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1, "{code}: a POST was sent more than once");
     }
 }
@@ -82,7 +84,7 @@ async fn a_forged_ticket_expired_lets_an_idempotent_request_retry_once() {
     for method in [Method::GET, Method::PUT, Method::DELETE] {
         let (url, calls) = counting_server(forged_401("ticket_expired")).await;
         let e = c.send(&svc_a(), method.clone(), &format!("{url}/thing"), None).await.unwrap_err();
-        assert!(matches!(&e, SdkError::Refused { code } if code == "ticket_expired"), "{method}: {e}");
+        assert!(matches!(&e, SdkError::Refused { kind: ProblemKind::TicketExpired, .. }), "{method}: {e}");
         assert_eq!(calls.load(Ordering::SeqCst), 2, "{method}: one retry with a new ticket, then no more");
     }
 }

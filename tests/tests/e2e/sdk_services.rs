@@ -193,8 +193,8 @@ async fn a_keytab_client_logs_in_again_by_itself_when_its_tgt_runs_out() {
     c.cache()
         .update(&mut |contents| {
             let tgt = contents.tgt.as_mut().unwrap();
-            tgt.end_time += 20 * 3600;
-            tgt.start_time += 20 * 3600 - 60;
+            tgt.part.end_time += 20 * 3600;
+            tgt.part.start_time += 20 * 3600 - 60;
         })
         .unwrap();
     kdc.clock.advance_secs(11 * 3600);
@@ -219,7 +219,7 @@ async fn a_tgt_past_its_refresh_point_that_cannot_be_renewed_is_replaced_keeping
     let keytab = kdc.kdc.keytab(&name(SVC_A), now().as_secs()).await.unwrap();
     let c = sdk(&kdc.url, Arc::new(MemoryCache::default()), kdc.clock.clone()).await;
     c.login_with_keytab(&keytab).await.unwrap();
-    assert_eq!(c.cache().snapshot().unwrap().tgt.unwrap().renew_till, None);
+    assert_eq!(c.cache().snapshot().unwrap().tgt.unwrap().part.renew_till, None);
     kdc.clock.advance_secs(6 * 3600);
     c.send(&name(SVC_B), Method::GET, &url, None).await.unwrap();
     // 85 % into the TGT's ten hours; B's ticket (until the TGT's end) is not
