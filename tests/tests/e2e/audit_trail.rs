@@ -759,9 +759,11 @@ async fn with_the_audit_trail_on_stdout_nothing_else_goes_there_and_no_password_
     assert!(ok, "{stderr}");
     check_chain(&stdout, &["realm.initialized"]);
     assert!(stderr.contains("password (shown once"), "{stderr}");
-    let (ok, stdout, stderr) =
-        kdc_output(&["principal", "add", "bob", "--password-stdin", "--data", d, "--audit-log", "-"], "bob has a long passphrase 123\n")
-            .await;
+    let (ok, stdout, stderr) = kdc_output(
+        &["principal", "add", "bob", "--password-stdin", "--data", d, "--audit-log", "-"],
+        "bob has a long passphrase 123\n",
+    )
+    .await;
     assert!(ok, "{stderr}");
     check_chain(&stdout, &["principal.created"]);
     assert!(stderr.contains("created bob@EXAMPLE.TEST"), "{stderr}");
