@@ -77,6 +77,9 @@ pub struct Kdc {
     pub(crate) decoy: (String, StoredKey),
     /// Refused exchanges by problem kind.
     refusals: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Pre-authentication challenges answered: the first step of a normal
+    /// login, so not counted among the refusals.
+    challenges: std::sync::atomic::AtomicU64,
 }
 
 /// Tickets issued since start, by exchange.
@@ -226,6 +229,7 @@ impl Kdc {
             issued: IssuedCounters::default(),
             verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
             refusals: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+            challenges: std::sync::atomic::AtomicU64::new(0),
             decoy: (tgs.id, decoy),
         })
     }
@@ -379,8 +383,12 @@ impl Kdc {
 
     /// Counts a refused exchange and readies it for HTTP.
     pub fn refused(&self, e: KdcError) -> crate::error::ApiError {
-        let (_, kind) = e.status_and_slug();
-        *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += 1;
+        if matches!(e, KdcError::PreAuthRequired(_)) {
+            self.challenges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            let (_, kind) = e.status_and_slug();
+            *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += 1;
+        }
         e.in_realm(&self.realm)
     }
 
@@ -396,7 +404,17 @@ impl Kdc {
         {
             let _ = writeln!(out, "kdc_tickets_issued_total{{exchange=\"{exchange}\"}} {}", n.load(Relaxed));
         }
-        let _ = writeln!(out, "# HELP kdc_requests_refused_total Refused exchanges, by problem kind.");
+        let _ = writeln!(
+            out,
+            "# HELP kdc_preauth_challenges_total Pre-authentication challenges answered (the first step of a login)."
+        );
+        let _ = writeln!(out, "# TYPE kdc_preauth_challenges_total counter");
+        let _ = writeln!(out, "kdc_preauth_challenges_total {}", self.challenges.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "# HELP kdc_requests_refused_total Refused exchanges, by problem kind (the pre-authentication challenge \
+             is not one: see kdc_preauth_challenges_total)."
+        );
         let _ = writeln!(out, "# TYPE kdc_requests_refused_total counter");
         for (kind, n) in self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let _ = writeln!(out, "kdc_requests_refused_total{{problem=\"{kind}\"}} {n}");

@@ -259,12 +259,14 @@ async fn metrics_count_issued_and_refused_exchanges() {
     for line in [
         "kdc_tickets_issued_total{exchange=\"initial\"} 1",
         "kdc_tickets_issued_total{exchange=\"service\"} 1",
-        "kdc_requests_refused_total{problem=\"preauth-required\"} 1",
+        "kdc_preauth_challenges_total 1",
         "kdc_replay_cache_entries 2",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
     }
     assert!(text.lines().any(|l| l.starts_with("kdc_throttle_entries ")), "throttle gauge missing from\n{text}");
+    // The challenge is the first step of every login, not a refusal.
+    assert!(!text.contains("problem=\"preauth-required\""), "a challenge counted as a refusal:\n{text}");
     assert!(!text.contains("alice"), "metrics must not name principals");
 }
 
