@@ -108,18 +108,7 @@ impl PrincipalStore for MemoryStore {
     async fn update_principal(&self, name: &str, update: &PrincipalUpdate) -> Result<(), StoreError> {
         let mut state = self.state();
         let p = state.principals.get_mut(name).ok_or(StoreError::NotFound)?;
-        if let Some(d) = update.disabled {
-            p.disabled = d;
-        }
-        if let Some(r) = &update.roles {
-            p.roles.clone_from(r);
-        }
-        if let Some(l) = update.max_life_secs {
-            p.max_life_secs = l;
-        }
-        if let Some(r) = update.max_renew_secs {
-            p.max_renew_secs = r;
-        }
+        update.apply_to(p);
         Ok(())
     }
 

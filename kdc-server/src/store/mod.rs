@@ -140,6 +140,25 @@ pub struct PrincipalUpdate {
     pub max_renew_secs: Option<Option<u64>>,
 }
 
+impl PrincipalUpdate {
+    /// Applies the change to `record` (what every backend does before it
+    /// writes the record back).
+    pub fn apply_to(&self, record: &mut PrincipalRecord) {
+        if let Some(d) = self.disabled {
+            record.disabled = d;
+        }
+        if let Some(roles) = &self.roles {
+            record.roles.clone_from(roles);
+        }
+        if let Some(l) = self.max_life_secs {
+            record.max_life_secs = l;
+        }
+        if let Some(r) = self.max_renew_secs {
+            record.max_renew_secs = r;
+        }
+    }
+}
+
 /// One of the KDC's signing keys, sealed under the master key, with its
 /// lifecycle: published by a serving KDC from `published_at`, signing from
 /// `activates_at` but never before the publish floor has passed since

@@ -397,18 +397,7 @@ impl PrincipalStore for SqliteStore {
         self.write(move |c| {
             let tx = c.transaction()?;
             let mut r = principal_where(&tx, "name", &name)?.ok_or(StoreError::NotFound)?;
-            if let Some(d) = u.disabled {
-                r.disabled = d;
-            }
-            if let Some(roles) = &u.roles {
-                r.roles.clone_from(roles);
-            }
-            if let Some(l) = u.max_life_secs {
-                r.max_life_secs = l;
-            }
-            if let Some(l) = u.max_renew_secs {
-                r.max_renew_secs = l;
-            }
+            u.apply_to(&mut r);
             tx.execute(
                 "UPDATE principals SET disabled = ?1, roles = ?2, max_life_secs = ?3, max_renew_secs = ?4 WHERE id = ?5",
                 params![
