@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
-use auth_middleware::keys::ServiceKeyring;
-use auth_middleware::verifier::VerifierSettings;
-use auth_middleware::{BoundRequest, InMemoryReplayCache, ReplayCache, TicketVerifier, authorization_value};
+use auth_middleware::ServiceKeyring;
+use auth_middleware::VerifierSettings;
+use auth_middleware::{BoundRequest, InMemoryReplayCache, ReplayCache, TicketVerifier};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use kdc_proto::messages::{Keytab, KeytabEntry};
-use kdc_proto::seal::Usage;
+use kdc_proto::Usage;
+use kdc_proto::authorization_value;
 use kdc_proto::*;
+use kdc_proto::{Keytab, KeytabEntry};
 
 struct Fixture {
     signer: KdcSigningKey,
@@ -91,11 +92,9 @@ fn bench(c: &mut Criterion) {
     };
     {
         let h = header(&t, &skey, f.now);
-        c.bench_function("step/parse", |b| {
-            b.iter(|| auth_middleware::credentials::parse_authorization(&h).unwrap().ticket.len())
-        });
-        c.bench_function("step/digest", |b| b.iter(|| auth_middleware::ticket_cache::ticket_digest(&t)));
-        let creds = auth_middleware::credentials::parse_authorization(&h).unwrap();
+        c.bench_function("step/parse", |b| b.iter(|| auth_middleware::parse_authorization(&h).unwrap().ticket.len()));
+        c.bench_function("step/digest", |b| b.iter(|| auth_middleware::ticket_digest(&t)));
+        let creds = auth_middleware::parse_authorization(&h).unwrap();
         let st = SealedTicket::parse(creds.ticket).unwrap();
         let kdcv = KdcVerifier::from_jwks(&JwkSet { keys: vec![f.signer.public_jwk()] });
         let check = TicketCheck { service: &f.service, kdc: &kdcv, now: f.now, max_skew_secs: 300 };
@@ -132,7 +131,7 @@ fn bench(c: &mut Criterion) {
                 key[..8].copy_from_slice(&i.to_le_bytes());
                 key[8..].copy_from_slice(&i.wrapping_mul(0x9E3779B97F4A7C15).to_le_bytes());
                 key[0] = key[8];
-                rt2.block_on(cache.check_and_insert(auth_middleware::replay::ReplayEntry {
+                rt2.block_on(cache.check_and_insert(auth_middleware::ReplayEntry {
                     key,
                     principal: "alice@EXAMPLE.TEST",
                     remember_until: UnixMillis(u64::MAX),

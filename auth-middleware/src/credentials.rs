@@ -4,7 +4,7 @@ use kdc_proto::limits::{MAX_AUTHENTICATOR_LEN, MAX_TICKET_LEN};
 
 use crate::rejection::AuthRejection;
 
-pub use kdc_proto::authenticator::{AUTH_SCHEME as SCHEME, authorization_value};
+pub(crate) use kdc_proto::AUTH_SCHEME as SCHEME;
 
 /// Longest `Authorization` value read (bytes).
 pub const MAX_AUTHORIZATION_LEN: usize = MAX_TICKET_LEN + MAX_AUTHENTICATOR_LEN + 64;
@@ -62,6 +62,7 @@ pub fn parse_authorization(value: &str) -> Result<Credentials<'_>, AuthRejection
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kdc_proto::authorization_value;
 
     #[test]
     fn round_trip_and_variants() {

@@ -69,20 +69,15 @@ impl AuthenticatedPrincipal {
     /// (usage `session-secret`): how a client sends a service a value that
     /// must stay confidential even without TLS (the admin API's passwords).
     pub fn open_secret(&self, sealed: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, kdc_proto::ProtoError> {
-        kdc_proto::seal::SealedObject::parse(sealed, kdc_proto::limits::MAX_SEALED_LEN)?
-            .open(self.ticket.session_key(), kdc_proto::seal::Usage::SessionSecret)
+        kdc_proto::SealedObject::parse(sealed, kdc_proto::limits::MAX_SEALED_LEN)?
+            .open(self.ticket.session_key(), kdc_proto::Usage::SessionSecret)
     }
 
     /// Seals a secret for the client under this request's session key (usage
     /// `session-secret-reply`, never `session-secret`: what a service sends
     /// cannot be replayed to it as what a client sent).
     pub fn seal_secret(&self, secret: &[u8]) -> Result<String, kdc_proto::ProtoError> {
-        kdc_proto::seal::seal(
-            self.ticket.session_key(),
-            kdc_proto::authenticator::SESSION_KID,
-            kdc_proto::seal::Usage::SessionSecretReply,
-            secret,
-        )
+        kdc_proto::seal(self.ticket.session_key(), kdc_proto::SESSION_KID, kdc_proto::Usage::SessionSecretReply, secret)
     }
 }
 

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use kdc_proto::messages::Keytab;
-use kdc_proto::{JwkSet, KdcVerifier, Kvno, Principal, SecretKey, UnixMillis};
+use kdc_proto::Keytab;
+use kdc_proto::{JwkSet, Kvno, Principal, SecretKey, UnixMillis};
 
 use crate::error::ConfigError;
 
@@ -73,7 +73,7 @@ pub fn check_jwks_uri(uri: &str, allow_loopback_http: bool) -> Result<reqwest::U
 }
 
 /// A JWK set and how long the KDC said it may be kept
-/// ([`kdc_proto::caching::max_age`] of its `Cache-Control`).
+/// ([`kdc_proto::max_age`] of its `Cache-Control`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedJwks {
     /// The keys.
@@ -108,20 +108,44 @@ pub async fn fetch_jwks(http: &reqwest::Client, url: &reqwest::Url) -> Result<Fe
     if !resp.status().is_success() {
         return Err(err(format!("status {}", resp.status())));
     }
-    let max_age_secs = resp
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(kdc_proto::caching::max_age);
+    let max_age_secs =
+        resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(kdc_proto::max_age);
     let bytes = read_capped(resp, MAX_JWKS_BYTES).await.map_err(|e| err(e.replace("body", "JWK set")))?;
     let set = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
     Ok(FetchedJwks { set, max_age_secs })
 }
 
+/// Most bytes of a discovery document [`discover_jwks_uri`] reads.
+pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
+
+/// The `jwks_uri` a KDC's discovery document (`GET
+/// {kdc_url}/.well-known/kdc-configuration`) names, fetched under the same
+/// rules as the keys themselves: the discovery URL must pass
+/// [`check_jwks_uri`] (`https`, or loopback `http` when allowed), the body is
+/// bounded, and `http` should not follow redirects (a redirect could swap in
+/// someone else's KDC). The named `jwks_uri` is checked the same way.
+pub async fn discover_jwks_uri(
+    http: &reqwest::Client,
+    kdc_url: &str,
+    allow_loopback_http: bool,
+) -> Result<reqwest::Url, ConfigError> {
+    let discovery = format!("{}/.well-known/kdc-configuration", kdc_url.trim_end_matches('/'));
+    let url = check_jwks_uri(&discovery, allow_loopback_http)?;
+    let err = |reason: String| ConfigError::Jwks { uri: discovery.clone(), reason };
+    let resp = http.get(url).send().await.map_err(|e| err(with_causes(&e)))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("status {}", resp.status())));
+    }
+    let body =
+        read_capped(resp, MAX_DISCOVERY_BYTES).await.map_err(|e| err(e.replace("body", "discovery document")))?;
+    let doc: kdc_proto::KdcConfiguration = serde_json::from_slice(&body).map_err(|e| err(e.to_string()))?;
+    check_jwks_uri(&doc.jwks_uri, allow_loopback_http)
+}
+
 /// Reads a response body of at most `max` bytes: a larger declared length is
 /// refused before reading, and a body that grows past `max` is refused as it
 /// streams in, never buffered whole. The error says why, in one line.
-pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
     let too_large = || format!("body larger than {} KiB", max / 1024);
     if resp.content_length().is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX)) {
         return Err(too_large());
@@ -139,13 +163,8 @@ pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<
 /// Whether `new` is suspicious next to `old`: it shares no key id with it (a
 /// KDC that lost its keys, or someone else's keys), or it keeps a key id but
 /// changes the key behind it (key ids name keys; they are never reused).
-pub fn is_unrelated(old: &JwkSet, new: &JwkSet) -> bool {
+pub(crate) fn is_unrelated(old: &JwkSet, new: &JwkSet) -> bool {
     let shares_a_kid = new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid));
     let changes_a_key = new.keys.iter().any(|n| old.keys.iter().any(|o| o.kid == n.kid && o != n));
     !shares_a_kid || changes_a_key
-}
-
-/// A verifier for a JWK set.
-pub fn verifier_for(set: &JwkSet) -> KdcVerifier {
-    KdcVerifier::from_jwks(set)
 }

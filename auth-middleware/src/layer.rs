@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use kdc_proto::messages::Keytab;
+use kdc_proto::Keytab;
 use kdc_proto::{Clock, JwkSet, KdcVerifier, Principal, SystemClock};
 use tower::Layer;
 
@@ -297,7 +297,7 @@ impl TicketAuthBuilder {
     }
 
     /// Keeps the default in-memory replay cache across restarts in `path`
-    /// (see [`crate::replay_state`]): loaded at build, saved by
+    /// (a versioned file, locked while the cache lives): loaded at build, saved by
     /// [`TicketAuthLayer::save_replay_state`] at a graceful shutdown. A clean
     /// restart then needs no warm-up; after a crash the warm-up applies.
     /// Ignored when [`Self::replay_cache`] is given.

@@ -22,7 +22,7 @@
 //!     .await?;
 //! let app = Router::new().route("/hello", get(hello)).layer(auth.clone());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! let stopped = auth_middleware::serve::serve(listener, app, Default::default(), std::future::pending()).await?;
+//! let stopped = auth_middleware::serve(listener, app, Default::default(), std::future::pending()).await?;
 //! if stopped.drained {
 //!     auth.save_replay_state()?;
 //! }
@@ -30,27 +30,46 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod credentials;
-pub mod error;
-pub mod extract;
-pub mod future;
-pub mod keys;
-pub mod layer;
-pub mod rejection;
-pub mod replay;
-pub mod replay_state;
-pub mod serve;
-pub mod service;
-pub mod ticket_cache;
-pub mod tls;
-pub mod verifier;
+mod credentials;
+mod error;
+mod extract;
+mod future;
+mod keys;
+mod layer;
+mod rejection;
+mod replay;
+mod replay_state;
+mod serve;
+mod service;
+mod ticket_cache;
+mod tls;
+mod verifier;
 
-pub use credentials::authorization_value;
+// The layer and what handlers see.
 pub use error::ConfigError;
-pub use extract::AuthenticatedPrincipal;
+pub use extract::{AuthenticatedPrincipal, MissingAuthLayer};
+pub use future::ResponseFuture;
 pub use layer::{TicketAuthBuilder, TicketAuthLayer};
 pub use rejection::AuthRejection;
-pub use replay::{InMemoryReplayCache, ReplayCache};
 pub use service::{AUTHENTICATION_INFO, TicketAuth};
-pub use verifier::{AuthorityPolicy, BoundRequest, RoleRule, TicketVerifier, VerifiedRequest};
+
+// Checking requests without the layer (the KDC's own TGS does).
+pub use credentials::{Credentials, MAX_AUTHORIZATION_LEN, parse_authorization};
+pub use verifier::{
+    AuthorityPolicy, BoundRequest, PendingAuth, RoleRule, TicketVerifier, VerifiedRequest, VerifierSettings,
+};
+
+// Keys: the service's keytab and the KDC's published signing keys.
+pub use keys::{
+    FetchedJwks, MAX_DISCOVERY_BYTES, MAX_JWKS_BYTES, ServiceKeyring, check_jwks_uri, discover_jwks_uri, fetch_jwks,
+};
+
+// Caches a verifier keeps: replayed authenticators, verified tickets.
+pub use replay::{InMemoryReplayCache, ReplayCache, ReplayEntry, ReplayRefusal};
+pub use ticket_cache::{VerifiedTicketCache, ticket_digest};
+
+// Serving, with or without TLS.
+pub use serve::{ServeLimits, Stopped, serve, serve_tls};
+pub use tls::{ServerTls, TlsError, crypto_provider, load_ca_file};

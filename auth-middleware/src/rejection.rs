@@ -7,8 +7,8 @@ use axum::body::Body;
 use std::borrow::Cow;
 
 use axum::http::{HeaderValue, Response, StatusCode, header};
-use kdc_proto::headers::Challenge;
-use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
+use kdc_proto::Challenge;
+use kdc_proto::{PROBLEM_CONTENT_TYPE, Problem, ProblemKind};
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq)]

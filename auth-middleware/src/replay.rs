@@ -122,7 +122,8 @@ impl InMemoryReplayCache {
 
     /// Like [`Self::new`], remembering since `remembers_since`: `None` when
     /// no earlier process can have accepted an authenticator this one would
-    /// not see (the first start of a service; see [`crate::replay_state`]).
+    /// not see (the first start of a service; see
+    /// [`crate::TicketAuthBuilder::replay_state_file`]).
     pub fn with_history(capacity: usize, per_principal: usize, remembers_since: Option<UnixMillis>) -> Self {
         let per_shard = capacity.div_ceil(SHARDS).max(1);
         let per_principal_per_shard = u32::try_from(per_principal.div_ceil(SHARDS).max(1)).unwrap_or(u32::MAX);

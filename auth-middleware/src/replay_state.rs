@@ -45,7 +45,7 @@ const ENTRY_LEN: usize = 24;
 
 /// What a state file said at start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartKind {
+pub(crate) enum StartKind {
     /// No file: the first start.
     First,
     /// A clean snapshot with this many live entries was loaded.
@@ -106,7 +106,7 @@ fn encode(status: u8, remembers_since: Option<UnixMillis>, entries: &[([u8; 16],
 /// The exclusive lock on a state file, held for as long as the cache that
 /// was loaded from it serves.
 #[derive(Debug)]
-pub struct StateLock {
+pub(crate) struct StateLock {
     _file: std::fs::File,
 }
 
@@ -159,7 +159,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Opens the replay cache kept in `path`: loads a clean snapshot, or starts
 /// fresh (first start) or with a warm-up (after a crash), then marks the file
 /// "running". See the module docs.
-pub fn open(
+pub(crate) fn open(
     path: &Path,
     capacity: usize,
     per_principal: usize,
@@ -196,7 +196,7 @@ pub fn open(
 
 /// Saves `cache` to `path` as a clean snapshot (at a graceful shutdown, after
 /// the last request was answered).
-pub fn save(cache: &InMemoryReplayCache, path: &Path, now: UnixMillis) -> std::io::Result<()> {
+pub(crate) fn save(cache: &InMemoryReplayCache, path: &Path, now: UnixMillis) -> std::io::Result<()> {
     use crate::replay::ReplayCache as _;
     write_atomically(path, &encode(CLEAN, cache.remembers_since(), &cache.live_entries(now)))
 }

@@ -11,7 +11,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! let stopped = auth_middleware::serve::serve(listener, app, Default::default(), std::future::pending()).await?;
+//! let stopped = auth_middleware::serve(listener, app, Default::default(), std::future::pending()).await?;
 //! # let _ = stopped;
 //! # Ok(())
 //! # }

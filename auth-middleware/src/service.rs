@@ -8,8 +8,8 @@ use axum::extract::OriginalUri;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use kdc_proto::AuthenticationInfo;
 use kdc_proto::MutualReply;
-use kdc_proto::headers::AuthenticationInfo;
 use tower::{Service, ServiceExt};
 
 use crate::future::ResponseFuture;
@@ -18,7 +18,7 @@ use crate::rejection::AuthRejection;
 use crate::verifier::BoundRequest;
 
 /// Name of the response header that carries the mutual reply.
-pub use kdc_proto::headers::AUTHENTICATION_INFO;
+pub use kdc_proto::AUTHENTICATION_INFO;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -10,7 +10,7 @@
 use std::sync::{Arc, RwLock};
 
 use hmac::{KeyInit, Mac};
-use kdc_proto::seal::Usage;
+use kdc_proto::Usage;
 use kdc_proto::{
     AcceptanceWindow, Authenticator, ErrorDetail, KdcVerifier, ProtoError, RequestBinding, SealedTicket, TicketCheck,
     TimelyAuthenticator, UnixMillis, VerifiedTicket, open_authenticator_timely, open_ticket,

@@ -7,8 +7,8 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use kdc_proto::authenticator::authorization_value;
-use kdc_proto::seal::Usage;
+use kdc_proto::Usage;
+use kdc_proto::authorization_value;
 use kdc_proto::*;
 
 fn bench(c: &mut Criterion) {

@@ -15,13 +15,9 @@ use crate::error::SdkError;
 pub const CACHE_VERSION: u32 = 2;
 
 /// One cached ticket and its session key: the ticket and the client's part
-/// of the reply that delivered it, as [`kdc_proto::exchange`] opens it
+/// of the reply that delivered it, as the `kdc_proto` exchange openers open it
 /// (`Debug` shows neither the ticket nor the key).
 pub type CachedTicket = IssuedTicket;
-
-/// Tickets are refreshed (or renewed) after this share of their lifetime, in
-/// percent ([`CachedTicket::needs_refresh`]).
-pub use kdc_proto::exchange::REFRESH_FRACTION_PERCENT;
 
 /// Everything a cache holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -71,7 +67,7 @@ pub struct CachedDiscovery {
     /// The KDC URL it was fetched from.
     pub kdc: String,
     /// The document.
-    pub config: kdc_proto::messages::KdcConfiguration,
+    pub config: kdc_proto::KdcConfiguration,
     /// Fresh until (Unix seconds): fetched at + max-age.
     pub fresh_until: u64,
 }

@@ -6,19 +6,19 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use kdc_proto::authenticator::{SESSION_KID, authorization_value};
-use kdc_proto::exchange::new_nonce;
-use kdc_proto::headers::{AUTHENTICATION_INFO, AuthenticationInfo, Challenge};
 use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::messages::{
-    InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, RenewRequest, ServiceTicketRequest, TicketReply,
-};
-use kdc_proto::problem::{Problem, ProblemKind};
-use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::new_nonce;
+use kdc_proto::{self, SealedObject, Usage};
+use kdc_proto::{AUTHENTICATION_INFO, AuthenticationInfo, Challenge};
 use kdc_proto::{
     Argon2Params, Authenticator, Clock, ErrorDetail, Kvno, Principal, Realm, RequestBinding, SecretKey, SystemClock,
     UnixMillis, derive_password_key, verify_mutual_reply,
 };
+use kdc_proto::{
+    InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, RenewRequest, ServiceTicketRequest, TicketReply,
+};
+use kdc_proto::{Problem, ProblemKind};
+use kdc_proto::{SESSION_KID, authorization_value};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
@@ -385,11 +385,8 @@ async fn discovery(
     if !resp.status().is_success() {
         return Err(SdkError::Discovery(format!("the KDC answered {}", resp.status())));
     }
-    let max_age = resp
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(kdc_proto::caching::max_age);
+    let max_age =
+        resp.headers().get(reqwest::header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(kdc_proto::max_age);
     let body = read_body(resp, MAX_KDC_RESPONSE_BYTES).await?;
     let config: KdcConfiguration = serde_json::from_slice(&body)
         .map_err(|_| SdkError::Discovery("the document is not a KDC configuration".into()))?;
@@ -886,7 +883,7 @@ impl KdcClient {
     /// seal it again.
     pub async fn seal_for(&self, service: &Principal, secret: &[u8]) -> Result<String, SdkError> {
         let ticket = self.service_ticket(service).await?;
-        Ok(seal::seal(ticket.session_key(), SESSION_KID, Usage::SessionSecret, secret)?)
+        Ok(kdc_proto::seal(ticket.session_key(), SESSION_KID, Usage::SessionSecret, secret)?)
     }
 
     /// The host `service` names: its instance (`HTTP/<host>@REALM`), except
@@ -1098,7 +1095,7 @@ mod tests {
             ticket_endpoint: format!("{kdc_url}/tickets"),
             renew_endpoint: format!("{kdc_url}/tickets/renew"),
             jwks_uri: format!("{kdc_url}/.well-known/jwks.json"),
-            sealing: kdc_proto::messages::SealingAlgorithms {
+            sealing: kdc_proto::SealingAlgorithms {
                 alg: "dir".into(),
                 enc: "A256GCM".into(),
                 kdf: "HKDF-SHA256".into(),

@@ -1,6 +1,6 @@
 //! The SDK's one error type.
 
-use kdc_proto::problem::{ABOUT_BLANK, ProblemKind};
+use kdc_proto::{ABOUT_BLANK, ProblemKind};
 use thiserror::Error;
 
 /// Everything that can go wrong on the client side. Messages are one line a

@@ -277,7 +277,7 @@ impl TicketCache for FileCache {
 mod tests {
     use super::*;
     use crate::cache::CachedTicket;
-    use kdc_proto::messages::EncTicketPart;
+    use kdc_proto::EncTicketPart;
     use kdc_proto::{Kvno, SecretKey, TicketFlags};
 
     fn ticket(service: &str) -> CachedTicket {

@@ -19,20 +19,22 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod cache;
-pub mod client;
-pub mod error;
-pub mod file_cache;
-pub mod tls;
+mod cache;
+mod client;
+mod error;
+mod file_cache;
+mod tls;
 
-pub use cache::{CacheContents, CachedDiscovery, CachedKdf, CachedTicket, MemoryCache, TicketCache};
+pub use cache::{CACHE_VERSION, CacheContents, CachedDiscovery, CachedKdf, CachedTicket, MemoryCache, TicketCache};
 pub use client::{
     ClientOptions, DEFAULT_MAX_RESPONSE_BODY, KdcClient, MAX_KDC_RESPONSE_BYTES, PreparedRequest, ServiceRequest,
     ServiceResponse, check_transport, load_keytab,
 };
 pub use error::SdkError;
 pub use file_cache::FileCache;
+pub use tls::load_ca_file;
 
 /// The README's Rust examples, compiled as doc tests so they stay true.
 #[doc = include_str!("../../README.md")]

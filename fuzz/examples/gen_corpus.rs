@@ -17,14 +17,14 @@ use std::path::{Path, PathBuf};
 
 use client_sdk::{CacheContents, CachedKdf, CachedTicket};
 use kdc_fuzz::*;
-use kdc_proto::authenticator::{Authenticator, authorization_value};
-use kdc_proto::keys::long_term_kid;
-use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
-};
-use kdc_proto::seal::{self, Usage};
+use kdc_proto::Usage;
+use kdc_proto::long_term_kid;
 use kdc_proto::{
     Argon2Params, ErrorDetail, Kvno, LongTermKey, MutualReply, Principal, RequestBinding, TicketClaims, mint_ticket,
+};
+use kdc_proto::{Authenticator, authorization_value};
+use kdc_proto::{
+    EncTicketPart, InitialTicketRequest, Keytab, KeytabEntry, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
 };
 
 fn write(target: &str, name: &str, bytes: impl AsRef<[u8]>) {
@@ -112,14 +112,14 @@ fn main() {
     write(
         t,
         "as-reply",
-        seal::seal(&client_key(), &client_kid, Usage::AsReply, &json(&enc_part)).expect("sealing a seed"),
+        kdc_proto::seal(&client_key(), &client_kid, Usage::AsReply, &json(&enc_part)).expect("sealing a seed"),
     );
     write(
         t,
         "tgs-reply",
-        seal::seal(&session_key(), "session", Usage::TgsReply, &json(&enc_part)).expect("sealing a seed"),
+        kdc_proto::seal(&session_key(), "session", Usage::TgsReply, &json(&enc_part)).expect("sealing a seed"),
     );
-    let pre_auth = seal::seal(
+    let pre_auth = kdc_proto::seal(
         &client_key(),
         &client_kid,
         Usage::PreAuth,
@@ -130,12 +130,12 @@ fn main() {
     write(
         t,
         "session-secret",
-        seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse").expect("sealing a seed"),
+        kdc_proto::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse").expect("sealing a seed"),
     );
     write(
         t,
         "key-at-rest",
-        seal::seal(&service_key().key, "master#1", Usage::KeyAtRest, service_key().key.expose())
+        kdc_proto::seal(&service_key().key, "master#1", Usage::KeyAtRest, service_key().key.expose())
             .expect("sealing a seed"),
     );
 
@@ -184,7 +184,7 @@ fn main() {
     let mut tickets = BTreeMap::new();
     tickets.insert(SERVICE.to_owned(), cached(service(), tkt.clone()));
     let full = CacheContents {
-        version: client_sdk::cache::CACHE_VERSION,
+        version: client_sdk::CACHE_VERSION,
         principal: Some(client()),
         kdc: Some("http://127.0.0.1:8088".into()),
         tgt: Some(cached(Principal::ticket_granting(&realm()), ticket(&tgt_claims, &krbtgt_key))),
@@ -192,11 +192,11 @@ fn main() {
         discovery: None,
         kdf: BTreeMap::from([(
             client().to_string(),
-            CachedKdf { salt: kdc_proto::password::password_salt(&client()), argon2: Argon2Params::DEFAULT },
+            CachedKdf { salt: kdc_proto::password_salt(&client()), argon2: Argon2Params::DEFAULT },
         )]),
     };
     write(t, "logged-in", json(&full));
-    write(t, "empty", json(&CacheContents { version: client_sdk::cache::CACHE_VERSION, ..Default::default() }));
+    write(t, "empty", json(&CacheContents { version: client_sdk::CACHE_VERSION, ..Default::default() }));
 
     // kdc_request: the exchanges' bodies and the admin API's.
     let t = "kdc_request";
@@ -223,7 +223,7 @@ fn main() {
     write(t, "service-ticket", json(&tgs));
     let renew_auth = authenticator(NOW_SECS, &RenewRequest::binding_for("n-3"), Usage::TgsAuthenticator);
     write(t, "renew", json(&RenewRequest { ticket: tkt.clone(), authenticator: renew_auth, nonce: "n-3".into() }));
-    let password = seal::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse battery staple")
+    let password = kdc_proto::seal(&session_key(), "session", Usage::SessionSecret, b"correct horse battery staple")
         .expect("sealing a seed");
     write(
         t,

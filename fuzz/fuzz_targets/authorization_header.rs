@@ -4,8 +4,8 @@
 //! choice, seal, KDC signature, validity, authenticator seal, client and time).
 #![no_main]
 
-use auth_middleware::authorization_value;
-use auth_middleware::credentials::parse_authorization;
+use auth_middleware::parse_authorization;
+use kdc_proto::authorization_value;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::OnceLock;
 
-use client_sdk::cache::CACHE_VERSION;
+use client_sdk::CACHE_VERSION;
 use client_sdk::{FileCache, TicketCache};
 use libfuzzer_sys::fuzz_target;
 

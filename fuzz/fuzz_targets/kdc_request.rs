@@ -3,8 +3,8 @@
 //! (create, update, rotate).
 #![no_main]
 
-use kdc_proto::messages::{InitialTicketRequest, RenewRequest, ServiceTicketRequest};
-use kdc_server::admin::{CreatePrincipal, RotateRequest, UpdatePrincipal};
+use kdc_proto::{InitialTicketRequest, RenewRequest, ServiceTicketRequest};
+use kdc_server::{CreatePrincipal, RotateRequest, UpdatePrincipal};
 use libfuzzer_sys::fuzz_target;
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -7,8 +7,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use auth_middleware::keys::ServiceKeyring;
-use kdc_proto::messages::Keytab;
+use auth_middleware::ServiceKeyring;
+use kdc_proto::Keytab;
 use libfuzzer_sys::fuzz_target;
 
 /// One scratch file per fuzzing process (see `kdc_fuzz::scratch_dir`).

@@ -3,9 +3,9 @@
 //! back to the same text (one spelling per name) and parses again equal.
 #![no_main]
 
-use kdc_proto::keys::{long_term_kid, parse_long_term_kid};
 use kdc_proto::limits::MAX_PRINCIPAL_LEN;
 use kdc_proto::{Kvno, Principal, Realm};
+use kdc_proto::{long_term_kid, parse_long_term_kid};
 use libfuzzer_sys::fuzz_target;
 
 fn round_trips(p: &Principal) {

@@ -4,10 +4,10 @@
 //! opens only as the usage its header names.
 #![no_main]
 
-use kdc_proto::keys::{long_term_kid, parse_long_term_kid};
+use kdc_proto::SealedObject;
 use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::seal::SealedObject;
 use kdc_proto::{ProtoError, SealedTicket};
+use kdc_proto::{long_term_kid, parse_long_term_kid};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,15 +11,15 @@
 use std::sync::Arc;
 
 use auth_middleware::InMemoryReplayCache;
+use auth_middleware::ServiceKeyring;
 use auth_middleware::TicketVerifier;
-use auth_middleware::keys::ServiceKeyring;
-use auth_middleware::verifier::VerifierSettings;
-use kdc_proto::messages::{Keytab, KeytabEntry};
-use kdc_proto::seal::Usage;
+use auth_middleware::VerifierSettings;
+use kdc_proto::Usage;
 use kdc_proto::{
     JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, Principal, Realm, SecretKey, TicketClaims, TicketFlags,
     UnixMillis,
 };
+use kdc_proto::{Keytab, KeytabEntry};
 
 /// "Now" for every target: 2027-01-15, seconds since the epoch.
 pub const NOW_SECS: u64 = 1_800_000_000;

@@ -3,7 +3,7 @@
 //! [`max_age`].
 //!
 //! ```
-//! use kdc_proto::caching::max_age;
+//! use kdc_proto::max_age;
 //! assert_eq!(max_age("public, max-age=300"), Some(300));
 //! assert_eq!(max_age("no-store, max-age=300"), None);
 //! ```

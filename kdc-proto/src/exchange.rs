@@ -6,10 +6,10 @@
 //! HTTP around them is theirs.
 //!
 //! ```
-//! use kdc_proto::exchange::new_nonce;
-//! use kdc_proto::keys::long_term_kid;
-//! use kdc_proto::messages::{EncTicketPart, InitialTicketRequest, ServiceTicketRequest, TicketReply};
-//! use kdc_proto::seal::{Usage, seal_json};
+//! use kdc_proto::new_nonce;
+//! use kdc_proto::long_term_kid;
+//! use kdc_proto::{EncTicketPart, InitialTicketRequest, ServiceTicketRequest, TicketReply};
+//! use kdc_proto::{Usage, seal_json};
 //! use kdc_proto::{Kvno, Principal, SecretKey, TicketFlags, UnixMillis};
 //!
 //! let alice: Principal = "alice@EXAMPLE.TEST".parse()?;

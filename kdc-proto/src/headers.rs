@@ -14,8 +14,8 @@
 //! parameters they do not know, and refuse one given twice.
 //!
 //! ```
-//! use kdc_proto::headers::{AuthenticationInfo, Challenge};
-//! use kdc_proto::problem::ProblemKind;
+//! use kdc_proto::{AuthenticationInfo, Challenge};
+//! use kdc_proto::ProblemKind;
 //!
 //! let c = Challenge::Ticket { realm: "EXAMPLE.TEST".into(), error: Some(ProblemKind::TicketExpired), server_time: None };
 //! assert_eq!(c.to_string(), r#"Ticket realm="EXAMPLE.TEST", error="ticket_expired""#);

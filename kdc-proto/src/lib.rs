@@ -6,7 +6,6 @@
 //!
 //! ```
 //! use kdc_proto::*;
-//! use kdc_proto::seal::Usage;
 //!
 //! let now = UnixMillis::from_secs(1_800_000_000);
 //! let kdc = KdcSigningKey::generate();
@@ -40,38 +39,55 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
 
-pub mod authenticator;
+mod authenticator;
 pub mod b64;
-pub mod binding;
-pub mod caching;
-pub mod error;
-pub mod exchange;
-pub mod headers;
-pub mod keys;
+mod binding;
+mod caching;
+mod error;
+mod exchange;
+mod headers;
+mod keys;
 pub mod limits;
-pub mod messages;
-pub mod mutual;
-pub mod password;
-pub mod principal;
-pub mod problem;
-pub mod seal;
-pub mod signing;
-pub mod ticket;
-pub mod time;
+mod messages;
+mod mutual;
+mod password;
+mod principal;
+mod problem;
+mod seal;
+mod signing;
+mod ticket;
+mod time;
 
-pub use authenticator::{
-    Authenticator, CheckedAuthenticator, TimelyAuthenticator, open_authenticator, open_authenticator_timely,
-};
-pub use binding::RequestBinding;
+// Principals, keys and time.
 pub use error::ProtoError;
-pub use exchange::IssuedTicket;
-pub use headers::{AuthenticationInfo, Challenge};
-pub use keys::{Kvno, LongTermKey, SecretKey};
-pub use mutual::{ErrorDetail, MutualReply, verify_mutual_reply};
+pub use keys::{KEY_LEN, Kvno, LongTermKey, SecretKey, long_term_kid, parse_long_term_kid};
 pub use password::{Argon2Params, derive_password_key, password_salt};
 pub use principal::{Principal, Realm};
-pub use problem::{Problem, ProblemKind};
+pub use time::{AcceptanceWindow, Clock, FixedClock, SystemClock, UnixMillis};
+
+// Sealed objects (compact JWE, `dir` + `A256GCM`).
+pub use seal::{ALG, ENC, KDF_LABEL, SealRandomness, SealedHeader, SealedObject, Usage, seal, seal_json, seal_with};
+
+// Tickets, authenticators and the service's mutual reply.
+pub use authenticator::{
+    AUTH_SCHEME, Authenticator, CheckedAuthenticator, SESSION_KID, TimelyAuthenticator, authorization_value,
+    open_authenticator, open_authenticator_timely,
+};
+pub use binding::{BINDING_VERSION, RequestBinding, body_digest};
+pub use mutual::{ErrorDetail, MutualReply, verify_mutual_reply};
 pub use signing::{JwkSet, KdcSigningKey, KdcVerifier, PublicJwk};
 pub use ticket::{SealedTicket, TicketCheck, TicketClaims, TicketFlags, VerifiedTicket, mint_ticket, open_ticket};
-pub use time::{AcceptanceWindow, Clock, SystemClock, UnixMillis};
+
+// The KDC's exchanges and documents.
+pub use exchange::{IssuedTicket, REFRESH_FRACTION_PERCENT, new_nonce};
+pub use messages::{
+    EncTicketPart, InitialTicketRequest, KdcConfiguration, Keytab, KeytabEntry, PreAuthChallenge, PreAuthTimestamp,
+    RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
+};
+
+// HTTP vocabulary: problem documents, headers, caching.
+pub use caching::{DISCOVERY_MAX_AGE_SECS, MAX_CACHE_AGE_SECS, max_age};
+pub use headers::{AUTHENTICATION_INFO, AuthenticationInfo, Challenge, PREAUTH_SCHEME};
+pub use problem::{ABOUT_BLANK, PROBLEM_CONTENT_TYPE, PROBLEM_TYPE_PREFIX, Problem, ProblemKind, reason_phrase};

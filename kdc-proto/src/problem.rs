@@ -6,7 +6,7 @@
 //! parser ([`Problem::parse`]).
 //!
 //! ```
-//! use kdc_proto::problem::{Problem, ProblemKind};
+//! use kdc_proto::{Problem, ProblemKind};
 //!
 //! let body = Problem::new(ProblemKind::TicketExpired).detail("ticket_expired").to_json();
 //! assert_eq!(

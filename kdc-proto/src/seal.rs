@@ -17,9 +17,9 @@
 //! removes the 2^32-messages bound of random 96-bit nonces).
 //!
 //! ```
-//! use kdc_proto::{SecretKey, seal::{self, SealedObject, Usage}};
+//! use kdc_proto::{SealedObject, SecretKey, Usage, seal};
 //! let key = SecretKey::generate();
-//! let token = seal::seal(&key, "svc#1", Usage::Ticket, b"claims").unwrap();
+//! let token = seal(&key, "svc#1", Usage::Ticket, b"claims").unwrap();
 //! let obj = SealedObject::parse(&token, 4096).unwrap();
 //! assert_eq!(obj.kid(), "svc#1");
 //! assert_eq!(&obj.open(&key, Usage::Ticket).unwrap()[..], b"claims");

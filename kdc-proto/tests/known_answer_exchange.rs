@@ -3,7 +3,7 @@
 //! regenerated here from fixed keys, times and randomness and compared byte
 //! for byte with both files, so neither can drift from the code.
 //!
-//! Every sealed object is made with `seal::seal_with`, the code path `seal`
+//! Every sealed object is made with `kdc_proto::seal_with`, the code path `seal`
 //! itself takes, and then checked against the real code: each one opens with
 //! the function a real receiver uses (`open_ticket`, `open_authenticator`,
 //! `verify_mutual_reply`, `ErrorDetail::open`, the client's reply openers
@@ -20,21 +20,21 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use kdc_proto::authenticator::{SESSION_KID, authorization_value};
-use kdc_proto::headers::{AuthenticationInfo, Challenge};
-use kdc_proto::keys::long_term_kid;
 use kdc_proto::limits::{MAX_AUTHENTICATOR_LEN, MAX_SEALED_LEN};
-use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
-    TicketReply,
-};
-use kdc_proto::problem::{PROBLEM_CONTENT_TYPE, ProblemKind};
-use kdc_proto::seal::{self, SealRandomness, SealedObject, Usage};
+use kdc_proto::long_term_kid;
 use kdc_proto::{
     Argon2Params, Authenticator, ErrorDetail, IssuedTicket, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey,
     MutualReply, Principal, RequestBinding, SealedTicket, SecretKey, TicketCheck, TicketClaims, TicketFlags,
     UnixMillis, b64, derive_password_key, open_authenticator, open_ticket, password_salt, verify_mutual_reply,
 };
+use kdc_proto::{AuthenticationInfo, Challenge};
+use kdc_proto::{
+    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
+};
+use kdc_proto::{PROBLEM_CONTENT_TYPE, ProblemKind};
+use kdc_proto::{SESSION_KID, authorization_value};
+use kdc_proto::{SealRandomness, SealedObject, Usage};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -100,7 +100,7 @@ struct Sealed {
 
 fn seal_fixed(key: &SecretKey, key_name: &str, kid: &str, usage: Usage, plaintext: &[u8], label: &str) -> Sealed {
     let r = randomness(label);
-    let sealed = seal::seal_with(key, kid, usage, plaintext, &r).unwrap();
+    let sealed = kdc_proto::seal_with(key, kid, usage, plaintext, &r).unwrap();
     let header = String::from_utf8(b64::decode(sealed.split('.').next().unwrap(), "header").unwrap()).unwrap();
     Sealed {
         key: key_name.to_owned(),

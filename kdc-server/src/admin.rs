@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use auth_middleware::extract::MissingAuthLayer;
+use auth_middleware::MissingAuthLayer;
 use auth_middleware::{AuthRejection, AuthenticatedPrincipal, AuthorityPolicy, TicketAuthLayer};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -17,19 +17,21 @@ use serde_json::json;
 use tracing::Instrument as _;
 use zeroize::Zeroizing;
 
+use crate::api_error::ApiError;
+use crate::api_json::ApiJson;
 use crate::audit::{AuditEvent, EventKind, Outcome};
-use crate::error::{ApiError, KdcError};
-use crate::http::{ApiJson, AppState};
+use crate::error::KdcError;
 use crate::kdc::{ADMIN_ROLE, Credential, Kdc, PrincipalSpec};
 use crate::request::RequestContext;
+use crate::state::AppState;
 use crate::store::{PrincipalRecord, PrincipalUpdate};
 
 /// Largest page of a principal listing.
-pub const MAX_PAGE: u32 = 1000;
+pub(crate) const MAX_PAGE: u32 = 1000;
 
 /// A principal as the admin API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PrincipalView {
+pub(crate) struct PrincipalView {
     /// Full name.
     pub name: String,
     /// Immutable id.
@@ -69,7 +71,7 @@ impl PrincipalView {
 
 /// A page of principals.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PrincipalPage {
+pub(crate) struct PrincipalPage {
     /// The principals, by name.
     pub principals: Vec<PrincipalView>,
     /// Pass as `after` for the next page; absent on the last.
@@ -80,7 +82,7 @@ pub struct PrincipalPage {
 /// Listing parameters.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     /// Names after this one.
     after: Option<String>,
     /// Page size (default 100, at most 1000).
@@ -134,7 +136,7 @@ pub struct RotateRequest {
 
 /// The answer to a rotation.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Rotated {
+pub(crate) struct Rotated {
     /// The new key version.
     pub kvno: Kvno,
 }
@@ -208,9 +210,9 @@ where
                 Ok(answer)
             }
             Err(e) => {
-                let (status, problem) = e.status_and_slug();
-                let event = AuditEvent::new(kind, Outcome::of_status(status))
-                    .problem(problem)
+                let problem = e.problem_kind();
+                let event = AuditEvent::new(kind, Outcome::of_refusal(problem))
+                    .problem(problem.slug())
                     .actor(&actor)
                     .target(audit_target(&s.kdc, &target));
                 let _ = s.audit.record(ctx.stamp(event), now).await;
@@ -363,7 +365,7 @@ async fn rotate(
 
 /// A keytab sealed for the admin who asked (usage `session-secret-reply`).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct SealedKeytab {
+pub(crate) struct SealedKeytab {
     /// The JSON keytab, sealed under the admin ticket's session key.
     pub keytab_sealed: String,
 }
@@ -389,7 +391,7 @@ async fn keytab(
 }
 
 /// The admin routes: `(method, path, handler)`, all behind the admin layer.
-pub fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::routing::MethodRouter<AppState>)> {
+pub(crate) fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::routing::MethodRouter<AppState>)> {
     use axum::http::Method;
     use axum::routing::{MethodFilter, on};
     vec![
@@ -426,7 +428,7 @@ impl Kdc {
 /// the caller was disabled, deleted or demoted. One SQLite lookup by primary
 /// key per admin request, no cache: admin calls are rare, and a cache would
 /// need invalidating on writes from other processes (the `kdc` command).
-pub async fn require_current_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_current_admin(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let Some(caller) = req.extensions().get::<AuthenticatedPrincipal>().cloned() else {
         // The admin layer puts the caller there; without it the routes are
         // wired wrong, and the answer is a refusal.
@@ -453,7 +455,7 @@ pub async fn require_current_admin(State(s): State<AppState>, req: Request, next
 /// The admin routes with their guards, ready to merge into the KDC's
 /// router: the admin layer ([`AppState::admin`]) authenticates and checks
 /// the role in the ticket, then [`require_current_admin`] checks the store.
-pub fn admin_router(state: &AppState) -> Router<AppState> {
+pub(crate) fn admin_router(state: &AppState) -> Router<AppState> {
     let mut router = Router::new();
     for (_, path, handler) in admin_routes() {
         router = router.route(path, handler);
@@ -475,7 +477,7 @@ pub fn admin_router(state: &AppState) -> Router<AppState> {
 /// With `replay_state`, the layer's replay cache is kept across clean
 /// restarts in that file (see [`auth_middleware::replay_state`]); without it,
 /// admin requests are refused as stale for the first max-skew after a start.
-pub async fn admin_layer(
+pub(crate) async fn admin_layer(
     kdc: &Kdc,
     clock: std::sync::Arc<dyn kdc_proto::Clock>,
     replay_state: Option<&std::path::Path>,
@@ -503,7 +505,7 @@ pub async fn admin_layer(
 
 /// Keeps the admin layer's keys in step with the store (a `kdc principal
 /// rotate kadmin/admin` from another process is picked up within `every`).
-pub async fn refresh_admin_keys(state: AppState, layer: TicketAuthLayer, every: Duration) {
+pub(crate) async fn refresh_admin_keys(state: AppState, layer: TicketAuthLayer, every: Duration) {
     let name = Principal::admin_service(state.kdc.realm());
     let mut last: Option<Vec<Kvno>> = None;
     loop {
@@ -513,7 +515,7 @@ pub async fn refresh_admin_keys(state: AppState, layer: TicketAuthLayer, every: 
         if last.as_ref() == Some(&kvnos) {
             continue;
         }
-        if let Ok(ring) = auth_middleware::keys::ServiceKeyring::from_keytab(&kt, state.clock.now()) {
+        if let Ok(ring) = auth_middleware::ServiceKeyring::from_keytab(&kt, state.clock.now()) {
             layer.verifier().set_keyring(ring);
             last = Some(kvnos);
         }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use client_sdk::{ClientOptions, FileCache, KdcClient, MemoryCache, SdkError, ServiceRequest, TicketCache};
-use kdc_proto::messages::Keytab;
+use kdc_proto::Keytab;
 use kdc_proto::{Clock as _, Principal, SystemClock};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -35,7 +35,7 @@ use crate::cli::{KeytabCommand, PrincipalCommand};
     tkt login admin && kdc admin --kdc https://kdc.example.test principal list\n  \
     printf '%s\\n' \"$NEW_PASSWORD\" | kdc admin principal add carol --password-stdin --role reader\n  \
     kdc admin keytab export HTTP/hello.example.test --out hello.keytab")]
-pub struct AdminArgs {
+pub(crate) struct AdminArgs {
     /// The KDC's base URL [default: the KDC of the ticket cache's login].
     #[arg(long, env = "TKT_KDC_URL", value_name = "URL")]
     kdc: Option<String>,
@@ -82,7 +82,7 @@ const HOW_TO_LOG_IN: &str =
     "log in as an administrator first (`tkt login admin`, with the same TKT_CACHE), or pass --admin-password-stdin";
 
 /// Runs `kdc admin …`.
-pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let admin = Admin::connect(&args).await?;
     match args.command {
         AdminCommand::Principal(cmd) => admin.principal(cmd).await,
@@ -185,7 +185,7 @@ impl Admin {
             _ => Arc::new(MemoryCache::default()),
         };
         let ca_certificates = match &args.ca_cert {
-            Some(path) => client_sdk::tls::load_ca_file(path)?,
+            Some(path) => client_sdk::load_ca_file(path)?,
             None => Vec::new(),
         };
         let options = ClientOptions::default()

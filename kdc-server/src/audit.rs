@@ -4,24 +4,8 @@
 //! shows (`kdc audit verify`). The format, the event list and the policies
 //! (fsync, write failures, rotation) are in `docs/AUDIT.md`.
 //!
-//! Recording two events to a file and checking the chain:
-//!
-//! ```
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use kdc_proto::UnixMillis;
-//! use kdc_server::audit::{AuditEvent, AuditSink, EventKind, Outcome, verify};
-//!
-//! let dir = tempfile::tempdir()?;
-//! let path = dir.path().join("audit.log");
-//! let mut sink = AuditSink::open(&path.clone().into())?;
-//! let created = AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
-//! let rotated = AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
-//! sink.append(&[(created, UnixMillis(1_700_000_000_000)), (rotated, UnixMillis(1_700_000_000_500))])?;
-//! sink.sync()?;
-//! let summary = verify(std::io::BufReader::new(std::fs::File::open(&path)?))?;
-//! assert_eq!(summary.events, 2);
-//! # Ok(()) }
-//! ```
+//! Recording two events to a file and checking the chain: the test
+//! `two_events_recorded_to_a_file_verify_as_a_chain` below.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Read as _, Write};
@@ -39,29 +23,29 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The `prev` of the first line of a file: 64 zeros.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// How long an event may wait for `fdatasync` under [`FsyncPolicy::Interval`].
-pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long `kdc serve` waits at exit for administrative changes still
 /// running (and their events): longer than a change can take (the store's
 /// 10 s lock wait, then the wait for its event).
-pub const CHANGES_AT_SHUTDOWN: Duration = Duration::from_secs(30);
+pub(crate) const CHANGES_AT_SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// Most jobs the writer's queue holds: past that, ticket events are
 /// dropped (and counted), so a stuck disk cannot grow memory without bound.
-pub const QUEUE_CAPACITY: usize = 4096;
+pub(crate) const QUEUE_CAPACITY: usize = 4096;
 
 /// Queue slots ticket events leave free for administrative events.
-pub const ADMIN_RESERVE: usize = 64;
+pub(crate) const ADMIN_RESERVE: usize = 64;
 
 /// Longest a ticket exchange waits for its event to be written (and synced,
 /// as the policy says); the event stays queued past it.
-pub const TICKET_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const TICKET_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest an administrative change waits for its event (then `503`).
-pub const ADMIN_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const ADMIN_WAIT: Duration = Duration::from_secs(10);
 
 /// How long the writer may be in one write or sync before it counts as
 /// stuck: ticket exchanges then stop waiting for it, and administrative
@@ -75,12 +59,12 @@ const MAX_BATCH: usize = 512;
 /// bytes; the largest (a creation with 64 roles of 64 bytes) stays under
 /// 5 KiB. An event that would be longer loses its `changes` and `kvnos` and
 /// says `"truncated":true` ([`seal_line`]).
-pub const MAX_LINE_LEN: usize = 16 * 1024;
+pub(crate) const MAX_LINE_LEN: usize = 16 * 1024;
 
 /// Longest name an event holds in `actor`, `target` or `service`: a
 /// principal name's limit. A longer one (only a refused request can carry
 /// one) is cut there and ends with `…`.
-pub const MAX_NAME_LEN: usize = kdc_proto::limits::MAX_PRINCIPAL_LEN;
+pub(crate) const MAX_NAME_LEN: usize = kdc_proto::limits::MAX_PRINCIPAL_LEN;
 
 /// How much of a file's end is read at a time to find its last line:
 /// further back, up to [`MAX_VERIFY_LINE`], when the last line is longer
@@ -179,13 +163,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of an answer with `status`.
-    pub fn of_status(status: axum::http::StatusCode) -> Self {
-        match status {
-            s if s.is_success() => Self::Success,
-            s if s.is_server_error() => Self::Error,
-            _ => Self::Refused,
-        }
+    /// The outcome of an answer refused with problem `kind`: a failure on
+    /// the KDC's side (a kind answered `5xx`) or a refusal of the request.
+    pub fn of_refusal(kind: &kdc_proto::ProblemKind) -> Self {
+        if kind.status() >= 500 { Self::Error } else { Self::Refused }
     }
 }
 
@@ -395,7 +376,7 @@ fn is_hash(s: &str) -> bool {
 }
 
 /// `at` as RFC 3339 in UTC with milliseconds: `2026-11-25T09:30:00.123Z`.
-pub fn rfc3339(at: UnixMillis) -> String {
+pub(crate) fn rfc3339(at: UnixMillis) -> String {
     let (secs, millis) = (at.0 / 1000, at.0 % 1000);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Howard Hinnant's civil_from_days, for days on or after 1970-01-01.
@@ -520,7 +501,7 @@ pub enum FsyncPolicy {
 /// serving KDC and `kdc principal …` commands never interleave lines and
 /// each continues the chain from the other's last line.
 #[derive(Debug)]
-pub struct AuditFile {
+pub(crate) struct AuditFile {
     path: PathBuf,
     file: File,
     /// Device and inode of `file`: when `path` names another file (it was
@@ -576,7 +557,7 @@ fn read_tip(file: &File, len: u64) -> Result<Tip, AuditError> {
 impl AuditFile {
     /// Opens (creating, mode 0600) the file at `path` and reads where its
     /// chain ends. Fails when its last line is not an audit event.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, AuditError> {
         let (file, identity) = open_append(path)?;
         let mut f = Self { path: path.to_owned(), file, identity, len: 0, tip: Tip::genesis() };
         f.file.lock()?;
@@ -617,7 +598,7 @@ impl AuditFile {
     /// Appends `events` (each with its time) in one write, under the lock.
     /// On a failed write the file is cut back to where it was, so a partly
     /// written line never breaks the chain. Does not sync: see [`Self::sync`].
-    pub fn append(&mut self, events: &[(AuditEvent, UnixMillis)]) -> Result<(), AuditError> {
+    pub(crate) fn append(&mut self, events: &[(AuditEvent, UnixMillis)]) -> Result<(), AuditError> {
         self.follow_rotation()?;
         self.file.lock()?;
         let result = self.append_locked(events);
@@ -643,7 +624,7 @@ impl AuditFile {
     }
 
     /// `fdatasync`: what was appended is on disk when this returns.
-    pub fn sync(&self) -> Result<(), AuditError> {
+    pub(crate) fn sync(&self) -> Result<(), AuditError> {
         Ok(self.file.sync_data()?)
     }
 }
@@ -986,32 +967,37 @@ impl AuditLog {
         }
     }
 
-    /// The audit counters in the Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let counter =
-            |f: fn(&Stats) -> &AtomicU64| self.shared.as_ref().map_or(0, |s| f(&s.stats).load(Ordering::Relaxed));
-        let queued = self.shared.as_ref().map_or(0, |s| s.stats.queued.load(Ordering::Relaxed));
-        let stalled = self.shared.as_ref().is_some_and(|s| s.stats.stalled(s.limits.stall_after));
-        format!(
-            "# HELP kdc_audit_events_total Audit events written.\n# TYPE kdc_audit_events_total counter\n\
-             kdc_audit_events_total {}\n\
-             # HELP kdc_audit_write_failures_total Audit events that could not be written.\n\
-             # TYPE kdc_audit_write_failures_total counter\nkdc_audit_write_failures_total {}\n\
-             # HELP kdc_audit_sync_failures_total Syncs of written audit events to disk that failed.\n\
-             # TYPE kdc_audit_sync_failures_total counter\nkdc_audit_sync_failures_total {}\n\
-             # HELP kdc_audit_events_dropped_total Ticket events dropped because the audit queue was full.\n\
-             # TYPE kdc_audit_events_dropped_total counter\nkdc_audit_events_dropped_total {}\n\
-             # HELP kdc_audit_queue_length Audit events waiting for the writer.\n\
-             # TYPE kdc_audit_queue_length gauge\nkdc_audit_queue_length {queued}\n\
-             # HELP kdc_audit_writer_stalled 1 while the audit writer has been stuck in one write or sync for \
-             over 2 s.\n# TYPE kdc_audit_writer_stalled gauge\nkdc_audit_writer_stalled {}\n",
-            counter(|s| &s.written),
-            counter(|s| &s.failed),
-            counter(|s| &s.sync_failures),
-            counter(|s| &s.dropped),
-            u8::from(stalled),
-        )
+    /// A snapshot of the audit counters (for `GET /metrics`); all zero when
+    /// auditing is off.
+    pub fn stats(&self) -> AuditStats {
+        let Some(shared) = &self.shared else { return AuditStats::default() };
+        let s = &shared.stats;
+        AuditStats {
+            written: s.written.load(Ordering::Relaxed),
+            write_failures: s.failed.load(Ordering::Relaxed),
+            sync_failures: s.sync_failures.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed) as u64,
+            stalled: s.stalled(shared.limits.stall_after),
+        }
     }
+}
+
+/// A snapshot of an [`AuditLog`]'s counters ([`AuditLog::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditStats {
+    /// Events written since start.
+    pub written: u64,
+    /// Events that could not be written.
+    pub write_failures: u64,
+    /// Syncs to disk that failed.
+    pub sync_failures: u64,
+    /// Ticket events dropped because the queue was full.
+    pub dropped: u64,
+    /// Events waiting for the writer.
+    pub queued: u64,
+    /// The writer has been stuck in one write or sync for too long.
+    pub stalled: bool,
 }
 
 /// The writer thread: takes what is queued (up to [`MAX_BATCH`]), writes it
@@ -1200,6 +1186,22 @@ pub fn verify(mut reader: impl BufRead) -> Result<VerifySummary, VerifyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_events_recorded_to_a_file_verify_as_a_chain() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("audit.log");
+        let mut sink = AuditSink::open(&path.clone().into())?;
+        let created =
+            AuditEvent::new(EventKind::PrincipalCreated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
+        let rotated =
+            AuditEvent::new(EventKind::PrincipalRotated, Outcome::Success).actor("cli").target("alice@EXAMPLE.TEST");
+        sink.append(&[(created, UnixMillis(1_700_000_000_000)), (rotated, UnixMillis(1_700_000_000_500))])?;
+        sink.sync()?;
+        let summary = verify(std::io::BufReader::new(File::open(&path)?))?;
+        assert_eq!(summary.events, 2);
+        Ok(())
+    }
 
     fn event(n: u32) -> (AuditEvent, UnixMillis) {
         let e = AuditEvent::new(EventKind::TicketIssued, Outcome::Success)
@@ -1540,7 +1542,7 @@ mod tests {
             log.flush().await.unwrap();
             assert_eq!(verify_file(&path).unwrap().events, 20);
             assert!(log.check().is_ok());
-            assert!(log.metrics_text().contains("kdc_audit_events_total 20"));
+            assert_eq!(log.stats().written, 20);
         }
         let off = AuditLog::disabled();
         assert!(!off.is_enabled());
@@ -1574,12 +1576,6 @@ mod tests {
         }
     }
 
-    fn metric(log: &AuditLog, name: &str) -> u64 {
-        let text = log.metrics_text();
-        let line = text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("{text}"));
-        line.parse().unwrap()
-    }
-
     #[tokio::test]
     async fn a_stuck_writer_holds_ticket_events_back_briefly_and_the_queue_is_bounded() {
         let stuck = Stuck::default();
@@ -1603,16 +1599,16 @@ mod tests {
             assert!(r.is_err(), "{r:?}");
         }
         assert!(started.elapsed() < Duration::from_secs(2), "exchanges waited for a stuck writer");
-        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 10);
-        assert_eq!(metric(&log, "kdc_audit_queue_length"), room as u64);
-        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 1);
+        assert_eq!(log.stats().dropped, 10);
+        assert_eq!(log.stats().queued, room as u64);
+        assert!(log.stats().stalled);
         // The disk answers again: everything queued is written in order.
         stuck.release();
         tokio::time::timeout(Duration::from_secs(10), log.flush()).await.unwrap().unwrap();
         let written = stuck.out.lock().unwrap().clone();
         assert_eq!(verify(&written[..]).unwrap().events, room as u64 + 1);
-        assert_eq!(metric(&log, "kdc_audit_events_total"), room as u64 + 1);
-        assert_eq!(metric(&log, "kdc_audit_writer_stalled"), 0);
+        assert_eq!(log.stats().written, room as u64 + 1);
+        assert!(!log.stats().stalled);
         assert!(log.check().is_ok());
     }
 
@@ -1630,7 +1626,7 @@ mod tests {
             AuditLog::with_limits(AuditSink::stream(Box::new(stuck.clone())), FsyncPolicy::Interval, limits).unwrap();
         assert!(matches!(log.record(event(0).0, event(0).1).await, Err(AuditError::TimedOut)));
         // The writer holds the first event; six more fill the tickets' share.
-        while metric(&log, "kdc_audit_queue_length") > 0 {
+        while log.stats().queued > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         for n in 1..=6 {
@@ -1643,7 +1639,7 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(log.record(admin, UnixMillis(1)).await, Err(AuditError::TimedOut)), "queued, not dropped");
         assert!(started.elapsed() >= Duration::from_millis(200));
-        assert_eq!(metric(&log, "kdc_audit_events_dropped_total"), 1);
+        assert_eq!(log.stats().dropped, 1);
         stuck.release();
         log.flush().await.unwrap();
         let written = String::from_utf8(stuck.out.lock().unwrap().clone()).unwrap();
@@ -1671,9 +1667,9 @@ mod tests {
         let admin =
             AuditEvent::new(EventKind::PrincipalDeleted, Outcome::Success).actor("cli").target("x@EXAMPLE.TEST");
         assert!(log.record(admin, UnixMillis(1)).await.is_err(), "not durable: the change must hear of it");
-        assert_eq!(metric(&log, "kdc_audit_events_total"), 1);
-        assert_eq!(metric(&log, "kdc_audit_write_failures_total"), 0);
-        assert_eq!(metric(&log, "kdc_audit_sync_failures_total"), 1);
+        assert_eq!(log.stats().written, 1);
+        assert_eq!(log.stats().write_failures, 0);
+        assert_eq!(log.stats().sync_failures, 1);
         assert!(log.check().is_err());
         assert_eq!(verify(&out.lock().unwrap()[..]).unwrap().events, 1);
     }

@@ -16,17 +16,18 @@ use crate::audit::{AuditDestination, AuditEvent, AuditLog, AuditSink, EventKind,
 use crate::config::{DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_REALM, FileConfig, LogFormat};
 use crate::cors::AllowedOrigins;
 use crate::data_dir::{self, ADMIN_REPLAY_STATE, DirState};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::kdc::{BOOTSTRAP_ADMIN, Credential, Kdc, PrincipalSpec};
 use crate::master_key::MasterKey;
+use crate::state::AppState;
 use crate::store::{PrincipalKind, PrincipalStore, PrincipalUpdate, SqliteStore};
 
-pub use crate::data_dir::DATABASE_FILE;
+pub(crate) use crate::data_dir::DATABASE_FILE;
 
 /// The HTTP ticket authority's key distribution center.
 #[derive(Debug, Parser)]
 #[command(name = "kdc", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file [default: ./kdc.toml when present].
     #[arg(long, global = true, env = "KDC_CONFIG")]
     config: Option<PathBuf>,
@@ -765,7 +766,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     crate::config::advertised_base_url(s.public_url.as_deref(), addr, s.tls.is_some())?;
     let cors = AllowedOrigins::parse(&s.cors_origins)?;
     let tls = match &s.tls {
-        Some((cert, key)) => Some(Arc::new(auth_middleware::tls::ServerTls::from_pem_files(cert, key)?)),
+        Some((cert, key)) => Some(Arc::new(auth_middleware::ServerTls::from_pem_files(cert, key)?)),
         None => None,
     };
     // A realm is only created in a missing or empty directory: a mistyped
@@ -855,7 +856,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         .await?
         .with_cors(cors)
         .with_audit(audit.clone());
-    let limits = auth_middleware::serve::ServeLimits::default().shutdown_grace(s.shutdown_grace);
+    let limits = auth_middleware::ServeLimits::default().shutdown_grace(s.shutdown_grace);
     let served = http::serve_with_tls(listener, state, limits, tls.as_deref(), shutdown_signal()).await;
     // Admin changes run detached from their requests, so that a request
     // dropped by the shutdown grace cannot leave one made but unrecorded:

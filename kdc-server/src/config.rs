@@ -22,7 +22,7 @@ pub const DEFAULT_REALM: &str = "EXAMPLE.TEST";
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// The configuration file read from the working directory when no
 /// `--config` is given.
-pub const DEFAULT_CONFIG_FILE: &str = "kdc.toml";
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "kdc.toml";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -60,7 +60,7 @@ pub struct FileConfig {
     pub audit_log: Option<PathBuf>,
     /// When the audit trail is synced to disk. Defaults to `interval`.
     pub audit_fsync: Option<crate::audit::FsyncPolicy>,
-    /// The base URL clients reach this KDC at (see [`public_url`]).
+    /// The base URL clients reach this KDC at (see [`advertised_base_url`]).
     pub public_url: Option<String>,
     /// PEM certificate chain to serve https with.
     pub tls_cert: Option<PathBuf>,
@@ -171,7 +171,7 @@ mod tests {
 /// Why a public URL was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("public URL {url:?}: {reason}")]
-pub struct InvalidPublicUrl {
+pub(crate) struct InvalidPublicUrl {
     /// What was given.
     pub url: String,
     /// Why not.
@@ -181,7 +181,7 @@ pub struct InvalidPublicUrl {
 /// Checks a configured public base URL and returns it without a trailing
 /// `/`: `http` or `https`, a host, an optional port and path prefix, nothing
 /// else (no user info, query or fragment).
-pub fn parse_public_url(url: &str) -> Result<String, InvalidPublicUrl> {
+pub(crate) fn parse_public_url(url: &str) -> Result<String, InvalidPublicUrl> {
     let bad = |reason| InvalidPublicUrl { url: url.to_owned(), reason };
     let uri: axum::http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
@@ -198,7 +198,7 @@ pub fn parse_public_url(url: &str) -> Result<String, InvalidPublicUrl> {
 }
 
 /// The scheme the KDC serves: `https` with a certificate, else `http`.
-pub fn scheme(tls: bool) -> &'static str {
+pub(crate) fn scheme(tls: bool) -> &'static str {
     if tls { "https" } else { "http" }
 }
 

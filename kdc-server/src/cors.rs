@@ -26,23 +26,24 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// How long a browser may keep a preflight's answer: a change of the
 /// allowed methods or headers reaches pages within this.
-pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+pub(crate) const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The methods the KDC's routes use (public and `/admin`).
-pub const ALLOWED_METHODS: [Method; 5] = [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS];
+pub(crate) const ALLOWED_METHODS: [Method; 5] =
+    [Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS];
 
 /// Request headers a page may set beyond the CORS-safelisted ones: a
 /// ticket and authenticator, a JSON body, a request id.
-pub const ALLOWED_HEADERS: [HeaderName; 3] =
+pub(crate) const ALLOWED_HEADERS: [HeaderName; 3] =
     [header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-request-id")];
 
 /// Response headers a page's script may read beyond the safelisted ones:
 /// challenges and refusals (`WWW-Authenticate`), the admin API's mutual
 /// reply (`Authentication-Info`), throttling (`Retry-After`) and the
 /// request id.
-pub const EXPOSED_HEADERS: [HeaderName; 4] = [
+pub(crate) const EXPOSED_HEADERS: [HeaderName; 4] = [
     header::WWW_AUTHENTICATE,
-    HeaderName::from_static(kdc_proto::headers::AUTHENTICATION_INFO),
+    HeaderName::from_static(kdc_proto::AUTHENTICATION_INFO),
     header::RETRY_AFTER,
     HeaderName::from_static("x-request-id"),
 ];
@@ -59,7 +60,7 @@ pub struct InvalidOrigin {
 
 /// Whether a (normalised) origin is plain `http` on a host other than
 /// loopback: allowed, but such a page can be rewritten in transit.
-pub fn is_insecure_remote(origin: &str) -> bool {
+pub(crate) fn is_insecure_remote(origin: &str) -> bool {
     let Some(rest) = origin.strip_prefix("http://") else { return false };
     let host = match rest.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
@@ -73,7 +74,7 @@ pub fn is_insecure_remote(origin: &str) -> bool {
 /// without the scheme's default port. A trailing `/` is accepted; any other
 /// path, a query, a fragment or user info is refused, and so are `*` and
 /// `null`.
-pub fn parse_origin(origin: &str) -> Result<HeaderValue, InvalidOrigin> {
+pub(crate) fn parse_origin(origin: &str) -> Result<HeaderValue, InvalidOrigin> {
     let bad = |reason| InvalidOrigin { origin: origin.to_owned(), reason };
     let text = origin.trim();
     if text == "*" {
@@ -179,7 +180,7 @@ fn is_preflight(req: &Request) -> bool {
 /// `200`. It must sit outside the admin layer, since a preflight carries no
 /// ticket, and outside `uniform_errors`, so that refusals carry the CORS
 /// headers a page needs to read them.
-pub async fn cors(State(layer): State<Option<CorsLayer>>, req: Request, next: Next) -> Response {
+pub(crate) async fn cors(State(layer): State<Option<CorsLayer>>, req: Request, next: Next) -> Response {
     let Some(layer) = layer else { return next.run(req).await };
     if req.method() == Method::OPTIONS && !is_preflight(&req) {
         return next.run(req).await;

@@ -14,17 +14,17 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// File name of the SQLite database inside the data directory.
-pub const DATABASE_FILE: &str = "kdc.sqlite3";
+pub(crate) const DATABASE_FILE: &str = "kdc.sqlite3";
 
 /// The admin layer's replay cache in the data directory (and its `.lock`).
-pub const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
+pub(crate) const ADMIN_REPLAY_STATE: &str = "admin-replay.state";
 
 /// How many names of unrelated entries a refusal shows.
 const SHOWN: usize = 3;
 
 /// What a data directory holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DirState {
+pub(crate) enum DirState {
     /// It does not exist.
     Missing,
     /// It exists and is empty, or holds only the KDC's own files without a
@@ -39,7 +39,7 @@ pub enum DirState {
 /// A data directory that cannot be used as asked.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum DataDirError {
+pub(crate) enum DataDirError {
     /// Reading or creating it failed.
     #[error("data directory {path}: {source}")]
     Io {
@@ -86,7 +86,7 @@ fn is_own(name: &str) -> bool {
 }
 
 /// What `dir` holds, read without writing anything.
-pub fn inspect(dir: &Path) -> Result<DirState, DataDirError> {
+pub(crate) fn inspect(dir: &Path) -> Result<DirState, DataDirError> {
     let io = |source| DataDirError::Io { path: dir.to_owned(), source };
     match std::fs::metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DirState::Missing),
@@ -111,7 +111,7 @@ pub fn inspect(dir: &Path) -> Result<DirState, DataDirError> {
 /// Checks that a realm may be created in `dir` (when it holds none yet):
 /// [`DirState::Missing`], [`DirState::Empty`] or [`DirState::Store`] (whose
 /// store says whether it holds a realm). Writes nothing.
-pub fn check_for_new_realm(dir: &Path) -> Result<DirState, DataDirError> {
+pub(crate) fn check_for_new_realm(dir: &Path) -> Result<DirState, DataDirError> {
     match inspect(dir)? {
         DirState::Foreign(names) => {
             let mut found = names.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
@@ -126,7 +126,7 @@ pub fn check_for_new_realm(dir: &Path) -> Result<DirState, DataDirError> {
 
 /// Checks that `dir` holds a store, for commands that work on an existing
 /// realm. Writes nothing.
-pub fn require_store(dir: &Path) -> Result<(), DataDirError> {
+pub(crate) fn require_store(dir: &Path) -> Result<(), DataDirError> {
     match inspect(dir)? {
         DirState::Store => Ok(()),
         DirState::Missing => Err(DataDirError::Missing(dir.to_owned())),
@@ -136,7 +136,7 @@ pub fn require_store(dir: &Path) -> Result<(), DataDirError> {
 
 /// Creates `dir` (and missing parents) with mode 0700; an existing one is
 /// left as it is.
-pub fn create(dir: &Path) -> Result<(), DataDirError> {
+pub(crate) fn create(dir: &Path) -> Result<(), DataDirError> {
     if dir.exists() {
         return Ok(());
     }

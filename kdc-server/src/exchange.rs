@@ -5,21 +5,21 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use auth_middleware::ticket_cache::ticket_digest;
+use auth_middleware::ticket_digest;
 
-use kdc_proto::authenticator::SESSION_KID;
-use kdc_proto::keys::long_term_kid;
+use kdc_proto::SESSION_KID;
 use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::messages::{
-    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
-    TicketReply,
-};
-use kdc_proto::password::password_salt;
-use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::long_term_kid;
+use kdc_proto::password_salt;
 use kdc_proto::{
     AcceptanceWindow, Argon2Params, LongTermKey, Principal, ProtoError, SealedTicket, SecretKey, TicketCheck,
     TicketClaims, TicketFlags, UnixMillis, VerifiedTicket, b64, mint_ticket, open_authenticator, open_ticket,
 };
+use kdc_proto::{
+    EncTicketPart, InitialTicketRequest, PreAuthChallenge, PreAuthTimestamp, RenewRequest, ServiceTicketRequest,
+    TicketReply,
+};
+use kdc_proto::{SealedObject, Usage};
 use sha2::{Digest, Sha256};
 
 use crate::error::KdcError;
@@ -27,7 +27,7 @@ use crate::kdc::Kdc;
 use crate::policy::{LifetimeRequest, TicketTimes};
 use crate::store::{PrincipalKind, PrincipalRecord};
 use crate::throttle::Verdict;
-use auth_middleware::replay::{ReplayCache as _, ReplayEntry, ReplayRefusal};
+use auth_middleware::{ReplayCache as _, ReplayEntry, ReplayRefusal};
 
 /// Longest nonce a client may send.
 const MAX_NONCE_LEN: usize = 64;
@@ -207,7 +207,7 @@ impl Kdc {
     }
 
     fn seal_enc_part(key: &SecretKey, kid: &str, usage: Usage, enc: &EncTicketPart) -> Result<String, KdcError> {
-        seal::seal_json(key, kid, usage, enc).map_err(|_| KdcError::Internal("sealing the reply failed"))
+        kdc_proto::seal_json(key, kid, usage, enc).map_err(|_| KdcError::Internal("sealing the reply failed"))
     }
 
     /// The initial (AS) exchange: pre-authentication, then a ticket (by

@@ -2,140 +2,28 @@
 //! rejections, and the handlers that adapt HTTP to [`Kdc`] calls.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
-use kdc_proto::messages::{
+use kdc_proto::{ALG, ENC};
+use kdc_proto::{Argon2Params, UnixMillis, limits};
+use kdc_proto::{
     InitialTicketRequest, KdcConfiguration, RenewRequest, SealingAlgorithms, ServiceTicketRequest, TicketReply,
 };
-use kdc_proto::seal::{ALG, ENC};
-use kdc_proto::{Argon2Params, Clock, UnixMillis, limits};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use auth_middleware::TicketAuthLayer;
-use auth_middleware::serve::ServeLimits;
+use auth_middleware::ServeLimits;
 
-use crate::audit::{AuditEvent, AuditLog, EventKind, Exchange, Outcome};
-use crate::cors::AllowedOrigins;
-use crate::error::{ApiError, KdcError};
+use crate::api_error::ApiError;
+use crate::api_json::ApiJson;
+use crate::audit::{AuditEvent, EventKind, Exchange, Outcome};
+use crate::error::KdcError;
 use crate::exchange::Parties;
-use crate::kdc::Kdc;
 use crate::request::{RequestContext, RequestTracking};
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    /// The KDC.
-    pub kdc: Arc<Kdc>,
-    /// Where "now" comes from.
-    pub clock: Arc<dyn Clock>,
-    /// The base URL discovery advertises
-    /// ([`crate::config::advertised_base_url`]); never taken from a request.
-    pub public_url: String,
-    /// The layer guarding `/admin` (the KDC's own middleware, `kadmin/admin`).
-    pub admin: TicketAuthLayer,
-    /// The origins whose pages may call the KDC ([`crate::cors`]); empty by
-    /// default: no CORS headers at all.
-    pub cors: AllowedOrigins,
-    /// Where ticket and admin events are recorded ([`AppState::with_audit`]);
-    /// off unless configured.
-    pub audit: AuditLog,
-}
-
-impl AppState {
-    /// State for `kdc`, with the admin layer built from the KDC's own keys;
-    /// its replay cache is kept across clean restarts in `admin_replay_state`
-    /// when given (see [`crate::admin::admin_layer`]).
-    pub async fn new(
-        kdc: Arc<Kdc>,
-        clock: Arc<dyn Clock>,
-        public_url: String,
-        admin_replay_state: Option<&std::path::Path>,
-    ) -> Result<Self, KdcError> {
-        let admin = crate::admin::admin_layer(&kdc, clock.clone(), admin_replay_state).await?;
-        Ok(Self { kdc, clock, public_url, admin, cors: AllowedOrigins::default(), audit: AuditLog::disabled() })
-    }
-
-    /// The same state, with browser access for `origins`.
-    pub fn with_cors(self, origins: AllowedOrigins) -> Self {
-        Self { cors: origins, ..self }
-    }
-
-    /// Records ticket exchanges and admin changes to `audit`.
-    #[must_use]
-    pub fn with_audit(mut self, audit: AuditLog) -> Self {
-        self.audit = audit;
-        self
-    }
-}
-
-/// A JSON body whose every rejection is a problem+json answer: 400 for bad
-/// JSON or fields, 413 over the size limit, 415 without a JSON content type.
-#[derive(Debug)]
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::MissingJsonContentType(_) => KdcError::UnsupportedMediaType,
-                JsonRejection::JsonDataError(e) => KdcError::Malformed(e.body_text()),
-                JsonRejection::JsonSyntaxError(_) => KdcError::Malformed("body is not valid JSON".to_owned()),
-                JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                    KdcError::PayloadTooLarge
-                }
-                _ => KdcError::Malformed("could not read the request body".to_owned()),
-            }
-            .into()),
-        }
-    }
-}
-
-/// Most `X-Forwarded-For` entries walked through trusted proxies.
-const MAX_FORWARDED_HOPS: usize = 16;
-
-/// The client behind `peer`: `peer` itself unless it is one of `trusted`;
-/// then the rightmost `X-Forwarded-For` entry (across all such headers, in
-/// order) that is not a trusted proxy. Entries left of that one are whatever
-/// the client chose to send and are never read. When the walk meets an entry
-/// that is not an address, or only trusted proxies, or more than
-/// [`MAX_FORWARDED_HOPS`] of them, the client is the last trusted hop: the
-/// request is then counted under a proxy's address, never under one the
-/// client picked.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    let is_trusted = |a: IpAddr| trusted.iter().any(|t| t.to_canonical() == a.to_canonical());
-    if !is_trusted(peer) {
-        return peer;
-    }
-    let entries = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .rev()
-        // A value that is not text yields one entry that is not an address.
-        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
-    let mut client = peer;
-    for entry in entries.take(MAX_FORWARDED_HOPS) {
-        let entry = entry.trim();
-        // Some proxies append a port: `192.0.2.7:5555`, `[2001:db8::7]:5555`.
-        let addr = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()));
-        match addr {
-            Some(a) if is_trusted(a) => client = a,
-            Some(a) => return a,
-            None => return client,
-        }
-    }
-    client
-}
+use crate::state::AppState;
 
 /// Records the end of a ticket exchange in the audit trail and makes it the
 /// answer. A failed audit write is counted and logged by the audit log but
@@ -158,9 +46,9 @@ async fn audited_exchange(
         Ok(_) if exchange == Exchange::Renew => AuditEvent::new(EventKind::TicketRenewed, Outcome::Success),
         Ok(_) => AuditEvent::new(EventKind::TicketIssued, Outcome::Success),
         Err(e) => {
-            let (status, problem) = e.error().status_and_slug();
-            AuditEvent::new(EventKind::TicketRefused, Outcome::of_status(status))
-                .problem(problem)
+            let kind = e.error().problem_kind();
+            AuditEvent::new(EventKind::TicketRefused, Outcome::of_refusal(kind))
+                .problem(kind.slug())
                 .reason(parties.reason)
         }
     };
@@ -183,9 +71,11 @@ async fn initial_ticket(
     let now = s.clock.now();
     let mut parties = Parties::default();
     let result = match body {
-        Ok(ApiJson(req)) => {
-            s.kdc.initial_ticket(req, ctx.client, now, &mut parties).await.map_err(|e| s.kdc.refused(e))
-        }
+        Ok(ApiJson(req)) => s
+            .kdc
+            .initial_ticket(req, ctx.client, now, &mut parties)
+            .await
+            .map_err(|e| ApiError::in_realm(s.kdc.refused(e), s.kdc.realm())),
         Err(e) => Err(e),
     };
     audited_exchange(&s, &ctx, Exchange::Initial, parties, result, now).await
@@ -199,7 +89,11 @@ async fn service_ticket(
     let now = s.clock.now();
     let mut parties = Parties::default();
     let result = match body {
-        Ok(ApiJson(req)) => s.kdc.service_ticket(req, now, &mut parties).await.map_err(|e| s.kdc.refused(e)),
+        Ok(ApiJson(req)) => s
+            .kdc
+            .service_ticket(req, now, &mut parties)
+            .await
+            .map_err(|e| ApiError::in_realm(s.kdc.refused(e), s.kdc.realm())),
         Err(e) => Err(e),
     };
     audited_exchange(&s, &ctx, Exchange::Service, parties, result, now).await
@@ -213,7 +107,11 @@ async fn renew(
     let now = s.clock.now();
     let mut parties = Parties::default();
     let result = match body {
-        Ok(ApiJson(req)) => s.kdc.renew_ticket(req, now, &mut parties).await.map_err(|e| s.kdc.refused(e)),
+        Ok(ApiJson(req)) => s
+            .kdc
+            .renew_ticket(req, now, &mut parties)
+            .await
+            .map_err(|e| ApiError::in_realm(s.kdc.refused(e), s.kdc.realm())),
         Err(e) => Err(e),
     };
     audited_exchange(&s, &ctx, Exchange::Renew, parties, result, now).await
@@ -222,7 +120,7 @@ async fn renew(
 /// `body` with `Cache-Control: public, max-age=…`: clients, services and
 /// caches in between may keep discovery and the JWK set that long.
 fn cacheable<T>(body: T) -> ([(header::HeaderName, String); 1], T) {
-    let age = kdc_proto::caching::DISCOVERY_MAX_AGE_SECS;
+    let age = kdc_proto::DISCOVERY_MAX_AGE_SECS;
     ([(header::CACHE_CONTROL, format!("public, max-age={age}"))], body)
 }
 
@@ -267,8 +165,7 @@ async fn readyz(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Re
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let text = s.kdc.metrics_text() + &s.audit.metrics_text();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], crate::metrics::render(&s.kdc, &s.audit))
 }
 
 /// Whether an answer's body is JSON (problem+json, or `/readyz`'s status).
@@ -278,7 +175,7 @@ fn is_json(resp: &Response) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|ct| ct.split(';').next())
         .map(|ct| ct.trim().to_ascii_lowercase())
-        .is_some_and(|ct| ct == "application/json" || ct == kdc_proto::problem::PROBLEM_CONTENT_TYPE)
+        .is_some_and(|ct| ct == "application/json" || ct == kdc_proto::PROBLEM_CONTENT_TYPE)
 }
 
 /// Rewrites an error answer whose body is not JSON into the problem for its
@@ -290,7 +187,7 @@ pub(crate) async fn uniform_errors(resp: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json(&resp) {
         return resp;
     }
-    let Some(error) = KdcError::for_rejection(status) else { return resp };
+    let Some(error) = crate::api_error::error_for_rejection(status) else { return resp };
     let (parts, _) = resp.into_parts();
     let mut fixed = ApiError::from(error).into_response();
     // The problem's own headers (its content type, a challenge) win; every
@@ -314,7 +211,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Every route the KDC serves: `(method, path, handler)`. The router is built
 /// from this table alone, and a test checks it against `openapi.yaml`.
-pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+pub(crate) fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
     vec![
         (Method::POST, "/tickets/initial", on(MethodFilter::POST, initial_ticket)),
         (Method::POST, "/tickets", on(MethodFilter::POST, service_ticket)),
@@ -386,7 +283,7 @@ pub async fn serve_with_tls(
     listener: tokio::net::TcpListener,
     state: AppState,
     limits: ServeLimits,
-    tls: Option<&auth_middleware::tls::ServerTls>,
+    tls: Option<&auth_middleware::ServerTls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     /// Stops the admin-key refresher when serving ends or is dropped.
@@ -410,8 +307,8 @@ pub async fn serve_with_tls(
     )));
     let admin = state.admin.clone();
     let stopped = match tls {
-        Some(tls) => auth_middleware::serve::serve_tls(listener, app(state), limits, tls, shutdown).await?,
-        None => auth_middleware::serve::serve(listener, app(state), limits, shutdown).await?,
+        Some(tls) => auth_middleware::serve_tls(listener, app(state), limits, tls, shutdown).await?,
+        None => auth_middleware::serve(listener, app(state), limits, shutdown).await?,
     };
     if stopped.drained {
         // Every request has been answered: keep the admin replay cache for
@@ -422,60 +319,5 @@ pub async fn serve_with_tls(
         // saying "running", so the next start warms up instead.
         tracing::warn!("not saving the admin replay cache: requests were still open at shutdown");
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    fn forwarded(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append("x-forwarded-for", v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
-        let h = forwarded(&["203.0.113.7"]);
-        assert_eq!(client_address(ip("192.0.2.1"), &h, &[]), ip("192.0.2.1"));
-        assert_eq!(client_address(ip("192.0.2.1"), &h, &[ip("10.0.0.1")]), ip("192.0.2.1"));
-        assert_eq!(client_address(ip("10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
-        assert_eq!(client_address(ip("::ffff:10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
-    }
-
-    #[test]
-    fn the_rightmost_untrusted_entry_is_the_client() {
-        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
-        let peer = ip("10.0.0.1");
-        // The client sent a spoofed entry; the proxies appended what they saw.
-        let h = forwarded(&["198.51.100.1, 203.0.113.7", "10.0.0.2"]);
-        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
-        let h = forwarded(&["198.51.100.1,203.0.113.7:5555, 10.0.0.2"]);
-        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
-        let h = forwarded(&["[2001:db8::7]:5555"]);
-        assert_eq!(client_address(peer, &h, &trusted), ip("2001:db8::7"));
-    }
-
-    #[test]
-    fn garbage_missing_or_endless_entries_count_under_the_last_trusted_hop() {
-        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
-        let peer = ip("10.0.0.1");
-        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
-        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, unknown"]), &trusted), peer);
-        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, 10.0.0.2, "]), &trusted), peer);
-        assert_eq!(client_address(peer, &forwarded(&["10.0.0.2"]), &trusted), ip("10.0.0.2"));
-        let endless = vec!["10.0.0.2"; 100].join(",");
-        let h = forwarded(&[&format!("203.0.113.7,{endless}")]);
-        assert_eq!(client_address(peer, &h, &trusted), ip("10.0.0.2"));
-        let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"203.0.113.\xff").unwrap());
-        assert_eq!(client_address(peer, &h, &trusted), peer);
     }
 }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use kdc_proto::messages::{Keytab, KeytabEntry};
-use kdc_proto::password::password_salt;
+use kdc_proto::password_salt;
 use kdc_proto::{
     Argon2Params, JwkSet, KdcSigningKey, KdcVerifier, Kvno, LongTermKey, Principal, Realm, SecretKey, b64,
     derive_password_key, limits,
 };
+use kdc_proto::{Keytab, KeytabEntry};
 use zeroize::Zeroizing;
 
 use crate::error::KdcError;
@@ -21,17 +21,17 @@ use crate::store::{
     StoredSigningKey,
 };
 use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
-use auth_middleware::replay::{InMemoryReplayCache, ReplayCache as _};
+use auth_middleware::{InMemoryReplayCache, ReplayCache as _};
 
 /// Name of the bootstrap administrator created by `kdc init`.
-pub const BOOTSTRAP_ADMIN: &str = "admin";
+pub(crate) const BOOTSTRAP_ADMIN: &str = "admin";
 /// The role that grants administration.
-pub const ADMIN_ROLE: &str = "admin";
+pub(crate) const ADMIN_ROLE: &str = "admin";
 /// Capacity of the KDC's replay cache (entries).
-pub const REPLAY_CAPACITY: usize = 1_000_000;
+pub(crate) const REPLAY_CAPACITY: usize = 1_000_000;
 /// Most replay-cache entries one principal may hold: one authenticated client
 /// flooding the KDC cannot lock the others out.
-pub const REPLAY_PER_PRINCIPAL: usize = 100_000;
+pub(crate) const REPLAY_PER_PRINCIPAL: usize = 100_000;
 
 /// How a new principal gets its first key.
 pub enum Credential {
@@ -71,7 +71,7 @@ pub struct Kdc {
     pub(crate) fake_key_secret: SecretKey,
     pub(crate) issued: IssuedCounters,
     /// Presented tickets (TGTs, renewals) whose seal and signature verified.
-    pub(crate) verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache,
+    pub(crate) verified_tickets: auth_middleware::VerifiedTicketCache,
     /// A principal id with live keys and a key sealed for it, for the unknown-name
     /// path of pre-authentication to do the work a real name does.
     pub(crate) decoy: (String, StoredKey),
@@ -91,6 +91,27 @@ pub struct IssuedCounters {
     pub service: std::sync::atomic::AtomicU64,
     /// Renewals.
     pub renewed: std::sync::atomic::AtomicU64,
+}
+
+/// A snapshot of [`Kdc`]'s counters ([`Kdc::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KdcStats {
+    /// Initial (AS) exchanges that issued a ticket since start.
+    pub issued_initial: u64,
+    /// Service-ticket (TGS) exchanges that issued a ticket since start.
+    pub issued_service: u64,
+    /// Renewals since start.
+    pub renewed: u64,
+    /// Pre-authentication challenges answered since start.
+    pub preauth_challenges: u64,
+    /// Refused exchanges since start, by problem kind slug.
+    pub refusals: std::collections::BTreeMap<&'static str, u64>,
+    /// Entries in the replay cache.
+    pub replay_cache_entries: u64,
+    /// Entries in the verified-ticket cache.
+    pub verified_ticket_cache_entries: u64,
+    /// Failed-pre-authentication counters held by the throttle.
+    pub throttle_entries: u64,
 }
 
 impl std::fmt::Debug for Kdc {
@@ -227,7 +248,7 @@ impl Kdc {
             throttle: PreAuthThrottle::new(throttle),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
-            verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
+            verified_tickets: auth_middleware::VerifiedTicketCache::new(100_000),
             refusals: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             challenges: std::sync::atomic::AtomicU64::new(0),
             decoy: (tgs.id, decoy),
@@ -381,57 +402,31 @@ impl Kdc {
         &self.issued
     }
 
-    /// Counts a refused exchange and readies it for HTTP.
-    pub fn refused(&self, e: KdcError) -> crate::error::ApiError {
+    /// Counts a refused exchange (for [`Kdc::stats`]) and hands it back.
+    pub fn refused(&self, e: KdcError) -> KdcError {
         if matches!(e, KdcError::PreAuthRequired(_)) {
             self.challenges.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         } else {
-            let (_, kind) = e.status_and_slug();
+            let kind = e.problem_kind().slug();
             *self.refusals.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += 1;
         }
-        e.in_realm(&self.realm)
+        e
     }
 
-    /// The KDC's metrics in the Prometheus text format (`GET /metrics`).
-    pub fn metrics_text(&self) -> String {
-        use std::fmt::Write as _;
+    /// A snapshot of the KDC's counters and cache sizes (for `GET /metrics`,
+    /// which [`crate::metrics`] renders).
+    pub fn stats(&self) -> KdcStats {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP kdc_tickets_issued_total Tickets issued, by exchange.");
-        let _ = writeln!(out, "# TYPE kdc_tickets_issued_total counter");
-        for (exchange, n) in
-            [("initial", &self.issued.initial), ("service", &self.issued.service), ("renew", &self.issued.renewed)]
-        {
-            let _ = writeln!(out, "kdc_tickets_issued_total{{exchange=\"{exchange}\"}} {}", n.load(Relaxed));
+        KdcStats {
+            issued_initial: self.issued.initial.load(Relaxed),
+            issued_service: self.issued.service.load(Relaxed),
+            renewed: self.issued.renewed.load(Relaxed),
+            preauth_challenges: self.challenges.load(Relaxed),
+            refusals: self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            replay_cache_entries: self.replay.len() as u64,
+            verified_ticket_cache_entries: self.verified_tickets.len() as u64,
+            throttle_entries: self.throttle.tracked() as u64,
         }
-        let _ = writeln!(
-            out,
-            "# HELP kdc_preauth_challenges_total Pre-authentication challenges answered (the first step of a login)."
-        );
-        let _ = writeln!(out, "# TYPE kdc_preauth_challenges_total counter");
-        let _ = writeln!(out, "kdc_preauth_challenges_total {}", self.challenges.load(Relaxed));
-        let _ = writeln!(
-            out,
-            "# HELP kdc_requests_refused_total Refused exchanges, by problem kind (the pre-authentication challenge \
-             is not one: see kdc_preauth_challenges_total)."
-        );
-        let _ = writeln!(out, "# TYPE kdc_requests_refused_total counter");
-        for (kind, n) in self.refusals.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "kdc_requests_refused_total{{problem=\"{kind}\"}} {n}");
-        }
-        let _ = writeln!(out, "# HELP kdc_replay_cache_entries Entries in the KDC's replay cache.");
-        let _ = writeln!(out, "# TYPE kdc_replay_cache_entries gauge");
-        let _ = writeln!(out, "kdc_replay_cache_entries {}", self.replay.len());
-        let _ = writeln!(out, "# HELP kdc_verified_ticket_cache_entries Presented tickets already verified.");
-        let _ = writeln!(out, "# TYPE kdc_verified_ticket_cache_entries gauge");
-        let _ = writeln!(out, "kdc_verified_ticket_cache_entries {}", self.verified_tickets.len());
-        let _ = writeln!(
-            out,
-            "# HELP kdc_throttle_entries Failed-pre-authentication counters held (bounded by max_tracked)."
-        );
-        let _ = writeln!(out, "# TYPE kdc_throttle_entries gauge");
-        let _ = writeln!(out, "kdc_throttle_entries {}", self.throttle.tracked());
-        out
     }
 
     /// The store.

@@ -1,5 +1,5 @@
 //! The `kdc` command: see `kdc --help` and the README.
 
 fn main() -> std::process::ExitCode {
-    kdc_server::cli::main()
+    kdc_server::main()
 }

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 
 use kdc_proto::SecretKey;
 use kdc_proto::limits::MAX_SEALED_LEN;
-use kdc_proto::seal::{self, SealedObject, Usage};
+use kdc_proto::{SealedObject, Usage};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// File name of the master key inside the data directory.
-pub const MASTER_KEY_FILE: &str = "master.key";
+pub(crate) const MASTER_KEY_FILE: &str = "master.key";
 
 /// Why the master key could not be had or used.
 #[derive(Debug, Error)]
@@ -86,7 +86,7 @@ impl MasterKey {
     /// binding is in the authenticated header, so a sealed key copied onto
     /// another row will not open there.
     pub fn seal_key(&self, owner: &str, key: &SecretKey) -> Result<String, MasterKeyError> {
-        seal::seal(&self.0, owner, Usage::KeyAtRest, key.expose()).map_err(|_| MasterKeyError::Seal)
+        kdc_proto::seal(&self.0, owner, Usage::KeyAtRest, key.expose()).map_err(|_| MasterKeyError::Seal)
     }
 
     /// Opens a key sealed by [`Self::seal_key`] for the same `owner`.

@@ -31,10 +31,10 @@ use kdc_proto::Principal;
 use thiserror::Error;
 
 /// The fewest characters (Unicode scalar values) a password may have.
-pub const MIN_PASSWORD_CHARS: usize = 12;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 12;
 
 /// The longest password accepted, in bytes.
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Why a password was refused. The messages say what to change, never the
 /// password.
@@ -96,7 +96,7 @@ fn is_sequence(s: &str) -> bool {
 }
 
 /// Checks `password` for `principal` against the policy.
-pub fn check(password: &str, principal: &Principal) -> Result<(), WeakPassword> {
+pub(crate) fn check(password: &str, principal: &Principal) -> Result<(), WeakPassword> {
     if password.len() > MAX_PASSWORD_BYTES {
         return Err(WeakPassword::TooLong);
     }

@@ -4,43 +4,31 @@
 //! so to audit events) in a [`RequestContext`], and exactly one log line per
 //! request once it is answered.
 //!
-//! ```
-//! # async fn demo() {
-//! use axum::{Router, routing::get};
-//! use kdc_server::request::{RequestContext, RequestTracking, track};
-//! use tower::ServiceExt as _;
-//!
-//! let app = Router::new()
-//!     .route("/", get(|ctx: RequestContext| async move { ctx.id.to_string() }))
-//!     .layer(axum::middleware::from_fn_with_state(RequestTracking::new(&[]), track));
-//! let req = axum::http::Request::builder().uri("/").header("x-request-id", "abc-123").body(axum::body::Body::empty()).unwrap();
-//! let resp = app.oneshot(req).await.unwrap();
-//! assert_eq!(resp.headers()["x-request-id"], "abc-123");
-//! # }
-//! ```
+//! (The test `a_sane_request_id_is_echoed` below shows it end to end.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{HeaderName, HeaderValue, header, request::Parts};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kdc_proto::b64;
 use serde_json::Value;
 use tracing::Instrument as _;
 
-use crate::error::{ApiError, KdcError};
+use crate::api_error::ApiError;
+use crate::error::KdcError;
 
 /// The request and response header carrying the request id.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest request id taken from a caller.
-pub const MAX_REQUEST_ID_LEN: usize = 64;
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 64;
 
 /// What a problem's `instance` starts with; the request id follows.
-pub const INSTANCE_PREFIX: &str = "urn:kdc-http:request:";
+pub(crate) const INSTANCE_PREFIX: &str = "urn:kdc-http:request:";
 
 /// Largest problem body rewritten to carry `instance` (the KDC's own are a
 /// few hundred bytes).
@@ -49,18 +37,18 @@ const MAX_PROBLEM_BYTES: usize = 16 * 1024;
 /// A request id: 1 to [`MAX_REQUEST_ID_LEN`] of `A-Z a-z 0-9 - . _ ~ : + = /`,
 /// so it can go in a header, a log line and a URN as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(String);
+pub(crate) struct RequestId(String);
 
 impl RequestId {
     /// A fresh id: 16 random bytes, base64url (22 characters).
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         let mut bytes = [0u8; 16];
         rand::fill(&mut bytes[..]);
         Self(b64::encode(bytes))
     }
 
     /// `s` as a request id, if it is one.
-    pub fn parse(s: &str) -> Option<Self> {
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         let ok = (1..=MAX_REQUEST_ID_LEN).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:+=/".contains(&b));
         ok.then(|| Self(s.to_owned()))
@@ -69,7 +57,7 @@ impl RequestId {
     /// The id from the request's `X-Request-Id` (one header, sane), else a
     /// fresh one. A caller's id is a correlation aid, not an identity: it
     /// is kept so a proxy's or client's logs line up with the KDC's.
-    pub fn for_request(headers: &axum::http::HeaderMap) -> Self {
+    pub(crate) fn for_request(headers: &axum::http::HeaderMap) -> Self {
         let mut given = headers.get_all(&X_REQUEST_ID).iter();
         match (given.next(), given.next()) {
             (Some(v), None) => v.to_str().ok().and_then(Self::parse).unwrap_or_else(Self::generate),
@@ -78,12 +66,12 @@ impl RequestId {
     }
 
     /// The id.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The `instance` of a problem answering this request.
-    pub fn instance(&self) -> String {
+    pub(crate) fn instance(&self) -> String {
         format!("{INSTANCE_PREFIX}{}", self.0)
     }
 }
@@ -96,18 +84,18 @@ impl std::fmt::Display for RequestId {
 
 /// What [`track`] learnt about a request before any handler ran.
 #[derive(Debug, Clone)]
-pub struct RequestContext {
+pub(crate) struct RequestContext {
     /// Its id.
     pub id: RequestId,
     /// The client address: the peer, or behind a trusted proxy the address
-    /// it forwarded for ([`crate::http::client_address`]). `None` without
+    /// it forwarded for ([`client_address`]). `None` without
     /// connect info (router tests driven by `oneshot`).
     pub client: Option<IpAddr>,
 }
 
 impl RequestContext {
     /// `event` with this request's id and client address.
-    pub fn stamp(&self, event: crate::audit::AuditEvent) -> crate::audit::AuditEvent {
+    pub(crate) fn stamp(&self, event: crate::audit::AuditEvent) -> crate::audit::AuditEvent {
         event.request(self.id.as_str(), self.client)
     }
 }
@@ -127,13 +115,13 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 
 /// What [`track`] needs: the proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone)]
-pub struct RequestTracking {
+pub(crate) struct RequestTracking {
     trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl RequestTracking {
     /// Tracking that believes `X-Forwarded-For` from `trusted_proxies` only.
-    pub fn new(trusted_proxies: &[IpAddr]) -> Self {
+    pub(crate) fn new(trusted_proxies: &[IpAddr]) -> Self {
         Self { trusted_proxies: trusted_proxies.into() }
     }
 }
@@ -144,11 +132,11 @@ impl RequestTracking {
 /// and logs one line: method, path (never the query), status, latency,
 /// request id and client address. Never a header or a body: they carry
 /// tickets, authenticators and sealed secrets.
-pub async fn track(State(t): State<RequestTracking>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn track(State(t): State<RequestTracking>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = RequestId::for_request(req.headers());
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let client = peer.map(|p| crate::http::client_address(p, req.headers(), &t.trusted_proxies));
+    let client = peer.map(|p| client_address(p, req.headers(), &t.trusted_proxies));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(RequestContext { id: id.clone(), client });
@@ -174,7 +162,7 @@ pub async fn track(State(t): State<RequestTracking>, mut req: Request, next: Nex
 /// `map_response` for routes whose answers are signed inside the router
 /// (the admin API's mutual reply covers the body): puts `instance` in a
 /// problem before the signature is made. [`track`] does it for the rest.
-pub async fn problem_instance(ctx: RequestContext, resp: Response) -> Response {
+pub(crate) async fn problem_instance(ctx: RequestContext, resp: Response) -> Response {
     with_instance(resp, &ctx.id).await
 }
 
@@ -212,6 +200,42 @@ async fn with_instance(resp: Response, id: &RequestId) -> Response {
     Response::from_parts(parts, axum::body::Body::from(rewritten.unwrap_or_else(|| bytes.to_vec())))
 }
 
+/// Most `X-Forwarded-For` entries walked through trusted proxies.
+const MAX_FORWARDED_HOPS: usize = 16;
+
+/// The client behind `peer`: `peer` itself unless it is one of `trusted`;
+/// then the rightmost `X-Forwarded-For` entry (across all such headers, in
+/// order) that is not a trusted proxy. Entries left of that one are whatever
+/// the client chose to send and are never read. When the walk meets an entry
+/// that is not an address, or only trusted proxies, or more than
+/// [`MAX_FORWARDED_HOPS`] of them, the client is the last trusted hop: the
+/// request is then counted under a proxy's address, never under one the
+/// client picked.
+pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let is_trusted = |a: IpAddr| trusted.iter().any(|t| t.to_canonical() == a.to_canonical());
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        // A value that is not text yields one entry that is not an address.
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+    let mut client = peer;
+    for entry in entries.take(MAX_FORWARDED_HOPS) {
+        let entry = entry.trim();
+        // Some proxies append a port: `192.0.2.7:5555`, `[2001:db8::7]:5555`.
+        let addr = entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()));
+        match addr {
+            Some(a) if is_trusted(a) => client = a,
+            Some(a) => return a,
+            None => return client,
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +243,67 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use tower::ServiceExt as _;
+
+    #[tokio::test]
+    async fn a_sane_request_id_is_echoed() {
+        let app = Router::new()
+            .route("/", get(|ctx: RequestContext| async move { ctx.id.to_string() }))
+            .layer(axum::middleware::from_fn_with_state(RequestTracking::new(&[]), track));
+        let req =
+            axum::http::Request::builder().uri("/").header("x-request-id", "abc-123").body(Body::empty()).unwrap();
+        let resp = app.oneshot(req).await.unwrap();
+        assert_eq!(resp.headers()["x-request-id"], "abc-123");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn x_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
+        let h = forwarded(&["203.0.113.7"]);
+        assert_eq!(client_address(ip("192.0.2.1"), &h, &[]), ip("192.0.2.1"));
+        assert_eq!(client_address(ip("192.0.2.1"), &h, &[ip("10.0.0.1")]), ip("192.0.2.1"));
+        assert_eq!(client_address(ip("10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
+        assert_eq!(client_address(ip("::ffff:10.0.0.1"), &h, &[ip("10.0.0.1")]), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn the_rightmost_untrusted_entry_is_the_client() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let peer = ip("10.0.0.1");
+        // The client sent a spoofed entry; the proxies appended what they saw.
+        let h = forwarded(&["198.51.100.1, 203.0.113.7", "10.0.0.2"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
+        let h = forwarded(&["198.51.100.1,203.0.113.7:5555, 10.0.0.2"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("203.0.113.7"));
+        let h = forwarded(&["[2001:db8::7]:5555"]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("2001:db8::7"));
+    }
+
+    #[test]
+    fn garbage_missing_or_endless_entries_count_under_the_last_trusted_hop() {
+        let trusted = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let peer = ip("10.0.0.1");
+        assert_eq!(client_address(peer, &HeaderMap::new(), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, unknown"]), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["203.0.113.7, 10.0.0.2, "]), &trusted), peer);
+        assert_eq!(client_address(peer, &forwarded(&["10.0.0.2"]), &trusted), ip("10.0.0.2"));
+        let endless = vec!["10.0.0.2"; 100].join(",");
+        let h = forwarded(&[&format!("203.0.113.7,{endless}")]);
+        assert_eq!(client_address(peer, &h, &trusted), ip("10.0.0.2"));
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", axum::http::HeaderValue::from_bytes(b"203.0.113.\xff").unwrap());
+        assert_eq!(client_address(peer, &h, &trusted), peer);
+    }
 
     #[test]
     fn request_ids_are_bounded_tokens() {

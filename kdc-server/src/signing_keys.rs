@@ -29,30 +29,30 @@ use crate::store::{StoreError, StoredSigningKey};
 /// How often a serving KDC re-reads its signing keys from the store, so a
 /// rotation made by another process (the `kdc` command) is published
 /// within this many seconds.
-pub const RELOAD_INTERVAL_SECS: u64 = 5;
+pub(crate) const RELOAD_INTERVAL_SECS: u64 = 5;
 
 /// The publish delay `kdc signing-key rotate` uses when none is asked for:
 /// an hour, so a service whose refresh failed once (it retries a `max-age`
 /// later) still sees the key in time. Never below [`publish_floor_secs`].
-pub const DEFAULT_PUBLISH_DELAY_SECS: u64 = 3600;
+pub(crate) const DEFAULT_PUBLISH_DELAY_SECS: u64 = 3600;
 
 /// The longest publish delay a rotation accepts, 30 days: a rotation waiting
 /// to activate blocks the next one, so a typo must not block them for years.
-pub const MAX_PUBLISH_DELAY_SECS: u64 = 30 * 24 * 3600;
+pub(crate) const MAX_PUBLISH_DELAY_SECS: u64 = 30 * 24 * 3600;
 
 /// The shortest publish delay a rotation accepts: the JWK set's `max-age`
 /// (how long a service may keep the set it has), plus how long a serving KDC
 /// takes to notice the new key ([`RELOAD_INTERVAL_SECS`]), plus the KDC's
 /// clock-skew allowance as a margin for clocks and a cache in between.
-pub fn publish_floor_secs(policy: &Policy) -> u64 {
-    kdc_proto::caching::DISCOVERY_MAX_AGE_SECS.saturating_add(RELOAD_INTERVAL_SECS).saturating_add(policy.max_skew_secs)
+pub(crate) fn publish_floor_secs(policy: &Policy) -> u64 {
+    kdc_proto::DISCOVERY_MAX_AGE_SECS.saturating_add(RELOAD_INTERVAL_SECS).saturating_add(policy.max_skew_secs)
 }
 
 /// How long after its successor activates a key stays published: the longest
 /// ticket it may have signed just before, plus the skew a service allows on
 /// its end time. Renewals are signed afresh with the active key, so the
 /// renewable lifetime does not count.
-pub fn retain_secs(policy: &Policy) -> u64 {
+pub(crate) fn retain_secs(policy: &Policy) -> u64 {
     policy.max_life_secs.saturating_add(policy.max_skew_secs)
 }
 
@@ -152,7 +152,7 @@ pub enum RotationError {
 /// first publication of a key is recorded (it signs a publish floor later),
 /// and a retired key stops being published. The admin layer, which verifies
 /// tickets signed by this KDC, gets every new JWK set too.
-pub async fn refresh(
+pub(crate) async fn refresh(
     kdc: Arc<crate::Kdc>,
     clock: Arc<dyn kdc_proto::Clock>,
     admin: auth_middleware::TicketAuthLayer,
@@ -293,13 +293,13 @@ impl Schedule {
 /// ([`Schedule::signs_at`]) and is not retired. Should no key be able to
 /// (the clock went back), the earliest live one: it has been published the
 /// longest. `None` only when every key is retired.
-pub fn active_index(keys: &[Schedule], now: u64) -> Option<usize> {
+pub(crate) fn active_index(keys: &[Schedule], now: u64) -> Option<usize> {
     let live = || keys.iter().enumerate().filter(|(_, k)| !k.retired_at(now));
     live().find(|(_, k)| k.signs_at(now)).or_else(|| live().next_back()).map(|(i, _)| i)
 }
 
 /// The state of each key of `keys` at `now`, in the same order.
-pub fn states(keys: &[Schedule], now: u64) -> Vec<KeyState> {
+pub(crate) fn states(keys: &[Schedule], now: u64) -> Vec<KeyState> {
     let active = active_index(keys, now);
     keys.iter()
         .enumerate()

@@ -42,18 +42,18 @@ use serde::Deserialize;
 use thiserror::Error;
 
 /// Ceiling of `max_delay_ms`: a slowed principal's owner waits at most this.
-pub const MAX_DELAY_CEILING_MS: u64 = 5_000;
+pub(crate) const MAX_DELAY_CEILING_MS: u64 = 5_000;
 /// The first delay of a principal over `per_principal`; each further failure
 /// doubles it, up to `max_delay_ms`.
-pub const FIRST_DELAY_MS: u64 = 250;
+pub(crate) const FIRST_DELAY_MS: u64 = 250;
 /// Most entries `trusted_proxies` may hold.
-pub const MAX_TRUSTED_PROXIES: usize = 64;
+pub(crate) const MAX_TRUSTED_PROXIES: usize = 64;
 /// Smallest `max_tracked` a configuration file may set.
-pub const MIN_TRACKED: usize = 1_000;
+pub(crate) const MIN_TRACKED: usize = 1_000;
 /// Largest `max_tracked` (a counter costs up to about 300 bytes).
-pub const MAX_TRACKED_CEILING: usize = 10_000_000;
+pub(crate) const MAX_TRACKED_CEILING: usize = 10_000_000;
 /// Longest `window_secs` (a day).
-pub const MAX_WINDOW_SECS: u64 = 86_400;
+pub(crate) const MAX_WINDOW_SECS: u64 = 86_400;
 
 /// Limits on failed pre-authentication (`[throttle]` in `kdc.toml`).
 // Serialize: docs/CONFIGURATION.md's defaults are checked against it.
@@ -128,7 +128,7 @@ impl ThrottlePolicy {
 
 /// What to do with a pre-authentication attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Go ahead; an attempt that carries a guess waits `delay` first (zero
     /// unless the principal is over `per_principal`).
     Proceed {
@@ -231,7 +231,7 @@ impl Table {
 /// Counts failed pre-authentication and says what to do with the next
 /// attempt (see the module documentation).
 #[derive(Debug)]
-pub struct PreAuthThrottle {
+pub(crate) struct PreAuthThrottle {
     policy: ThrottlePolicy,
     table: Mutex<Table>,
 }
@@ -250,7 +250,7 @@ fn network(addr: Option<IpAddr>) -> IpAddr {
 impl PreAuthThrottle {
     /// A throttle with `policy`. Out-of-range values are clamped into their
     /// bounds (a limit of 0 counts as 1), so no policy disables the bounds.
-    pub fn new(policy: ThrottlePolicy) -> Self {
+    pub(crate) fn new(policy: ThrottlePolicy) -> Self {
         let policy = ThrottlePolicy {
             per_principal_address: policy.per_principal_address.max(1),
             per_address: policy.per_address.max(1),
@@ -265,7 +265,7 @@ impl PreAuthThrottle {
     }
 
     /// The policy in force (after clamping).
-    pub fn policy(&self) -> &ThrottlePolicy {
+    pub(crate) fn policy(&self) -> &ThrottlePolicy {
         &self.policy
     }
 
@@ -336,7 +336,7 @@ impl PreAuthThrottle {
 
     /// What to do with an attempt for `principal` from `addr` that carries no
     /// guess (a request for the challenge): nothing is counted.
-    pub fn check(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) -> Verdict {
+    pub(crate) fn check(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) -> Verdict {
         let keys = Self::keys(principal, addr);
         self.verdict(&mut self.lock(), &keys, now_secs, false)
     }
@@ -347,7 +347,7 @@ impl PreAuthThrottle {
     /// slip under a limit. [`Self::guess_succeeded`] or
     /// [`Self::refund_guess`] take the count back when the password proves
     /// right. A refused guess is not counted.
-    pub fn begin_guess(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) -> Verdict {
+    pub(crate) fn begin_guess(&self, principal: &str, addr: Option<IpAddr>, now_secs: u64) -> Verdict {
         let keys = Self::keys(principal, addr);
         let mut table = self.lock();
         let verdict = self.verdict(&mut table, &keys, now_secs, true);
@@ -403,7 +403,7 @@ impl PreAuthThrottle {
     /// The guess begun at `started_secs` proved the password right but was
     /// not a login (a skewed timestamp): its count is taken back, and nothing
     /// else changes.
-    pub fn refund_guess(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
+    pub(crate) fn refund_guess(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
         let mut table = self.lock();
         for key in Self::keys(principal, addr) {
             self.uncount(&mut table, &key, started_secs);
@@ -414,7 +414,7 @@ impl PreAuthThrottle {
     /// count is taken back, and the (principal, address) counter starts
     /// afresh, so a user's own typos do not add up. The address and principal
     /// counters keep their other failures.
-    pub fn guess_succeeded(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
+    pub(crate) fn guess_succeeded(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
         let keys = Self::keys(principal, addr);
         let mut table = self.lock();
         for key in &keys {
@@ -432,7 +432,7 @@ impl PreAuthThrottle {
     }
 
     /// How many counters the table holds.
-    pub fn tracked(&self) -> usize {
+    pub(crate) fn tracked(&self) -> usize {
         self.lock().counters.len()
     }
 }

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use kdc_e2e::{ProtoClient, TestKdc, now};
-use kdc_server::policy::Policy;
-use kdc_server::throttle::ThrottlePolicy;
+use kdc_server::Policy;
+use kdc_server::ThrottlePolicy;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

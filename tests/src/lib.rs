@@ -12,21 +12,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::{Context as _, bail};
-use kdc_proto::authenticator::Authenticator;
-use kdc_proto::messages::{EncTicketPart, InitialTicketRequest, RenewRequest, ServiceTicketRequest, TicketReply};
-use kdc_proto::seal::Usage;
+use kdc_proto::Authenticator;
+use kdc_proto::Usage;
 use kdc_proto::{
     Argon2Params, AuthenticationInfo, Challenge, Clock, IssuedTicket, Kvno, Principal, SecretKey, SystemClock,
     UnixMillis, b64, derive_password_key,
 };
-use kdc_server::cors::AllowedOrigins;
-use kdc_server::http::AppState;
-use kdc_server::kdc::{Credential, PrincipalSpec};
-use kdc_server::master_key::MasterKey;
-use kdc_server::policy::Policy;
-use kdc_server::store::SqliteStore;
-use kdc_server::throttle::ThrottlePolicy;
-use kdc_server::{Kdc, http};
+use kdc_proto::{EncTicketPart, InitialTicketRequest, RenewRequest, ServiceTicketRequest, TicketReply};
+use kdc_server::AllowedOrigins;
+use kdc_server::AppState;
+use kdc_server::Kdc;
+use kdc_server::MasterKey;
+use kdc_server::Policy;
+use kdc_server::SqliteStore;
+use kdc_server::ThrottlePolicy;
+use kdc_server::{Credential, PrincipalSpec};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use zeroize::Zeroizing;
@@ -122,42 +122,36 @@ impl TestKdc {
 
     /// Starts a KDC with the given policy and throttling.
     pub async fn start_with(policy: Policy, throttle: ThrottlePolicy) -> anyhow::Result<Self> {
-        Self::start_full(policy, throttle, auth_middleware::serve::ServeLimits::default()).await
+        Self::start_full(policy, throttle, auth_middleware::ServeLimits::default()).await
     }
 
     /// Starts a KDC with the given policy, throttling and connection limits.
     pub async fn start_full(
         policy: Policy,
         throttle: ThrottlePolicy,
-        limits: auth_middleware::serve::ServeLimits,
+        limits: auth_middleware::ServeLimits,
     ) -> anyhow::Result<Self> {
-        Self::start_configured(
-            policy,
-            throttle,
-            limits,
-            AllowedOrigins::default(),
-            kdc_server::audit::AuditLog::disabled(),
-        )
-        .await
+        Self::start_configured(policy, throttle, limits, AllowedOrigins::default(), kdc_server::AuditLog::disabled())
+            .await
     }
 
     /// Starts a KDC with the default policy that lets pages from `origins`
     /// call it (CORS).
     pub async fn start_with_cors(origins: &[&str]) -> anyhow::Result<Self> {
         let origins = AllowedOrigins::parse(origins)?;
-        let limits = auth_middleware::serve::ServeLimits::default();
+        let limits = auth_middleware::ServeLimits::default();
         Self::start_configured(
             Policy::default(),
             ThrottlePolicy::default(),
             limits,
             origins,
-            kdc_server::audit::AuditLog::disabled(),
+            kdc_server::AuditLog::disabled(),
         )
         .await
     }
 
     /// Starts a KDC with the default policy that records to `audit`.
-    pub async fn start_with_audit(audit: kdc_server::audit::AuditLog) -> anyhow::Result<Self> {
+    pub async fn start_with_audit(audit: kdc_server::AuditLog) -> anyhow::Result<Self> {
         Self::start_configured(
             Policy::default(),
             ThrottlePolicy::default(),
@@ -173,9 +167,9 @@ impl TestKdc {
     pub async fn start_configured(
         policy: Policy,
         throttle: ThrottlePolicy,
-        limits: auth_middleware::serve::ServeLimits,
+        limits: auth_middleware::ServeLimits,
         cors: AllowedOrigins,
-        audit: kdc_server::audit::AuditLog,
+        audit: kdc_server::AuditLog,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
@@ -199,7 +193,7 @@ impl TestKdc {
             .with_cors(cors)
             .with_audit(audit);
         let task = tokio::spawn(async move {
-            let _ = http::serve_with(listener, state, limits, std::future::pending()).await;
+            let _ = kdc_server::serve_with(listener, state, limits, std::future::pending()).await;
         });
         Ok(Self { url: format!("http://{addr}"), kdc, clock, _dir: dir, task })
     }
@@ -366,7 +360,7 @@ pub struct ProtoClient {
 }
 
 /// A fresh random nonce.
-pub use kdc_proto::exchange::new_nonce as nonce;
+pub use kdc_proto::new_nonce as nonce;
 
 impl ProtoClient {
     /// A client for the KDC at `url`.
@@ -684,7 +678,7 @@ pub fn ap_authorization(
     let binding = kdc_proto::RequestBinding::new(method, &authority, &path_and_query, body);
     let a = Authenticator::new(creds.client.clone(), at, &binding);
     let sealed = a.seal(&creds.enc.session_key, Usage::Authenticator).expect("sealing an authenticator");
-    (auth_middleware::authorization_value(&creds.ticket, &sealed), a)
+    (kdc_proto::authorization_value(&creds.ticket, &sealed), a)
 }
 
 /// Sends one request with an explicit `Authorization` value (or none).

@@ -132,7 +132,7 @@ async fn client(cli: &Cli, cache: Arc<FileCache>) -> Result<KdcClient, Failure> 
         None => cache.snapshot()?.kdc.ok_or_else(|| fail(1, "no KDC: set TKT_KDC_URL or pass --kdc URL"))?,
     };
     let ca_certificates = match &cli.ca_cert {
-        Some(path) => client_sdk::tls::load_ca_file(path)?,
+        Some(path) => client_sdk::load_ca_file(path)?,
         None => Vec::new(),
     };
     let options =

@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use auth_middleware::serve::ServeLimits;
-use auth_middleware::tls::ServerTls;
+use auth_middleware::ServeLimits;
+use auth_middleware::ServerTls;
 use auth_middleware::{AuthenticatedPrincipal, TicketAuthLayer};
 use axum::Router;
 use axum::routing::get;
@@ -63,17 +63,12 @@ async fn hello(who: AuthenticatedPrincipal) -> String {
 /// The KDC's `jwks_uri`, from its discovery document (fetched under the same
 /// rules as the keys: https, or http to loopback; bounded; no redirects).
 async fn jwks_uri(kdc: &str, roots: &[reqwest::Certificate]) -> anyhow::Result<String> {
-    let url = format!("{}/.well-known/kdc-configuration", kdc.trim_end_matches('/'));
-    let url = auth_middleware::keys::check_jwks_uri(&url, true)?;
     let http = reqwest::Client::builder()
         .tls_certs_merge(roots.iter().cloned())
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let resp = http.get(url).send().await?.error_for_status()?;
-    let body = auth_middleware::keys::read_capped(resp, 64 * 1024).await.map_err(anyhow::Error::msg)?;
-    let doc: serde_json::Value = serde_json::from_slice(&body)?;
-    doc.get("jwks_uri").and_then(|v| v.as_str()).map(str::to_owned).context("discovery document without jwks_uri")
+    Ok(auth_middleware::discover_jwks_uri(&http, kdc, true).await?.to_string())
 }
 
 #[tokio::main]
@@ -81,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     let args = Args::parse();
     let roots = match &args.kdc_ca_cert {
-        Some(path) => auth_middleware::tls::load_ca_file(path)?,
+        Some(path) => auth_middleware::load_ca_file(path)?,
         None => Vec::new(),
     };
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -114,9 +109,9 @@ async fn main() -> anyhow::Result<()> {
     let stopped = match &tls {
         Some(tls) => {
             let _reloader = tls.reload_on_sighup()?;
-            auth_middleware::serve::serve_tls(listener, app, ServeLimits::default(), tls, shutdown_signal()).await?
+            auth_middleware::serve_tls(listener, app, ServeLimits::default(), tls, shutdown_signal()).await?
         }
-        None => auth_middleware::serve::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?,
+        None => auth_middleware::serve(listener, app, ServeLimits::default(), shutdown_signal()).await?,
     };
     if stopped.drained {
         // Every request has been answered: what the cache holds is final.

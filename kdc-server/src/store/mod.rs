@@ -2,8 +2,8 @@
 //! keys. A trait so several backends can serve it (SQLite is the embedded
 //! default); key material arrives here already sealed under the master key.
 
-pub mod memory;
-pub mod sqlite;
+pub(crate) mod memory;
+pub(crate) mod sqlite;
 
 use async_trait::async_trait;
 use kdc_proto::{Argon2Params, Kvno};

@@ -2,5 +2,5 @@
 //! run it as a real process (`CARGO_BIN_EXE_kdc-under-test`).
 
 fn main() -> std::process::ExitCode {
-    kdc_server::cli::main()
+    kdc_server::main()
 }

@@ -25,13 +25,8 @@ impl Admin {
 
     /// A secret sealed for the KDC under this admin's session key.
     pub(crate) fn seal(&self, secret: &str) -> String {
-        kdc_proto::seal::seal(
-            &self.creds.enc.session_key,
-            "session",
-            kdc_proto::seal::Usage::SessionSecret,
-            secret.as_bytes(),
-        )
-        .unwrap()
+        kdc_proto::seal(&self.creds.enc.session_key, "session", kdc_proto::Usage::SessionSecret, secret.as_bytes())
+            .unwrap()
     }
 
     /// One call; checks the mutual reply on success; returns (status, JSON body).
@@ -171,24 +166,19 @@ async fn principals_can_be_managed_remotely() {
     assert_eq!(s, 200);
     // The keytab travels sealed under the admin's session key only.
     let sealed = body["keytab_sealed"].as_str().unwrap();
-    let obj = kdc_proto::seal::SealedObject::parse(sealed, 16 * 1024).unwrap();
-    let plain = obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecretReply).unwrap();
-    assert!(obj.open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecret).is_err());
-    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&plain).unwrap();
+    let obj = kdc_proto::SealedObject::parse(sealed, 16 * 1024).unwrap();
+    let plain = obj.open(&admin.creds.enc.session_key, kdc_proto::Usage::SessionSecretReply).unwrap();
+    assert!(obj.open(&admin.creds.enc.session_key, kdc_proto::Usage::SessionSecret).is_err());
+    let kt: kdc_proto::Keytab = serde_json::from_slice(&plain).unwrap();
     assert_eq!(kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(), vec![2, 1]);
-    assert!(obj.open(&kdc_proto::SecretKey::generate(), kdc_proto::seal::Usage::SessionSecretReply).is_err());
+    assert!(obj.open(&kdc_proto::SecretKey::generate(), kdc_proto::Usage::SessionSecretReply).is_err());
     // Passwords in the clear are not accepted, nor ones sealed under another key.
     let (s, _, _) = admin
         .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password": "clear"})))
         .await;
     assert_eq!(s, 400);
-    let foreign = kdc_proto::seal::seal(
-        &kdc_proto::SecretKey::generate(),
-        "session",
-        kdc_proto::seal::Usage::SessionSecret,
-        b"pw",
-    )
-    .unwrap();
+    let foreign =
+        kdc_proto::seal(&kdc_proto::SecretKey::generate(), "session", kdc_proto::Usage::SessionSecret, b"pw").unwrap();
     let (s, _, _) = admin
         .call("POST", "/admin/principals", Some(json!({"name": "dan", "kind": "user", "password_sealed": foreign})))
         .await;

@@ -3,8 +3,8 @@
 //! already holds, and a new principal under the same name inherits nothing.
 
 use kdc_e2e::*;
-use kdc_server::kdc::{Credential, PrincipalSpec};
-use kdc_server::store::PrincipalUpdate;
+use kdc_server::PrincipalUpdate;
+use kdc_server::{Credential, PrincipalSpec};
 use serde_json::{Value, json};
 
 use crate::admin::Admin;

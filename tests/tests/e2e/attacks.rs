@@ -1,13 +1,13 @@
 //! One test per attack on the KDC's exchanges.
 
 use kdc_e2e::*;
-use kdc_proto::messages::ServiceTicketRequest;
-use kdc_proto::seal::{self, Usage};
+use kdc_proto::ServiceTicketRequest;
+use kdc_proto::Usage;
 use kdc_proto::{Authenticator, KdcVerifier, SealedTicket, TicketCheck, b64, open_ticket};
-use kdc_server::kdc::{Credential, PrincipalSpec};
-use kdc_server::policy::Policy;
-use kdc_server::store::PrincipalUpdate;
-use kdc_server::throttle::ThrottlePolicy;
+use kdc_server::Policy;
+use kdc_server::PrincipalUpdate;
+use kdc_server::ThrottlePolicy;
+use kdc_server::{Credential, PrincipalSpec};
 use serde_json::{Value, json};
 
 fn keys_of(v: &Value) -> Vec<String> {
@@ -226,7 +226,7 @@ async fn a_ciphertext_of_one_usage_is_refused_as_another() {
     let key = c.derive_key("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let mut r = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();
     let pa = serde_json::to_vec(&json!({"ts": now(), "nonce": r.nonce})).unwrap();
-    r.pre_auth = Some(seal::seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, &pa).unwrap());
+    r.pre_auth = Some(kdc_proto::seal(&key, "alice@EXAMPLE.TEST#1", Usage::AsReply, &pa).unwrap());
     assert_eq!(problem(&c.initial(&key, &r).await.unwrap().unwrap_err()), (401, "urn:kdc-http:problem:preauth-failed"));
     // The AS reply's encrypted part (under alice's key) offered as pre-auth.
     let login_req = ProtoClient::initial_request(&key, "alice@EXAMPLE.TEST", now()).unwrap();

@@ -165,11 +165,11 @@ async fn a_whole_flow_is_audited_with_request_ids_verifiably_and_without_secrets
     let (s, body, _) = admin.call("GET", "/admin/principals/HTTP%2Fa.example.test/keytab", None).await;
     assert_eq!(s, 200, "{body}");
     let sealed_kt = body["keytab_sealed"].as_str().unwrap().to_owned();
-    let plain = kdc_proto::seal::SealedObject::parse(&sealed_kt, 16 * 1024)
+    let plain = kdc_proto::SealedObject::parse(&sealed_kt, 16 * 1024)
         .unwrap()
-        .open(&admin.creds.enc.session_key, kdc_proto::seal::Usage::SessionSecretReply)
+        .open(&admin.creds.enc.session_key, kdc_proto::Usage::SessionSecretReply)
         .unwrap();
-    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&plain).unwrap();
+    let kt: kdc_proto::Keytab = serde_json::from_slice(&plain).unwrap();
     secrets.extend(kt.keys.iter().map(|k| k.key.to_b64()));
     secrets.push(sealed_kt);
     admin.http = with_id("e2e-admin-disable");
@@ -471,7 +471,7 @@ impl std::io::Write for Breakable {
 /// before it is made; once the trail works again, so do changes.
 #[tokio::test]
 async fn a_change_the_trail_could_not_record_is_answered_503_saying_it_was_applied() {
-    use kdc_server::audit::{AuditLog, AuditSink, FsyncPolicy};
+    use kdc_server::{AuditLog, AuditSink, FsyncPolicy};
     let sink = Breakable::default();
     let audit = AuditLog::with_sink(AuditSink::stream(Box::new(sink.clone())), FsyncPolicy::Always).unwrap();
     let k = TestKdc::start_with_audit(audit).await.unwrap();
@@ -626,7 +626,7 @@ impl std::io::Write for Hangable {
 /// order and changes work again.
 #[tokio::test]
 async fn a_hung_audit_disk_does_not_stall_ticket_issuance_and_admin_changes_fail_closed() {
-    use kdc_server::audit::{AuditLog, AuditSink, FsyncPolicy, STALL_AFTER};
+    use kdc_server::{AuditLog, AuditSink, FsyncPolicy, STALL_AFTER};
     use std::time::{Duration, Instant};
     let disk = Hangable::default();
     let audit = AuditLog::with_sink(AuditSink::stream(Box::new(disk.clone())), FsyncPolicy::Always).unwrap();
@@ -669,7 +669,7 @@ async fn a_hung_audit_disk_does_not_stall_ticket_issuance_and_admin_changes_fail
     }
     assert_eq!(status, 201);
     let text = String::from_utf8(disk.written.lock().unwrap().clone()).unwrap();
-    assert!(kdc_server::audit::verify(text.as_bytes()).is_ok());
+    assert!(kdc_server::verify_audit_trail(text.as_bytes()).is_ok());
     let ev: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let issued = ev.iter().filter(|e| e["event"] == "ticket.issued" && e["actor"] == "alice@EXAMPLE.TEST").count();
     assert_eq!(issued, 6, "the login and five service tickets, queued while the disk hung");
@@ -739,7 +739,7 @@ async fn kdc_output(args: &[&str], stdin: &str) -> (bool, String, String) {
 async fn with_the_audit_trail_on_stdout_nothing_else_goes_there_and_no_password_goes_to_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let check_chain = |stdout: &str, kinds: &[&str]| {
-        assert!(kdc_server::audit::verify(stdout.as_bytes()).is_ok(), "not a chain: {stdout}");
+        assert!(kdc_server::verify_audit_trail(stdout.as_bytes()).is_ok(), "not a chain: {stdout}");
         let ev: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(ev.iter().map(|e| e["event"].as_str().unwrap()).collect::<Vec<_>>(), kinds, "{stdout}");
     };
@@ -786,7 +786,7 @@ async fn with_the_audit_trail_on_stdout_nothing_else_goes_there_and_no_password_
 /// failed login still names it.
 #[tokio::test]
 async fn a_name_that_is_not_a_principal_is_not_recorded() {
-    use kdc_server::audit::{AuditDestination, AuditLog, FsyncPolicy};
+    use kdc_server::{AuditDestination, AuditLog, FsyncPolicy};
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let log = AuditLog::start(&AuditDestination::File(audit.clone()), FsyncPolicy::Always).unwrap();

@@ -195,9 +195,9 @@ fn fields_of<T: for<'de> serde::Deserialize<'de>>() -> Vec<&'static str> {
 
 #[test]
 fn every_kdc_toml_key_is_documented_with_its_default() {
-    use kdc_server::config::{CorsConfig, FileConfig};
-    use kdc_server::policy::Policy;
-    use kdc_server::throttle::ThrottlePolicy;
+    use kdc_server::Policy;
+    use kdc_server::ThrottlePolicy;
+    use kdc_server::{CorsConfig, FileConfig};
 
     let doc = repo_file("docs/CONFIGURATION.md");
     let documented: BTreeMap<String, String> =
@@ -226,11 +226,11 @@ fn every_kdc_toml_key_is_documented_with_its_default() {
     // to (the `--help` text is checked against the doc separately, so the
     // three agree).
     let top_level_defaults = [
-        ("data", kdc_server::config::DEFAULT_DATA_DIR.to_owned()),
-        ("listen", kdc_server::config::DEFAULT_LISTEN.to_owned()),
-        ("realm", kdc_server::config::DEFAULT_REALM.to_owned()),
-        ("shutdown_grace_secs", kdc_server::config::DEFAULT_SHUTDOWN_GRACE_SECS.to_string()),
-        ("audit_fsync", format!("{:?}", kdc_server::audit::FsyncPolicy::default()).to_lowercase()),
+        ("data", kdc_server::DEFAULT_DATA_DIR.to_owned()),
+        ("listen", kdc_server::DEFAULT_LISTEN.to_owned()),
+        ("realm", kdc_server::DEFAULT_REALM.to_owned()),
+        ("shutdown_grace_secs", kdc_server::DEFAULT_SHUTDOWN_GRACE_SECS.to_string()),
+        ("audit_fsync", format!("{:?}", kdc_server::FsyncPolicy::default()).to_lowercase()),
     ];
     for (key, default) in top_level_defaults {
         assert_eq!(documented[key], default, "{key}: documented default vs the code's");

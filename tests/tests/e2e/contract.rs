@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use kdc_e2e::*;
-use kdc_server::http::all_routes;
-use kdc_server::store::PrincipalUpdate;
+use kdc_server::PrincipalUpdate;
+use kdc_server::all_routes;
 use serde_json::{Value, json};
 
 pub(crate) fn spec() -> Value {

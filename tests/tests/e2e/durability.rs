@@ -97,7 +97,7 @@ async fn keytab_export_is_0600_and_holds_every_live_version() {
         .await
         .unwrap();
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
-    let kt: kdc_proto::messages::Keytab = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let kt: kdc_proto::Keytab = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(kt.keys.iter().map(|k| k.kvno.0).collect::<Vec<_>>(), vec![2, 1]);
     // Users have no keytab; the master key file is private too.
     assert!(

@@ -2,10 +2,10 @@
 
 use kdc_e2e::*;
 use kdc_proto::{KdcVerifier, Kvno, SealedTicket, TicketCheck, open_ticket};
-use kdc_server::kdc::{Credential, PrincipalSpec};
-use kdc_server::policy::Policy;
-use kdc_server::store::PrincipalUpdate;
-use kdc_server::throttle::ThrottlePolicy;
+use kdc_server::Policy;
+use kdc_server::PrincipalUpdate;
+use kdc_server::ThrottlePolicy;
+use kdc_server::{Credential, PrincipalSpec};
 
 #[tokio::test]
 async fn login_with_preauth_gives_a_tgt() {

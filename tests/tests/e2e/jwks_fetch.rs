@@ -9,7 +9,7 @@ use std::time::Duration;
 use auth_middleware::{ConfigError, TicketAuthLayer};
 use kdc_e2e::*;
 
-async fn keytab_of(kdc: &TestKdc) -> kdc_proto::messages::Keytab {
+async fn keytab_of(kdc: &TestKdc) -> kdc_proto::Keytab {
     kdc.kdc.keytab(&SVC_A.parse().unwrap(), now().as_secs()).await.unwrap()
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use kdc_e2e::*;
 use kdc_proto::SecretKey;
-use kdc_server::policy::Policy;
-use kdc_server::throttle::ThrottlePolicy;
+use kdc_server::Policy;
+use kdc_server::ThrottlePolicy;
 
 /// The defaults every test here relies on (`ThrottlePolicy::default()`).
 const PER_PAIR: usize = 5;

@@ -189,7 +189,7 @@ async fn a_ticket_forged_with_the_service_key_alone_is_refused() {
     let ticket = mint_ticket(&claims, &rogue, &LongTermKey { kvno: Kvno(1), key: service_key }).unwrap();
     let creds = Credentials {
         ticket,
-        enc: kdc_proto::messages::EncTicketPart { session_key: claims.skey.clone(), ..w.alice_a.enc.clone() },
+        enc: kdc_proto::EncTicketPart { session_key: claims.skey.clone(), ..w.alice_a.enc.clone() },
         client: claims.sub.clone(),
     };
     let (ans, _) = call_service(&w.http, &creds, "GET", &w.a.url, "/admin/x", None).await.unwrap();

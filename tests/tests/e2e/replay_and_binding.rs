@@ -206,9 +206,9 @@ async fn role_rules_cannot_be_bypassed_by_spelling_the_path_differently() {
     for path in ["/admin/..", "/admin/%2e%2e", "/admin/%2E%2E/"] {
         let binding = kdc_proto::RequestBinding::new("GET", &host, path, None);
         let a = kdc_proto::Authenticator::new(alice.client.clone(), now(), &binding)
-            .seal(&alice.enc.session_key, kdc_proto::seal::Usage::Authenticator)
+            .seal(&alice.enc.session_key, kdc_proto::Usage::Authenticator)
             .unwrap();
-        let authz = auth_middleware::authorization_value(&alice.ticket, &a);
+        let authz = kdc_proto::authorization_value(&alice.ticket, &a);
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut sock = tokio::net::TcpStream::connect(&host).await.unwrap();
         let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {authz}\r\nConnection: close\r\n\r\n");
@@ -253,7 +253,7 @@ async fn two_host_headers_are_refused() {
 async fn slow_clients_cannot_hold_the_kdc() {
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let limits = auth_middleware::serve::ServeLimits::default()
+    let limits = auth_middleware::ServeLimits::default()
         .header_read_timeout(Duration::from_millis(1500))
         .max_connections_per_address(64);
     let kdc = TestKdc::start_full(Default::default(), Default::default(), limits).await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use client_sdk::{ClientOptions, FileCache, KdcClient, MemoryCache, SdkError, TicketCache};
 use kdc_e2e::*;
-use kdc_server::store::PrincipalUpdate;
+use kdc_server::PrincipalUpdate;
 use reqwest::Method;
 
 fn tkt_bin() -> std::path::PathBuf {

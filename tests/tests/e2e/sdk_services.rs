@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use client_sdk::{ClientOptions, FileCache, KdcClient, MemoryCache, SdkError, ServiceRequest, TicketCache};
 use kdc_e2e::*;
 use kdc_proto::Principal;
-use kdc_server::store::PrincipalUpdate;
+use kdc_server::PrincipalUpdate;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -338,7 +338,7 @@ async fn a_json_body_reaches_the_admin_api_and_secrets_travel_sealed() {
         admin.send(&kadmin, Method::GET, &format!("{principals}/HTTP%2Fc.example.test/keytab"), None).await.unwrap();
     assert_eq!(r.status, 200);
     let answer: Value = serde_json::from_slice(&r.body).unwrap();
-    let keytab: kdc_proto::messages::Keytab =
+    let keytab: kdc_proto::Keytab =
         serde_json::from_slice(&r.open_secret(answer["keytab_sealed"].as_str().unwrap()).unwrap()).unwrap();
     assert!(r.open_secret(&sealed).is_err(), "a client's own sealed secret opened as the service's");
     let svc = sdk(&kdc.url, Arc::new(MemoryCache::default()), kdc.clock.clone()).await;

@@ -37,7 +37,7 @@ async fn a_rotation_by_the_kdc_command_is_published_by_the_serving_kdc_before_it
     kdc_command(&kdc_bin(), &["keytab", "export", SVC_A, "--data", d, "--out", keytab.to_str().unwrap()], None)
         .await
         .unwrap();
-    let keytab: kdc_proto::messages::Keytab = serde_json::from_slice(&std::fs::read(&keytab).unwrap()).unwrap();
+    let keytab: kdc_proto::Keytab = serde_json::from_slice(&std::fs::read(&keytab).unwrap()).unwrap();
     let svc_key = keytab.keys[0].key.clone();
 
     // Too short a delay is refused, with the reason.
@@ -212,7 +212,7 @@ async fn a_key_rotated_while_no_kdc_serves_signs_only_a_floor_after_a_kdc_publis
     kdc_command(&kdc_bin(), &["keytab", "export", SVC_A, "--data", d, "--out", keytab.to_str().unwrap()], None)
         .await
         .unwrap();
-    let keytab: kdc_proto::messages::Keytab = serde_json::from_slice(&std::fs::read(&keytab).unwrap()).unwrap();
+    let keytab: kdc_proto::Keytab = serde_json::from_slice(&std::fs::read(&keytab).unwrap()).unwrap();
     let c = ProtoClient::new(&kdc.url);
     let tgt = c.login("alice@EXAMPLE.TEST", ALICE_PW).await.unwrap();
     let ticket = c.service_ticket(&tgt, SVC_A).await.unwrap();

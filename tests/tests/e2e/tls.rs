@@ -103,12 +103,11 @@ async fn tls_service(pki: &Pki, kdc: &str, keytab: &Path) -> (String, tokio::tas
             axum::routing::get(|who: AuthenticatedPrincipal| async move { format!("hello, {}", who.name()) }),
         )
         .layer(layer);
-    let tls = auth_middleware::tls::ServerTls::from_pem_files(cert, key).unwrap();
+    let tls = auth_middleware::ServerTls::from_pem_files(cert, key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        let _ =
-            auth_middleware::serve::serve_tls(listener, app, Default::default(), &tls, std::future::pending()).await;
+        let _ = auth_middleware::serve_tls(listener, app, Default::default(), &tls, std::future::pending()).await;
     });
     (url, task)
 }
@@ -151,7 +150,7 @@ async fn the_sdk_logs_in_over_https_with_a_private_ca_and_refuses_an_unknown_one
     let text = err.to_string();
     assert!(text.contains("certificate") && text.contains("TKT_CA_CERT"), "{text}");
 
-    let ca = client_sdk::tls::load_ca_file(&pki.ca_file()).unwrap();
+    let ca = client_sdk::load_ca_file(&pki.ca_file()).unwrap();
     let cache = std::sync::Arc::new(MemoryCache::default());
     let options = ClientOptions::default().cache(cache.clone()).ca_certificates(ca);
     let client = KdcClient::discover(&kdc.url, options).await.unwrap();
