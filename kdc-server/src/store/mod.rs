@@ -276,3 +276,29 @@ pub trait PrincipalStore: Send + Sync + 'static {
         None
     }
 }
+
+/// Waits for the next tick of `ticks`, or for `changes` (from
+/// [`PrincipalStore::changes`]) to announce a change, whichever is first:
+/// how a serving KDC's reload loops hear of a write by another KDC at once
+/// and still reload periodically (for a store that announces nothing, or a
+/// `kdc` command on SQLite).
+pub async fn tick_or_change(
+    ticks: &mut tokio::time::Interval,
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) {
+    let changed = async {
+        match changes.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ticks.tick() => {}
+        open = changed => {
+            if !open {
+                // The feed ended (the store is going): ticks only.
+                *changes = None;
+            }
+        }
+    }
+}

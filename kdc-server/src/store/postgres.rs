@@ -110,15 +110,21 @@ impl DatabaseUrl {
     /// Checks the scheme (`postgres://` or `postgresql://`) and that the
     /// rest parses as connection options; the error never repeats the URL.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
-        let url = url.trim();
+        let url = Self(Zeroizing::new(url.trim().to_owned()));
+        url.options()?;
+        Ok(url)
+    }
+
+    /// The connection options it names.
+    fn options(&self) -> Result<PgConnectOptions, StoreError> {
+        let url: &str = &self.0;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::Database(
                 "a database URL starts with postgres:// (the only database besides the built-in SQLite)".to_owned(),
             ));
         }
         PgConnectOptions::from_str(url)
-            .map_err(|_| StoreError::Database("the database URL does not parse as PostgreSQL options".to_owned()))?;
-        Ok(Self(Zeroizing::new(url.to_owned())))
+            .map_err(|_| StoreError::Database("the database URL does not parse as PostgreSQL options".to_owned()))
     }
 
     /// The URL with its password (in the user part or a `password=`
@@ -150,9 +156,14 @@ impl DatabaseUrl {
         };
         format!("{scheme}://{authority}{tail}")
     }
+}
 
-    fn expose(&self) -> &str {
-        &self.0
+impl<'de> serde::Deserialize<'de> for DatabaseUrl {
+    /// Any string: checked when the store opens, so that a parse error of
+    /// the configuration file (which quotes the offending line) never
+    /// shows it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self(Zeroizing::new(String::deserialize(d)?.trim().to_owned())))
     }
 }
 
@@ -231,8 +242,8 @@ impl PostgresStore {
     /// at most [`ACQUIRE_TIMEOUT`] for one) and brings the schema up to
     /// date, refusing one newer than this build knows.
     pub async fn open(url: &DatabaseUrl) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url.expose())
-            .map_err(|_| StoreError::Database("the database URL does not parse as PostgreSQL options".to_owned()))?
+        let options = url
+            .options()?
             .application_name("kdc")
             .options([("statement_timeout", STATEMENT_TIMEOUT), ("lock_timeout", STATEMENT_TIMEOUT)])
             // Durable at commit whatever the server's default.
