@@ -495,6 +495,9 @@ pub async fn admin_layer(
         .require_role("/admin", ADMIN_ROLE)
         // Admin writes carry passwords and policy: their bodies must be bound.
         .require_body_binding(true)
+        // The realm's skew (`policy.max_skew_secs`) holds for every
+        // authenticator sent to the KDC, admin requests included.
+        .max_clock_skew(Duration::from_secs(kdc.policy().max_skew_secs))
         .clock(clock)
         .build()
         .await
