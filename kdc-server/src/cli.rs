@@ -35,8 +35,7 @@ pub struct Cli {
     data: Option<PathBuf>,
     /// Keep the principal store in PostgreSQL (postgres://user@host:port/db)
     /// instead of the data directory's SQLite file; several KDCs may share
-    /// it. The data directory still holds the master key [default: none,
-    /// SQLite].
+    /// it. The data directory still holds the master key [default: none].
     #[arg(long, global = true, env = "KDC_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     database_url: Option<DatabaseUrl>,
     /// Address to serve on [default: 127.0.0.1:8088].

@@ -48,8 +48,8 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Advisory-lock keys (any constants no other application on the database
 /// uses; these spell "kdcmigr" and "kdcsign").
-const MIGRATION_LOCK: i64 = 0x6b64_636d_6967_72;
-const SIGNING_KEY_LOCK: i64 = 0x6b64_6373_6967_6e;
+const MIGRATION_LOCK: i64 = 0x006b_6463_6d69_6772;
+const SIGNING_KEY_LOCK: i64 = 0x006b_6463_7369_676e;
 
 /// Schema versions, in order: the database's `kdc_schema.version` counts
 /// those applied.
