@@ -497,6 +497,9 @@ pub(crate) async fn admin_layer(
         .require_role("/admin", ADMIN_ROLE)
         // Admin writes carry passwords and policy: their bodies must be bound.
         .require_body_binding(true)
+        // The realm's skew (`policy.max_skew_secs`) holds for every
+        // authenticator sent to the KDC, admin requests included.
+        .max_clock_skew(Duration::from_secs(kdc.policy().max_skew_secs))
         .clock(clock)
         .build()
         .await
@@ -504,12 +507,18 @@ pub(crate) async fn admin_layer(
 }
 
 /// Keeps the admin layer's keys in step with the store (a `kdc principal
-/// rotate kadmin/admin` from another process is picked up within `every`).
+/// rotate kadmin/admin` from another process is picked up within `every`,
+/// and at once when the store announces it, as PostgreSQL does).
 pub(crate) async fn refresh_admin_keys(state: AppState, layer: TicketAuthLayer, every: Duration) {
     let name = Principal::admin_service(state.kdc.realm());
     let mut last: Option<Vec<Kvno>> = None;
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A rotation of `kadmin/admin` at another KDC on a shared store is
+    // announced: the keys are re-read at once, not at the next tick.
+    let mut changes = state.kdc.store().changes(crate::store::ChangeTopic::PrincipalKeys);
     loop {
-        tokio::time::sleep(every).await;
+        crate::store::tick_or_change(&mut ticks, &mut changes).await;
         let Ok(kt) = state.kdc.keytab(&name, state.clock.now().as_secs()).await else { continue };
         let kvnos: Vec<Kvno> = kt.keys.iter().map(|k| k.kvno).collect();
         if last.as_ref() == Some(&kvnos) {

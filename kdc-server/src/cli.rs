@@ -20,7 +20,7 @@ use crate::http;
 use crate::kdc::{BOOTSTRAP_ADMIN, Credential, Kdc, PrincipalSpec};
 use crate::master_key::MasterKey;
 use crate::state::AppState;
-use crate::store::{PrincipalKind, PrincipalStore, PrincipalUpdate, SqliteStore};
+use crate::store::{DatabaseUrl, PostgresStore, PrincipalKind, PrincipalStore, PrincipalUpdate, SqliteStore};
 
 pub(crate) use crate::data_dir::DATABASE_FILE;
 
@@ -34,6 +34,11 @@ pub(crate) struct Cli {
     /// Data directory [default: ./kdc-data].
     #[arg(long, global = true, env = "KDC_DATA")]
     data: Option<PathBuf>,
+    /// Keep the principal store in PostgreSQL (postgres://user@host:port/db)
+    /// instead of the data directory's SQLite file; several KDCs may share
+    /// it. The data directory still holds the master key [default: none].
+    #[arg(long, global = true, env = "KDC_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    database_url: Option<DatabaseUrl>,
     /// Address to serve on [default: 127.0.0.1:8088].
     #[arg(long, global = true, env = "KDC_LISTEN")]
     listen: Option<String>,
@@ -231,8 +236,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// A `--database-url` (or `KDC_DATABASE_URL`) as clap parses it; the error
+/// never repeats the URL, which may hold a password.
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    DatabaseUrl::parse(s).map_err(|e| e.to_string())
+}
+
 struct Settings {
     data: PathBuf,
+    /// The PostgreSQL principal store, if not the data directory's SQLite.
+    database: Option<DatabaseUrl>,
     listen: String,
     public_url: Option<String>,
     /// Certificate and key files, when serving https.
@@ -250,6 +263,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
     let file = FileConfig::load(cli.config.as_deref())?;
     Ok(Settings {
         data: cli.data.clone().or_else(|| file.data.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+        database: cli.database_url.clone().or_else(|| file.database_url.clone()),
         listen: cli.listen.clone().or_else(|| file.listen.clone()).unwrap_or_else(|| DEFAULT_LISTEN.into()),
         public_url: cli.public_url.clone().or_else(|| file.public_url.clone()),
         tls: match (
@@ -282,19 +296,56 @@ fn master_key_env() -> Option<Zeroizing<String>> {
     std::env::var("KDC_MASTER_KEY").ok().map(Zeroizing::new)
 }
 
-/// Opens the store of a data directory that exists (see [`data_dir`]: the
-/// callers check or create it first).
-async fn open_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
-    let store = SqliteStore::open(&data.join(DATABASE_FILE))
-        .await
-        .with_context(|| format!("opening the store in {}", data.display()))?;
-    Ok(Arc::new(store))
+/// Opens the principal store: the PostgreSQL database of `--database-url`,
+/// else the SQLite file of a data directory that exists (see [`data_dir`]:
+/// the callers check or create it first).
+async fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn PrincipalStore>> {
+    match &s.database {
+        Some(url) => {
+            // The URL as shown: its password, if any, is `***`.
+            let store =
+                PostgresStore::open(url).await.with_context(|| format!("opening the principal store at {url}"))?;
+            Ok(Arc::new(store))
+        }
+        None => {
+            let store = SqliteStore::open(&s.data.join(DATABASE_FILE))
+                .await
+                .with_context(|| format!("opening the store in {}", s.data.display()))?;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Opens the store of an existing realm, creating nothing when there is none.
-async fn open_existing_store(data: &Path) -> anyhow::Result<Arc<SqliteStore>> {
-    data_dir::require_store(data)?;
-    open_store(data).await
+async fn open_existing_store(s: &Settings) -> anyhow::Result<Arc<dyn PrincipalStore>> {
+    match &s.database {
+        // The data directory holds the master key (unless KDC_MASTER_KEY
+        // does); whether the database holds a realm, opening the KDC says.
+        Some(_) => data_dir::require_dir(&s.data)?,
+        None => data_dir::require_store(&s.data)?,
+    }
+    open_store(s).await
+}
+
+/// Where the realm's principals are kept, for messages.
+fn store_location(s: &Settings) -> String {
+    match &s.database {
+        Some(url) => format!("{} (principal store: {url})", s.data.display()),
+        None => s.data.display().to_string(),
+    }
+}
+
+/// Refuses a data directory holding a SQLite store when the principal
+/// store is a database: which of the two holds the realm would be unclear.
+fn check_no_sqlite_beside(s: &Settings, state: &DirState) -> anyhow::Result<()> {
+    if s.database.is_some() && *state == DirState::Store {
+        bail!(
+            "{} holds a SQLite principal store ({DATABASE_FILE}), and --database-url names another: use a data \
+             directory of its own for a realm kept in PostgreSQL",
+            s.data.display()
+        );
+    }
+    Ok(())
 }
 
 /// A new password for `who`: one line of standard input with
@@ -384,7 +435,7 @@ async fn initialize(
     Ok(generated.then_some(password))
 }
 
-async fn open_kdc(s: &Settings, store: Arc<SqliteStore>) -> anyhow::Result<Kdc> {
+async fn open_kdc(s: &Settings, store: Arc<dyn PrincipalStore>) -> anyhow::Result<Kdc> {
     let master = MasterKey::load(&s.data, master_key_env().as_deref().map(String::as_str), false)?;
     Ok(Kdc::open(store, master, s.file.policy, s.file.throttle.clone(), SystemClock.now()).await?)
 }
@@ -403,8 +454,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // Refused before anything is written: a directory of other
             // things, or one that holds a realm.
             let state = data_dir::check_for_new_realm(&s.data)?;
-            if state == DirState::Store && open_store(&s.data).await?.realm().await?.is_some() {
-                bail!("{} already holds a realm", s.data.display());
+            check_no_sqlite_beside(&s, &state)?;
+            if (state == DirState::Store || s.database.is_some()) && open_store(&s).await?.realm().await?.is_some() {
+                bail!("{} already holds a realm", store_location(&s));
             }
             let admin = bootstrap_admin(&s.realm)?;
             let pw = if admin_password_stdin {
@@ -415,16 +467,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None
             };
             data_dir::create(&s.data)?;
-            let store = open_store(&s.data).await?;
+            let store = open_store(&s).await?;
             let mut audit = CliAudit::open(&s)?;
             let generated = initialize(store.as_ref(), &s.data, &s.realm, pw).await?;
             // The generated password first: it is shown once, whatever follows.
-            audit.say(format!("initialised realm {} in {}", s.realm, s.data.display()));
+            audit.say(format!("initialised realm {} in {}", s.realm, store_location(&s)));
             audit.say(bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
             audit.record(realm_initialized(&s.realm), "the realm was initialised")
         }
         Some(Command::Principal(cmd)) => {
-            let store = open_existing_store(&s.data).await?;
+            let store = open_existing_store(&s).await?;
             let kdc = open_kdc(&s, store).await?;
             // Opened before any change, so an unwritable trail stops the
             // command before it changes anything.
@@ -435,7 +487,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             principal_command(&kdc, cmd, audit).await
         }
         Some(Command::Keytab(KeytabCommand::Export { name, out })) => {
-            let store = open_existing_store(&s.data).await?;
+            let store = open_existing_store(&s).await?;
             let kdc = open_kdc(&s, store).await?;
             let mut audit = CliAudit::open(&s)?;
             let name = kdc.principal_name(&name)?;
@@ -451,7 +503,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::SigningKey(cmd)) => {
-            let store = open_existing_store(&s.data).await?;
+            let store = open_existing_store(&s).await?;
             let kdc = open_kdc(&s, store).await?;
             // Opened before the change, as for principals.
             let audit = match cmd {
@@ -773,6 +825,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     // path to a folder of other things is refused before anything is
     // written into it.
     let state = data_dir::check_for_new_realm(&s.data)?;
+    check_no_sqlite_beside(s, &state)?;
     // The address next, so a port in use fails before a realm is created.
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     let audit = match &s.audit_log {
@@ -791,7 +844,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     if state != DirState::Store {
         data_dir::create(&s.data)?;
     }
-    let store = open_store(&s.data).await?;
+    let store = open_store(s).await?;
     let first_start = store.realm().await?.is_none();
     if first_start {
         if s.audit_log == Some(AuditDestination::Stdout) {
@@ -805,7 +858,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
         }
         let generated = initialize(store.as_ref(), &s.data, &s.realm, None).await?;
         // The generated password first: it is shown once, whatever follows.
-        say(format!("initialised realm {} in {}", s.realm, s.data.display()));
+        say(format!("initialised realm {} in {}", s.realm, store_location(s)));
         say(bootstrap_text(&s.realm, generated.as_deref().map(String::as_str)));
         let event = realm_initialized(&s.realm).actor("cli");
         audit
@@ -825,6 +878,10 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     say(format!("discovery advertises {public_url}"));
     if first_start {
         say(next_steps(&s.data, &public_url));
+        if s.database.is_some() {
+            say("  (each `kdc principal`/`keytab` command needs the same --database-url, or KDC_DATABASE_URL)"
+                .to_owned());
+        }
     }
     if tls.is_none() && !local.ip().is_loopback() {
         // Plain HTTP off this machine is only right behind a TLS-terminating
@@ -839,7 +896,19 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     }
     let _ = std::io::stdout().flush();
     tracing::info!(realm = %kdc.realm(), %local, audit = audit.is_enabled(), "serving");
-    let admin_replay = s.data.join(ADMIN_REPLAY_STATE);
+    // One KDC per data directory keeps the admin layer's replay cache in a
+    // file there across restarts. KDCs sharing a database (and maybe a data
+    // directory) keep it in memory each: the file's lock admits one process,
+    // and a file per instance would not stop a replay at a sibling anyway.
+    // The cost: admin requests are refused as stale for the first max-skew
+    // after a start (see auth_middleware::replay_state).
+    let admin_replay = s.database.is_none().then(|| s.data.join(ADMIN_REPLAY_STATE));
+    if s.database.is_some() {
+        tracing::info!(
+            "admin replay cache in memory (principal store in PostgreSQL): admin requests are refused as stale \
+             until one max-skew has passed since this start"
+        );
+    }
     if !cors.is_empty() {
         tracing::info!(origins = ?cors.origins().collect::<Vec<_>>(), "CORS: pages from these origins may call the KDC");
         for origin in cors.origins().filter(|o| crate::cors::is_insecure_remote(o)) {
@@ -852,7 +921,7 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
             tracing::warn!(%origin, "plain-http CORS origin on a non-loopback host");
         }
     }
-    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, Some(&admin_replay))
+    let state = AppState::new(Arc::new(kdc), Arc::new(SystemClock), public_url, admin_replay.as_deref())
         .await?
         .with_cors(cors)
         .with_audit(audit.clone());

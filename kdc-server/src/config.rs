@@ -49,6 +49,9 @@ impl LogFormat {
 pub struct FileConfig {
     /// Data directory.
     pub data: Option<PathBuf>,
+    /// The PostgreSQL principal store (`postgres://…`) instead of the data
+    /// directory's SQLite file. Defaults to none (SQLite).
+    pub database_url: Option<crate::store::DatabaseUrl>,
     /// Listen address.
     pub listen: Option<String>,
     /// Realm for a new data directory.

@@ -134,6 +134,15 @@ pub(crate) fn require_store(dir: &Path) -> Result<(), DataDirError> {
     }
 }
 
+/// Checks that `dir` exists, for commands on a realm whose principal store
+/// is a database (the directory holds the master key). Writes nothing.
+pub(crate) fn require_dir(dir: &Path) -> Result<(), DataDirError> {
+    match inspect(dir)? {
+        DirState::Missing => Err(DataDirError::Missing(dir.to_owned())),
+        _ => Ok(()),
+    }
+}
+
 /// Creates `dir` (and missing parents) with mode 0700; an existing one is
 /// left as it is.
 pub(crate) fn create(dir: &Path) -> Result<(), DataDirError> {

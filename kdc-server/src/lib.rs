@@ -68,8 +68,8 @@ pub use throttle::ThrottlePolicy;
 
 // The principal store.
 pub use store::{
-    MemoryStore, NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, PrincipalUpdate,
-    RealmInit, SqliteStore, StoreError, StoredKey, StoredSigningKey,
+    ChangeTopic, DatabaseUrl, MemoryStore, NewPrincipal, PasswordDerivation, PostgresStore, PrincipalKind,
+    PrincipalRecord, PrincipalStore, PrincipalUpdate, RealmInit, SqliteStore, StoreError, StoredKey, StoredSigningKey,
 };
 
 // Serving over HTTP.

@@ -147,7 +147,8 @@ pub enum RotationError {
 }
 
 /// Keeps a serving KDC's signing keys in step with the store: at once, then
-/// every `every`, re-reads them ([`crate::Kdc::reload_signing_keys`]), so a
+/// every `every` and whenever the store announces a change
+/// ([`crate::store::PrincipalStore::changes`]), re-reads them ([`crate::Kdc::reload_signing_keys`]), so a
 /// rotation made by the `kdc` command is published within that interval, the
 /// first publication of a key is recorded (it signs a publish floor later),
 /// and a retired key stops being published. The admin layer, which verifies
@@ -165,8 +166,11 @@ pub(crate) async fn refresh(
     // so it records that for any key no KDC published before.
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A store shared by several KDCs announces a rotation (or a first
+    // publication) made at any of them: reloaded at once, not at the tick.
+    let mut changes = kdc.store().changes(crate::store::ChangeTopic::SigningKeys);
     loop {
-        ticks.tick().await;
+        crate::store::tick_or_change(&mut ticks, &mut changes).await;
         let now = clock.now().as_secs();
         if let Err(e) = kdc.reload_signing_keys(now).await {
             tracing::warn!(error = %e, "signing-key reload failed; keeping the current keys");

@@ -37,7 +37,8 @@ impl MemoryStore {
 }
 
 fn insert(state: &mut State, new: &NewPrincipal) -> Result<(), StoreError> {
-    if state.principals.contains_key(&new.record.name) {
+    // Names and ids are both unique, as the databases' keys make them.
+    if state.principals.contains_key(&new.record.name) || state.keys.contains_key(&new.record.id) {
         return Err(StoreError::AlreadyExists);
     }
     state.principals.insert(new.record.name.clone(), new.record.clone());
@@ -122,7 +123,10 @@ impl PrincipalStore for MemoryStore {
     async fn rotate_key(&self, principal_id: &str, key: &StoredKey, retire_at: u64) -> Result<(), StoreError> {
         let mut state = self.state();
         let keys = state.keys.get_mut(principal_id).ok_or(StoreError::NotFound)?;
-        if keys.iter().any(|k| k.kvno >= key.kvno) {
+        // Only the next version: one taken or skipped means the caller read
+        // the store before another rotation.
+        let max = keys.iter().map(|k| k.kvno.0).max();
+        if max.and_then(|m| m.checked_add(1)) != Some(key.kvno.0) {
             return Err(StoreError::AlreadyExists);
         }
         for k in keys.iter_mut().filter(|k| k.expires_at.is_none()) {
@@ -146,7 +150,7 @@ impl PrincipalStore for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut state = self.state();
         let latest = state.signing_keys.iter().min_by(|a, b| latest_first(a, b));
-        if latest.is_none_or(|k| k.kid != latest_seen) {
+        if latest.is_none_or(|k| k.kid != latest_seen) || state.signing_keys.iter().any(|k| k.kid == key.kid) {
             return Err(StoreError::AlreadyExists);
         }
         for k in state.signing_keys.iter_mut().filter(|k| k.retires_at.is_none()) {

@@ -1,8 +1,12 @@
 //! The principal store: principals, their key versions and the KDC's signing
 //! keys. A trait so several backends can serve it (SQLite is the embedded
-//! default); key material arrives here already sealed under the master key.
+//! default, PostgreSQL serves several KDCs at once); key material arrives
+//! here already sealed under the master key.
 
+#[cfg(test)]
+mod conformance;
 pub(crate) mod memory;
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
 
 use async_trait::async_trait;
@@ -10,6 +14,7 @@ use kdc_proto::{Argon2Params, Kvno};
 use thiserror::Error;
 
 pub use memory::MemoryStore;
+pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in a store.
@@ -28,9 +33,14 @@ pub enum StoreError {
     /// The stored data is not what this version expects.
     #[error("stored data is corrupt: {0}")]
     Corrupt(&'static str),
-    /// The database failed.
+    /// The database failed. The text is the backend's message, which names
+    /// no secret (never a connection URL or a bound value).
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
+    /// The database cannot be reached now (connection refused, a connect or
+    /// acquire timeout, a dropped connection): worth retrying later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The database file could not be created.
     #[error("database file: {0}")]
     Io(std::io::Error),
@@ -38,7 +48,7 @@ pub enum StoreError {
     /// has changes this one does not know).
     #[error("the database has schema version {found}; this kdc knows up to {supported}: use a newer kdc")]
     NewerSchema {
-        /// The database's `user_version`.
+        /// The database's schema version (SQLite: its `user_version`).
         found: i64,
         /// The newest version this build knows.
         supported: i64,
@@ -198,6 +208,16 @@ pub struct RealmInit {
     pub principals: Vec<NewPrincipal>,
 }
 
+/// What a change announced by [`PrincipalStore::changes`] touched: the
+/// in-memory copies a KDC keeps of each re-read it when it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeTopic {
+    /// The signing keys (a rotation, a first publication).
+    SigningKeys,
+    /// Some principal's key versions (a rotation, a deletion).
+    PrincipalKeys,
+}
+
 /// The principal store. Every write is durable before it returns.
 #[async_trait]
 pub trait PrincipalStore: Send + Sync + 'static {
@@ -246,4 +266,39 @@ pub trait PrincipalStore: Send + Sync + 'static {
     async fn record_signing_keys_published(&self, kids: &[String], now: u64) -> Result<(), StoreError>;
     /// Checks the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// A counter that increases whenever `topic` changes in the store, by
+    /// any KDC or `kdc` command on it, so a serving KDC re-reads what it
+    /// keeps in memory at once instead of at its next periodic reload.
+    /// `None` when the backend cannot announce changes (then the periodic
+    /// reload is all there is). Call it inside a Tokio runtime.
+    fn changes(&self, topic: ChangeTopic) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let _ = topic;
+        None
+    }
+}
+
+/// Waits for the next tick of `ticks`, or for `changes` (from
+/// [`PrincipalStore::changes`]) to announce a change, whichever is first:
+/// how a serving KDC's reload loops hear of a write by another KDC at once
+/// and still reload periodically (for a store that announces nothing, or a
+/// `kdc` command on SQLite).
+pub(crate) async fn tick_or_change(
+    ticks: &mut tokio::time::Interval,
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+) {
+    let changed = async {
+        match changes.as_mut() {
+            Some(rx) => rx.changed().await.is_ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ticks.tick() => {}
+        open = changed => {
+            if !open {
+                // The feed ended (the store is going): ticks only.
+                *changes = None;
+            }
+        }
+    }
 }

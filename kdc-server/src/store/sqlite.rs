@@ -179,6 +179,13 @@ impl SqliteStore {
     }
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        // SQLite's messages name tables and constraints, never bound values.
+        StoreError::Database(e.to_string())
+    }
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -322,7 +329,7 @@ impl PrincipalStore for SqliteStore {
     async fn initialize(&self, init: &RealmInit) -> Result<(), StoreError> {
         let init = init.clone();
         self.write(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: Option<i64> = tx.query_row("SELECT 1 FROM realm WHERE id = 1", [], |r| r.get(0)).optional()?;
             if exists.is_some() {
                 return Err(StoreError::AlreadyInitialized);
@@ -395,7 +402,8 @@ impl PrincipalStore for SqliteStore {
     async fn update_principal(&self, name: &str, u: &PrincipalUpdate) -> Result<(), StoreError> {
         let (name, u) = (name.to_owned(), u.clone());
         self.write(move |c| {
-            let tx = c.transaction()?;
+            // Immediate, as for rotation: read, then write.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut r = principal_where(&tx, "name", &name)?.ok_or(StoreError::NotFound)?;
             u.apply_to(&mut r);
             tx.execute(
@@ -426,7 +434,10 @@ impl PrincipalStore for SqliteStore {
     async fn rotate_key(&self, principal_id: &str, k: &StoredKey, retire_at: u64) -> Result<(), StoreError> {
         let (principal_id, k) = (principal_id.to_owned(), k.clone());
         self.write(move |c| {
-            let tx = c.transaction()?;
+            // Immediate: it reads, then writes; a deferred transaction
+            // would fail ("database is locked") instead of waiting when
+            // another rotation took the write lock in between.
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let max: Option<i64> =
                 tx.query_row("SELECT MAX(kvno) FROM principal_keys WHERE principal_id = ?1", [&principal_id], |r| {
                     r.get(0)

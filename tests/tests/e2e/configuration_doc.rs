@@ -83,7 +83,9 @@ fn help_options(help: &str) -> BTreeMap<String, HelpOption> {
         let Some(name) = &current else { continue };
         let entry = out.get_mut(name).unwrap();
         if let Some(i) = line.find("[env: ") {
-            entry.env = Some(line[i + 6..].split('=').next().unwrap().to_owned());
+            // `[env: NAME=value]`, or `[env: NAME]` when clap hides the value
+            // (a secret's, like KDC_DATABASE_URL's).
+            entry.env = Some(line[i + 6..].split(['=', ']']).next().unwrap().to_owned());
         }
         if let Some(i) = line.find("[default: ") {
             entry.default = Some(line[i + 10..].split(']').next().unwrap().to_owned());

@@ -19,6 +19,7 @@ mod jwks_fetch;
 mod lifecycle;
 mod lockout;
 mod middleware;
+mod postgres_cluster;
 mod raw_attacks;
 mod replay_and_binding;
 mod sdk;
