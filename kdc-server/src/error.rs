@@ -84,6 +84,10 @@ pub enum KdcError {
         /// Seconds until room is expected.
         retry_after: u64,
     },
+    /// The shared replay cache (Redis) cannot be reached or did not answer
+    /// in time: failing closed (`503`, `Retry-After: 1`).
+    #[error("replay cache unavailable")]
+    ReplayCacheUnavailable,
     /// A principal with that name already exists.
     #[error("principal already exists")]
     PrincipalExists,
@@ -148,6 +152,7 @@ impl KdcError {
             NotRenewable => &ProblemKind::NotRenewable,
             TicketTooLarge => &ProblemKind::TicketTooLarge,
             ReplayCacheFull { .. } => &ProblemKind::ReplayCacheFull,
+            ReplayCacheUnavailable => &ProblemKind::ReplayCacheUnavailable,
             PrincipalExists => &ProblemKind::PrincipalExists,
             PrincipalNotFound => &ProblemKind::PrincipalNotFound,
             AuditUnavailable { .. } => &ProblemKind::AuditUnavailable,
@@ -248,6 +253,7 @@ impl IntoResponse for ApiError {
             KdcError::ClockSkew { server_time } => problem = problem.member("server_time", server_time.0),
             KdcError::Throttled { retry_after: s } => retry_after = Some(*s),
             KdcError::ReplayCacheFull { retry_after: s } => retry_after = Some(*s),
+            KdcError::ReplayCacheUnavailable => retry_after = Some(1),
             _ => {}
         }
         let mut resp = (status, problem.to_json()).into_response();

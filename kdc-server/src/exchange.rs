@@ -27,7 +27,7 @@ use crate::kdc::Kdc;
 use crate::policy::{LifetimeRequest, TicketTimes};
 use crate::store::{PrincipalKind, PrincipalRecord};
 use crate::throttle::Verdict;
-use auth_middleware::replay::{ReplayCache as _, ReplayEntry, ReplayRefusal};
+use auth_middleware::replay::{ReplayEntry, ReplayRefusal};
 
 /// Longest nonce a client may send.
 const MAX_NONCE_LEN: usize = 64;
@@ -122,7 +122,7 @@ impl Kdc {
         self.replay.check_and_insert(entry).await.map_err(|r| match r {
             ReplayRefusal::Replay => KdcError::Replay,
             ReplayRefusal::Full { retry_after } => KdcError::ReplayCacheFull { retry_after },
-            ReplayRefusal::Unavailable => KdcError::ReplayCacheFull { retry_after: 1 },
+            ReplayRefusal::Unavailable => KdcError::ReplayCacheUnavailable,
         })
     }
 

@@ -21,7 +21,7 @@ use crate::store::{
     StoredSigningKey,
 };
 use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
-use auth_middleware::replay::{InMemoryReplayCache, ReplayCache as _};
+use auth_middleware::replay::{InMemoryReplayCache, ReplayCache};
 
 /// Name of the bootstrap administrator created by `kdc init`.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
@@ -64,7 +64,10 @@ pub struct Kdc {
     /// [`Kdc::reload_signing_keys`], read (never locked for long) per ticket.
     signing: std::sync::RwLock<Arc<SigningKeys>>,
     policy: Policy,
-    pub(crate) replay: InMemoryReplayCache,
+    pub(crate) replay: Arc<dyn ReplayCache>,
+    /// The Redis shared by every instance (`--replay-cache-url`), if any:
+    /// the admin layer's replay cache goes there too.
+    replay_cache_url: Option<String>,
     pub(crate) throttle: PreAuthThrottle,
     /// Secret for the keys of principals that do not exist, so a wrong
     /// password and an unknown name take the same path.
@@ -223,7 +226,8 @@ impl Kdc {
             master,
             signing: std::sync::RwLock::new(Arc::new(signing)),
             policy,
-            replay: InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now),
+            replay: Arc::new(InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now)),
+            replay_cache_url: None,
             throttle: PreAuthThrottle::new(throttle),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
@@ -232,6 +236,32 @@ impl Kdc {
             challenges: std::sync::atomic::AtomicU64::new(0),
             decoy: (tgs.id, decoy),
         })
+    }
+
+    /// Shares the replay cache (authenticators of the TGS and renewal
+    /// exchanges, pre-authentication timestamps, the admin API's
+    /// authenticators) with every KDC instance configured with the same
+    /// Redis (`--replay-cache-url`), so a request replayed at a sibling
+    /// instance is refused too. Redis may be down now: exchanges that need
+    /// it fail closed (`503` + `Retry-After`) until it answers. Call before
+    /// [`crate::http::AppState::new`], which builds the admin layer.
+    pub async fn share_replay_cache(&mut self, url: &str) -> Result<(), KdcError> {
+        let config = auth_middleware::RedisReplayConfig {
+            per_principal: REPLAY_PER_PRINCIPAL,
+            max_window: std::time::Duration::from_secs(self.policy.max_skew_secs.saturating_mul(2)),
+            ..auth_middleware::RedisReplayConfig::new(format!("kdc/{}", self.realm))
+        };
+        let cache = auth_middleware::replay_redis::connect(url, config)
+            .await
+            .map_err(|_| KdcError::InvalidOperation("--replay-cache-url is not a usable Redis URL"))?;
+        self.replay = cache;
+        self.replay_cache_url = Some(url.to_owned());
+        Ok(())
+    }
+
+    /// The Redis URL of the shared replay cache, if one is configured.
+    pub fn replay_cache_url(&self) -> Option<&str> {
+        self.replay_cache_url.as_deref()
     }
 
     /// The realm.
@@ -422,6 +452,13 @@ impl Kdc {
         let _ = writeln!(out, "# HELP kdc_replay_cache_entries Entries in the KDC's replay cache.");
         let _ = writeln!(out, "# TYPE kdc_replay_cache_entries gauge");
         let _ = writeln!(out, "kdc_replay_cache_entries {}", self.replay.len());
+        let _ = writeln!(
+            out,
+            "# HELP kdc_replay_cache_unavailable_total Exchanges refused (503) because the shared replay cache \
+             (Redis) could not be reached or did not answer in time."
+        );
+        let _ = writeln!(out, "# TYPE kdc_replay_cache_unavailable_total counter");
+        let _ = writeln!(out, "kdc_replay_cache_unavailable_total {}", self.replay.unavailable_count());
         let _ = writeln!(out, "# HELP kdc_verified_ticket_cache_entries Presented tickets already verified.");
         let _ = writeln!(out, "# TYPE kdc_verified_ticket_cache_entries gauge");
         let _ = writeln!(out, "kdc_verified_ticket_cache_entries {}", self.verified_tickets.len());

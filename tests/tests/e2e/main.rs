@@ -20,6 +20,7 @@ mod lifecycle;
 mod lockout;
 mod middleware;
 mod raw_attacks;
+mod redis_replay;
 mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
