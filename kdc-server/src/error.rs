@@ -84,8 +84,9 @@ pub enum KdcError {
         /// Seconds until room is expected.
         retry_after: u64,
     },
-    /// The shared replay cache (Redis) cannot be reached or did not answer
-    /// in time: failing closed (`503`, `Retry-After: 1`).
+    /// The shared replay cache or pre-authentication throttle (Redis) cannot
+    /// be reached or did not answer in time: failing closed (`503`,
+    /// `Retry-After: 1`).
     #[error("replay cache unavailable")]
     ReplayCacheUnavailable,
     /// A principal with that name already exists.

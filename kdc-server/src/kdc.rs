@@ -20,7 +20,7 @@ use crate::store::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
     StoredSigningKey,
 };
-use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
+use crate::throttle::{PreAuthThrottle, Throttle, ThrottlePolicy};
 use auth_middleware::replay::{InMemoryReplayCache, ReplayCache};
 
 /// Name of the bootstrap administrator created by `kdc init`.
@@ -68,7 +68,7 @@ pub struct Kdc {
     /// The Redis shared by every instance (`--replay-cache-url`), if any:
     /// the admin layer's replay cache goes there too.
     replay_cache_url: Option<String>,
-    pub(crate) throttle: PreAuthThrottle,
+    pub(crate) throttle: Throttle,
     /// Secret for the keys of principals that do not exist, so a wrong
     /// password and an unknown name take the same path.
     pub(crate) fake_key_secret: SecretKey,
@@ -228,7 +228,7 @@ impl Kdc {
             policy,
             replay: Arc::new(InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now)),
             replay_cache_url: None,
-            throttle: PreAuthThrottle::new(throttle),
+            throttle: Throttle::Local(PreAuthThrottle::new(throttle)),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
             verified_tickets: auth_middleware::ticket_cache::VerifiedTicketCache::new(100_000),
@@ -240,21 +240,31 @@ impl Kdc {
 
     /// Shares the replay cache (authenticators of the TGS and renewal
     /// exchanges, pre-authentication timestamps, the admin API's
-    /// authenticators) with every KDC instance configured with the same
-    /// Redis (`--replay-cache-url`), so a request replayed at a sibling
-    /// instance is refused too. Redis may be down now: exchanges that need
-    /// it fail closed (`503` + `Retry-After`) until it answers. Call before
+    /// authenticators) and the failed-pre-authentication throttle with every
+    /// KDC instance configured with the same Redis (`--replay-cache-url`), so
+    /// a request replayed at a sibling instance is refused, and a lock-out
+    /// reached at one holds at all. Redis may be down now: what needs it
+    /// fails closed (`503` + `Retry-After`) until it answers. Call before
     /// [`crate::http::AppState::new`], which builds the admin layer.
     pub async fn share_replay_cache(&mut self, url: &str) -> Result<(), KdcError> {
+        let namespace = format!("kdc/{}", self.realm);
+        self.share_replay_cache_as(url, &namespace).await
+    }
+
+    /// [`Self::share_replay_cache`] under another namespace than
+    /// `kdc/<realm>` (tests that share one Redis keep apart so).
+    pub async fn share_replay_cache_as(&mut self, url: &str, namespace: &str) -> Result<(), KdcError> {
+        let bad_url = KdcError::InvalidOperation("--replay-cache-url is not a usable Redis URL");
         let config = auth_middleware::RedisReplayConfig {
             per_principal: REPLAY_PER_PRINCIPAL,
             max_window: std::time::Duration::from_secs(self.policy.max_skew_secs.saturating_mul(2)),
-            ..auth_middleware::RedisReplayConfig::new(format!("kdc/{}", self.realm))
+            ..auth_middleware::RedisReplayConfig::new(namespace)
         };
-        let cache = auth_middleware::replay_redis::connect(url, config)
-            .await
+        let cache = auth_middleware::replay_redis::connect(url, config).await.map_err(|_| bad_url)?;
+        let throttle = crate::throttle_redis::SharedThrottle::new(url, namespace, self.throttle.policy().clone())
             .map_err(|_| KdcError::InvalidOperation("--replay-cache-url is not a usable Redis URL"))?;
         self.replay = cache;
+        self.throttle = Throttle::Shared(throttle);
         self.replay_cache_url = Some(url.to_owned());
         Ok(())
     }
@@ -454,11 +464,15 @@ impl Kdc {
         let _ = writeln!(out, "kdc_replay_cache_entries {}", self.replay.len());
         let _ = writeln!(
             out,
-            "# HELP kdc_replay_cache_unavailable_total Exchanges refused (503) because the shared replay cache \
-             (Redis) could not be reached or did not answer in time."
+            "# HELP kdc_replay_cache_unavailable_total Exchanges refused (503) because the shared replay cache or \
+             pre-authentication throttle (Redis) could not be reached or did not answer in time."
         );
         let _ = writeln!(out, "# TYPE kdc_replay_cache_unavailable_total counter");
-        let _ = writeln!(out, "kdc_replay_cache_unavailable_total {}", self.replay.unavailable_count());
+        let _ = writeln!(
+            out,
+            "kdc_replay_cache_unavailable_total {}",
+            self.replay.unavailable_count() + self.throttle.unavailable_count()
+        );
         let _ = writeln!(out, "# HELP kdc_verified_ticket_cache_entries Presented tickets already verified.");
         let _ = writeln!(out, "# TYPE kdc_verified_ticket_cache_entries gauge");
         let _ = writeln!(out, "kdc_verified_ticket_cache_entries {}", self.verified_tickets.len());

@@ -48,6 +48,7 @@ pub mod request;
 pub mod signing_keys;
 pub mod store;
 pub mod throttle;
+pub mod throttle_redis;
 
 pub use error::{ApiError, KdcError};
 pub use kdc::Kdc;

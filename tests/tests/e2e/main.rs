@@ -25,6 +25,7 @@ mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
 mod sdk_services;
+mod shared_throttle;
 mod signing_key_rotation;
 mod tls;
 
