@@ -179,7 +179,7 @@ impl RedisReplayConfig {
 pub enum RedisReplayError {
     /// The URL is not a Redis URL (`redis://[user:password@]host[:port][/db]`).
     /// The URL itself is left out: it may hold a password.
-    #[error("not a usable Redis URL (expected redis://host:port[/db] or rediss://…)")]
+    #[error("not a usable Redis URL (expected redis://[user:password@]host:port[/db])")]
     BadUrl,
     /// The connection could not be prepared.
     #[error("Redis connection: {0}")]
