@@ -44,6 +44,10 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The shared replay cache could not be set up (a bad URL). The URL is
+    /// not repeated: it may hold a password.
+    #[error("replay cache: {0}")]
+    ReplayCache(String),
     /// A CA certificate file for the JWK-set fetch could not be used.
     #[error("CA certificate {path}: {reason}")]
     CaCertificate {

@@ -151,6 +151,7 @@ pub struct TicketAuthBuilder {
     settings: VerifierSettings,
     replay: Option<Arc<dyn ReplayCache>>,
     replay_state: Option<PathBuf>,
+    redis_url: Option<String>,
     clock: Arc<dyn Clock>,
 }
 
@@ -167,6 +168,7 @@ impl Default for TicketAuthBuilder {
             settings: VerifierSettings::default(),
             replay: None,
             replay_state: None,
+            redis_url: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -306,6 +308,19 @@ impl TicketAuthBuilder {
         self
     }
 
+    /// Shares the replay cache with the service's other instances in the
+    /// Redis at `url` (`redis://[user:password@]host:port[/db]`; see
+    /// [`crate::replay_redis`]), under the service principal's namespace.
+    /// A replay at a sibling instance is then refused too; a Redis that cannot
+    /// be reached makes requests fail closed (`503` + `Retry-After`) until it
+    /// answers again. Takes precedence over [`Self::replay_state_file`];
+    /// [`Self::replay_cache`] takes precedence over it. Redis may be down at
+    /// build time.
+    pub fn redis_replay_cache(mut self, url: impl Into<String>) -> Self {
+        self.redis_url = Some(url.into());
+        self
+    }
+
     /// Where "now" comes from. Defaults to the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -343,9 +358,19 @@ impl TicketAuthBuilder {
                 (fetched.set.clone(), Some((http, url, fetched)))
             }
         };
-        let (replay, replay_state): (Arc<dyn ReplayCache>, _) = match (self.replay, self.replay_state) {
-            (Some(cache), _) => (cache, None),
-            (None, Some(path)) => {
+        let (replay, replay_state): (Arc<dyn ReplayCache>, _) = match (self.replay, self.redis_url, self.replay_state) {
+            (Some(cache), _, _) => (cache, None),
+            (None, Some(url), _) => {
+                let config = crate::replay_redis::RedisReplayConfig {
+                    max_window: Duration::from_secs(self.settings.max_skew_secs.saturating_mul(2)),
+                    ..crate::replay_redis::RedisReplayConfig::new(keyring.principal().to_string())
+                };
+                let cache = crate::replay_redis::connect(&url, config)
+                    .await
+                    .map_err(|e| ConfigError::ReplayCache(e.to_string()))?;
+                (cache, None)
+            }
+            (None, None, Some(path)) => {
                 let (cap, per) = (InMemoryReplayCache::DEFAULT_CAPACITY, InMemoryReplayCache::DEFAULT_PER_PRINCIPAL);
                 let (cache, kind, held) = crate::replay_state::open(&path, cap, per, now)
                     .map_err(|source| ConfigError::ReplayState { path: path.clone(), source })?;
@@ -359,7 +384,7 @@ impl TicketAuthBuilder {
                 let cache = Arc::new(cache);
                 (cache.clone(), Some((path, cache, held)))
             }
-            (None, None) => (Arc::new(InMemoryReplayCache::with_defaults(now)), None),
+            (None, None, None) => (Arc::new(InMemoryReplayCache::with_defaults(now)), None),
         };
         let realm = keyring.principal().realm().to_string();
         let verifier = TicketVerifier::new(keyring, KdcVerifier::from_jwks(&jwks), replay, self.settings);

@@ -40,6 +40,7 @@ mod keys;
 mod layer;
 mod rejection;
 mod replay;
+mod replay_redis;
 mod replay_state;
 mod serve;
 mod service;
@@ -68,6 +69,7 @@ pub use keys::{
 
 // Caches a verifier keeps: replayed authenticators, verified tickets.
 pub use replay::{InMemoryReplayCache, ReplayCache, ReplayEntry, ReplayRefusal};
+pub use replay_redis::{RedisReplayCache, RedisReplayConfig, RedisReplayError, connect as connect_redis_replay_cache};
 pub use ticket_cache::{VerifiedTicketCache, ticket_digest};
 
 // Serving, with or without TLS.

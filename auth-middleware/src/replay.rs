@@ -1,6 +1,6 @@
 //! The replay cache: every authenticator is accepted once within the skew
-//! window. A trait so instances of a service can share one (a Redis backend
-//! follows); the in-memory default is sharded and bounded.
+//! window. A trait so instances of a service can share one
+//! ([`crate::replay_redis`]); the in-memory default is sharded and bounded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -56,6 +56,13 @@ pub trait ReplayCache: Send + Sync + 'static {
     /// Whether the cache holds nothing.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Checks that failed because the cache could not be reached or did not
+    /// answer in time (each answered `503`), since start. Always 0 for an
+    /// in-process cache.
+    fn unavailable_count(&self) -> u64 {
+        0
     }
 }
 

@@ -474,9 +474,12 @@ pub(crate) fn admin_router(state: &AppState) -> Router<AppState> {
 /// `kadmin/admin` keys (refreshed by [`refresh_admin_keys`]) and its own JWK
 /// set, role `admin` required.
 ///
-/// With `replay_state`, the layer's replay cache is kept across clean
-/// restarts in that file (see [`auth_middleware::replay_state`]); without it,
-/// admin requests are refused as stale for the first max-skew after a start.
+/// With a shared replay cache ([`Kdc::share_replay_cache`]) the layer's
+/// replay cache is in that Redis too, so an admin request replayed at another
+/// KDC instance is refused. Otherwise, with `replay_state`, it is kept across
+/// clean restarts in that file (see [`auth_middleware::TicketAuthBuilder::replay_state_file`]);
+/// without it, admin requests are refused as stale for the first max-skew
+/// after a start.
 pub(crate) async fn admin_layer(
     kdc: &Kdc,
     clock: std::sync::Arc<dyn kdc_proto::Clock>,
@@ -485,7 +488,10 @@ pub(crate) async fn admin_layer(
     let name = Principal::admin_service(kdc.realm());
     let kt = kdc.keytab(&name, clock.now().as_secs()).await?;
     let mut builder = TicketAuthLayer::builder();
-    if let Some(path) = replay_state {
+    if let Some(url) = kdc.replay_cache_url() {
+        // Shared with the other KDC instances (the state file is not used).
+        builder = builder.redis_replay_cache(url);
+    } else if let Some(path) = replay_state {
         builder = builder.replay_state_file(path);
     }
     builder

@@ -74,6 +74,7 @@ impl IntoResponse for ApiError {
             KdcError::ClockSkew { server_time } => problem = problem.member("server_time", server_time.0),
             KdcError::Throttled { retry_after: s } => retry_after = Some(*s),
             KdcError::ReplayCacheFull { retry_after: s } => retry_after = Some(*s),
+            KdcError::ReplayCacheUnavailable => retry_after = Some(1),
             _ => {}
         }
         let mut resp = (status, problem.to_json()).into_response();

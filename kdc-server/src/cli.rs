@@ -82,6 +82,13 @@ pub(crate) struct Cli {
     /// 1 s) [default: interval].
     #[arg(long, global = true, env = "KDC_AUDIT_FSYNC", value_enum)]
     audit_fsync: Option<FsyncPolicy>,
+    /// Share the replay cache and the failed-pre-authentication throttle
+    /// with the other KDC instances through the Redis at this URL
+    /// (redis://[user:password@]host:port[/db]); `serve` only. An
+    /// unreachable Redis makes what needs it fail closed (503 + Retry-After)
+    /// until it answers [default: none (in-process, one instance)].
+    #[arg(long, global = true, env = "KDC_REPLAY_CACHE_URL", value_name = "URL")]
+    replay_cache_url: Option<String>,
     /// What to do (default: serve).
     #[command(subcommand)]
     command: Option<Command>,
@@ -256,6 +263,7 @@ struct Settings {
     cors_origins: Vec<String>,
     audit_log: Option<AuditDestination>,
     audit_fsync: FsyncPolicy,
+    replay_cache_url: Option<String>,
     file: FileConfig,
 }
 
@@ -288,6 +296,7 @@ fn settings(cli: &Cli) -> anyhow::Result<Settings> {
         log_format: cli.log_format.or(file.log_format).unwrap_or_else(LogFormat::for_stderr),
         audit_log: cli.audit_log.clone().or_else(|| file.audit_log.clone()).map(AuditDestination::from),
         audit_fsync: cli.audit_fsync.or(file.audit_fsync).unwrap_or_default(),
+        replay_cache_url: cli.replay_cache_url.clone().or_else(|| file.replay_cache_url.clone()),
         file,
     })
 }
@@ -866,7 +875,12 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
             .await
             .context("the realm was initialised, but the audit log could not record it")?;
     }
-    let kdc = open_kdc(s, store).await?;
+    let mut kdc = open_kdc(s, store).await?;
+    if let Some(url) = &s.replay_cache_url {
+        // The URL is not repeated anywhere: it may hold a password.
+        kdc.share_replay_cache(url).await?;
+        tracing::info!("replay cache and pre-authentication throttle shared through Redis");
+    }
     let local = listener.local_addr()?;
     let public_url = crate::config::advertised_base_url(s.public_url.as_deref(), local, tls.is_some())?;
     // Before the serving line, which tells a supervisor it may now signal.

@@ -71,6 +71,9 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// Time open requests get to finish at shutdown, seconds.
     pub shutdown_grace_secs: Option<u64>,
+    /// The Redis shared by every KDC instance for the replay cache and the
+    /// throttle (`--replay-cache-url`).
+    pub replay_cache_url: Option<String>,
     /// Ticket policy (`[policy]` table).
     #[serde(default)]
     pub policy: Policy,

@@ -80,6 +80,11 @@ pub enum KdcError {
         /// Seconds until room is expected.
         retry_after: u64,
     },
+    /// The shared replay cache or pre-authentication throttle (Redis) cannot
+    /// be reached or did not answer in time: failing closed (`503`,
+    /// `Retry-After: 1`).
+    #[error("replay cache unavailable")]
+    ReplayCacheUnavailable,
     /// A principal with that name already exists.
     #[error("principal already exists")]
     PrincipalExists,
@@ -139,6 +144,7 @@ impl KdcError {
             NotRenewable => &ProblemKind::NotRenewable,
             TicketTooLarge => &ProblemKind::TicketTooLarge,
             ReplayCacheFull { .. } => &ProblemKind::ReplayCacheFull,
+            ReplayCacheUnavailable => &ProblemKind::ReplayCacheUnavailable,
             PrincipalExists => &ProblemKind::PrincipalExists,
             PrincipalNotFound => &ProblemKind::PrincipalNotFound,
             AuditUnavailable { .. } => &ProblemKind::AuditUnavailable,

@@ -27,7 +27,7 @@ use crate::kdc::Kdc;
 use crate::policy::{LifetimeRequest, TicketTimes};
 use crate::store::{PrincipalKind, PrincipalRecord};
 use crate::throttle::Verdict;
-use auth_middleware::{ReplayCache as _, ReplayEntry, ReplayRefusal};
+use auth_middleware::{ReplayEntry, ReplayRefusal};
 
 /// Longest nonce a client may send.
 const MAX_NONCE_LEN: usize = 64;
@@ -122,7 +122,7 @@ impl Kdc {
         self.replay.check_and_insert(entry).await.map_err(|r| match r {
             ReplayRefusal::Replay => KdcError::Replay,
             ReplayRefusal::Full { retry_after } => KdcError::ReplayCacheFull { retry_after },
-            ReplayRefusal::Unavailable => KdcError::ReplayCacheFull { retry_after: 1 },
+            ReplayRefusal::Unavailable => KdcError::ReplayCacheUnavailable,
         })
     }
 
@@ -242,9 +242,11 @@ impl Kdc {
         // (pre-authentication data) counts as a failure from here on until it
         // proves right, so concurrent guesses cannot slip under a limit.
         let verdict = match req.pre_auth {
-            Some(_) => self.throttle.begin_guess(&client_str, addr, now_s),
-            None => self.throttle.check(&client_str, addr, now_s),
-        };
+            Some(_) => self.throttle.begin_guess(&client_str, addr, now_s).await,
+            None => self.throttle.check(&client_str, addr, now_s).await,
+        }
+        // A shared throttle that cannot be reached: fail closed.
+        .map_err(|_| KdcError::ReplayCacheUnavailable)?;
         let delay = match verdict {
             Verdict::Refuse { retry_after } => return Err(KdcError::Throttled { retry_after }),
             Verdict::Proceed { delay } => delay,
@@ -321,13 +323,13 @@ impl Kdc {
         if !AcceptanceWindow::of(ts.ts, self.policy().max_skew_secs).contains(now) {
             // The password was right: not a failure, but not a fresh login
             // either (it may be a stale capture), so nothing is reset.
-            self.throttle.refund_guess(&client_str, addr, now_s);
+            self.throttle.refund_guess(&client_str, addr, now_s).await;
             return Err(KdcError::ClockSkew { server_time: now });
         }
         self.remember(&tag, &client.id, ts.ts, now).await?;
         // The password was right, fresh and not a replay: this address's own
         // failures for this name start afresh.
-        self.throttle.guess_succeeded(&client_str, addr, now_s);
+        self.throttle.guess_succeeded(&client_str, addr, now_s).await;
         if client.disabled {
             parties.reason = Some("client-disabled");
             return Err(KdcError::ClientNotPermitted);

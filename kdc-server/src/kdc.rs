@@ -20,8 +20,8 @@ use crate::store::{
     NewPrincipal, PasswordDerivation, PrincipalKind, PrincipalRecord, PrincipalStore, RealmInit, StoreError, StoredKey,
     StoredSigningKey,
 };
-use crate::throttle::{PreAuthThrottle, ThrottlePolicy};
-use auth_middleware::{InMemoryReplayCache, ReplayCache as _};
+use crate::throttle::{PreAuthThrottle, Throttle, ThrottlePolicy};
+use auth_middleware::{InMemoryReplayCache, ReplayCache};
 
 /// Name of the bootstrap administrator created by `kdc init`.
 pub(crate) const BOOTSTRAP_ADMIN: &str = "admin";
@@ -64,8 +64,11 @@ pub struct Kdc {
     /// [`Kdc::reload_signing_keys`], read (never locked for long) per ticket.
     signing: std::sync::RwLock<Arc<SigningKeys>>,
     policy: Policy,
-    pub(crate) replay: InMemoryReplayCache,
-    pub(crate) throttle: PreAuthThrottle,
+    pub(crate) replay: Arc<dyn ReplayCache>,
+    /// The Redis shared by every instance (`--replay-cache-url`), if any:
+    /// the admin layer's replay cache goes there too.
+    replay_cache_url: Option<String>,
+    pub(crate) throttle: Throttle,
     /// Secret for the keys of principals that do not exist, so a wrong
     /// password and an unknown name take the same path.
     pub(crate) fake_key_secret: SecretKey,
@@ -106,8 +109,11 @@ pub struct KdcStats {
     pub preauth_challenges: u64,
     /// Refused exchanges since start, by problem kind slug.
     pub refusals: std::collections::BTreeMap<&'static str, u64>,
-    /// Entries in the replay cache.
+    /// Entries in the replay cache (0 for a shared one in Redis).
     pub replay_cache_entries: u64,
+    /// Exchanges refused because the shared replay cache or throttle (Redis)
+    /// could not be reached or did not answer in time.
+    pub replay_cache_unavailable: u64,
     /// Entries in the verified-ticket cache.
     pub verified_ticket_cache_entries: u64,
     /// Failed-pre-authentication counters held by the throttle.
@@ -244,8 +250,9 @@ impl Kdc {
             master,
             signing: std::sync::RwLock::new(Arc::new(signing)),
             policy,
-            replay: InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now),
-            throttle: PreAuthThrottle::new(throttle),
+            replay: Arc::new(InMemoryReplayCache::new(REPLAY_CAPACITY, REPLAY_PER_PRINCIPAL, now)),
+            replay_cache_url: None,
+            throttle: Throttle::Local(PreAuthThrottle::new(throttle)),
             fake_key_secret: SecretKey::generate(),
             issued: IssuedCounters::default(),
             verified_tickets: auth_middleware::VerifiedTicketCache::new(100_000),
@@ -253,6 +260,42 @@ impl Kdc {
             challenges: std::sync::atomic::AtomicU64::new(0),
             decoy: (tgs.id, decoy),
         })
+    }
+
+    /// Shares the replay cache (authenticators of the TGS and renewal
+    /// exchanges, pre-authentication timestamps, the admin API's
+    /// authenticators) and the failed-pre-authentication throttle with every
+    /// KDC instance configured with the same Redis (`--replay-cache-url`), so
+    /// a request replayed at a sibling instance is refused, and a lock-out
+    /// reached at one holds at all. Redis may be down now: what needs it
+    /// fails closed (`503` + `Retry-After`) until it answers. Call before
+    /// [`crate::http::AppState::new`], which builds the admin layer.
+    pub async fn share_replay_cache(&mut self, url: &str) -> Result<(), KdcError> {
+        let namespace = format!("kdc/{}", self.realm);
+        self.share_replay_cache_as(url, &namespace).await
+    }
+
+    /// [`Self::share_replay_cache`] under another namespace than
+    /// `kdc/<realm>` (tests that share one Redis keep apart so).
+    pub async fn share_replay_cache_as(&mut self, url: &str, namespace: &str) -> Result<(), KdcError> {
+        let bad_url = KdcError::InvalidOperation("--replay-cache-url is not a usable Redis URL");
+        let config = auth_middleware::RedisReplayConfig {
+            per_principal: REPLAY_PER_PRINCIPAL,
+            max_window: std::time::Duration::from_secs(self.policy.max_skew_secs.saturating_mul(2)),
+            ..auth_middleware::RedisReplayConfig::new(namespace)
+        };
+        let cache = auth_middleware::connect_redis_replay_cache(url, config).await.map_err(|_| bad_url)?;
+        let throttle = crate::throttle_redis::SharedThrottle::new(url, namespace, self.throttle.policy().clone())
+            .map_err(|_| KdcError::InvalidOperation("--replay-cache-url is not a usable Redis URL"))?;
+        self.replay = cache;
+        self.throttle = Throttle::Shared(throttle);
+        self.replay_cache_url = Some(url.to_owned());
+        Ok(())
+    }
+
+    /// The Redis URL of the shared replay cache, if one is configured.
+    pub fn replay_cache_url(&self) -> Option<&str> {
+        self.replay_cache_url.as_deref()
     }
 
     /// The realm.
@@ -424,6 +467,7 @@ impl Kdc {
             preauth_challenges: self.challenges.load(Relaxed),
             refusals: self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             replay_cache_entries: self.replay.len() as u64,
+            replay_cache_unavailable: self.replay.unavailable_count() + self.throttle.unavailable_count(),
             verified_ticket_cache_entries: self.verified_tickets.len() as u64,
             throttle_entries: self.throttle.tracked() as u64,
         }

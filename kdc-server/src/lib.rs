@@ -58,6 +58,7 @@ mod signing_keys;
 mod state;
 mod store;
 mod throttle;
+mod throttle_redis;
 
 // The KDC and its operations.
 pub use error::KdcError;

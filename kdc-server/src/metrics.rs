@@ -79,6 +79,13 @@ impl Exposition {
             s.replay_cache_entries,
         );
         self.single(
+            "kdc_replay_cache_unavailable_total",
+            Type::Counter,
+            "Exchanges refused (503) because the shared replay cache or pre-authentication throttle (Redis) could \
+             not be reached or did not answer in time.",
+            s.replay_cache_unavailable,
+        );
+        self.single(
             "kdc_verified_ticket_cache_entries",
             Type::Gauge,
             "Presented tickets already verified.",

@@ -247,6 +247,96 @@ fn network(addr: Option<IpAddr>) -> IpAddr {
     }
 }
 
+/// [`network`], for the shared throttle's keys.
+pub(crate) fn network_of(addr: Option<IpAddr>) -> IpAddr {
+    network(addr)
+}
+
+/// The throttle in force: this process's own, or the one shared by every
+/// KDC instance through Redis ([`crate::throttle_redis`]). The methods are
+/// those of [`PreAuthThrottle`]; the shared one can be unavailable, and is
+/// then refused (fail closed).
+#[derive(Debug)]
+pub(crate) enum Throttle {
+    /// In this process.
+    Local(PreAuthThrottle),
+    /// In Redis, shared.
+    Shared(crate::throttle_redis::SharedThrottle),
+}
+
+/// The shared throttle could not be reached: refuse the attempt (`503`).
+pub(crate) use crate::throttle_redis::Unavailable;
+
+impl Throttle {
+    /// The policy in force (after clamping).
+    pub(crate) fn policy(&self) -> &ThrottlePolicy {
+        match self {
+            Throttle::Local(t) => t.policy(),
+            Throttle::Shared(t) => t.policy(),
+        }
+    }
+
+    /// See [`PreAuthThrottle::check`].
+    pub(crate) async fn check(
+        &self,
+        principal: &str,
+        addr: Option<IpAddr>,
+        now_secs: u64,
+    ) -> Result<Verdict, Unavailable> {
+        match self {
+            Throttle::Local(t) => Ok(t.check(principal, addr, now_secs)),
+            Throttle::Shared(t) => t.check(principal, addr, now_secs).await,
+        }
+    }
+
+    /// See [`PreAuthThrottle::begin_guess`].
+    pub(crate) async fn begin_guess(
+        &self,
+        principal: &str,
+        addr: Option<IpAddr>,
+        now_secs: u64,
+    ) -> Result<Verdict, Unavailable> {
+        match self {
+            Throttle::Local(t) => Ok(t.begin_guess(principal, addr, now_secs)),
+            Throttle::Shared(t) => t.begin_guess(principal, addr, now_secs).await,
+        }
+    }
+
+    /// See [`PreAuthThrottle::refund_guess`].
+    pub(crate) async fn refund_guess(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
+        match self {
+            Throttle::Local(t) => t.refund_guess(principal, addr, started_secs),
+            Throttle::Shared(t) => t.refund_guess(principal, addr, started_secs).await,
+        }
+    }
+
+    /// See [`PreAuthThrottle::guess_succeeded`].
+    pub(crate) async fn guess_succeeded(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
+        match self {
+            Throttle::Local(t) => t.guess_succeeded(principal, addr, started_secs),
+            Throttle::Shared(t) => t.guess_succeeded(principal, addr, started_secs).await,
+        }
+    }
+
+    /// Counters held (for the shared one: across instances, as of this
+    /// instance's last call).
+    pub(crate) fn tracked(&self) -> usize {
+        match self {
+            Throttle::Local(t) => t.tracked(),
+            Throttle::Shared(t) => t.tracked(),
+        }
+    }
+
+    /// Checks refused because the shared throttle could not be reached
+    /// (always 0 for the local one).
+    pub(crate) fn unavailable_count(&self) -> u64 {
+        match self {
+            Throttle::Local(_) => 0,
+            Throttle::Shared(t) => t.unavailable_count(),
+        }
+    }
+}
+
 impl PreAuthThrottle {
     /// A throttle with `policy`. Out-of-range values are clamped into their
     /// bounds (a limit of 0 counts as 1), so no policy disables the bounds.

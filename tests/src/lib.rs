@@ -171,6 +171,27 @@ impl TestKdc {
         cors: AllowedOrigins,
         audit: kdc_server::AuditLog,
     ) -> anyhow::Result<Self> {
+        Self::start_inner(policy, throttle, limits, cors, audit, None).await
+    }
+
+    /// Starts a KDC with the default policy whose replay cache and
+    /// pre-authentication throttle are in the Redis at `url`, under
+    /// `namespace` (as `kdc serve --replay-cache-url` does, under
+    /// `kdc/<realm>`): KDCs started so on one namespace share them.
+    pub async fn start_sharing(url: &str, namespace: &str) -> anyhow::Result<Self> {
+        let (limits, cors, audit) = (Default::default(), AllowedOrigins::default(), kdc_server::AuditLog::disabled());
+        Self::start_inner(Policy::default(), ThrottlePolicy::default(), limits, cors, audit, Some((url, namespace)))
+            .await
+    }
+
+    async fn start_inner(
+        policy: Policy,
+        throttle: ThrottlePolicy,
+        limits: auth_middleware::ServeLimits,
+        cors: AllowedOrigins,
+        audit: kdc_server::AuditLog,
+        shared: Option<(&str, &str)>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Arc::new(SqliteStore::open(&dir.path().join("kdc.sqlite3")).await?);
         let master = SecretKey::generate();
@@ -182,7 +203,11 @@ impl TestKdc {
             now().as_secs(),
         )
         .await?;
-        let kdc = Arc::new(Kdc::open(store, MasterKey::new(master), policy, throttle, now()).await?);
+        let mut kdc = Kdc::open(store, MasterKey::new(master), policy, throttle, now()).await?;
+        if let Some((url, namespace)) = shared {
+            kdc.share_replay_cache_as(url, namespace).await?;
+        }
+        let kdc = Arc::new(kdc);
         add_standard_principals(&kdc).await?;
         let clock = Arc::new(TestClock::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

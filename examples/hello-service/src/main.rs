@@ -6,6 +6,8 @@
 //! # over TLS, with a KDC whose certificate comes from a private CA:
 //! hello_service --keytab hello.keytab --kdc https://kdc.example.test --kdc-ca-cert ca.pem \
 //!     --tls-cert hello.pem --tls-key hello.key --listen 0.0.0.0:8443
+//! # several instances sharing one replay cache:
+//! hello_service --keytab hello.keytab --kdc http://127.0.0.1:8088 --redis-url redis://127.0.0.1:6379
 //! ```
 //!
 //! `SIGHUP` reloads the TLS certificate and key without dropping connections.
@@ -39,6 +41,12 @@ struct Args {
     /// `.replay-state` appended.
     #[arg(long)]
     replay_state: Option<std::path::PathBuf>,
+    /// Share the replay cache with this service's other instances in the
+    /// Redis at this URL (`redis://host:port[/db]`): a replay at a sibling
+    /// instance is refused too. Replaces --replay-state. An unreachable
+    /// Redis makes requests fail closed (503 + Retry-After) until it is back.
+    #[arg(long, conflicts_with = "replay_state")]
+    redis_url: Option<String>,
     /// Allowed clock skew for authenticators, seconds: how far a client's
     /// clock may be from this service's. Also how long replayed
     /// authenticators are remembered, and the warm-up after an unclean stop.
@@ -71,8 +79,10 @@ async fn jwks_uri(kdc: &str, roots: &[reqwest::Certificate]) -> anyhow::Result<S
     Ok(auth_middleware::discover_jwks_uri(&http, kdc, true).await?.to_string())
 }
 
+// `pub(crate)`: the end-to-end tests build this same file as a binary of
+// their own package (`tests/src/bin/hello-under-test.rs`) and call it.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+pub(crate) async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     let args = Args::parse();
     let roots = match &args.kdc_ca_cert {
@@ -89,9 +99,12 @@ async fn main() -> anyhow::Result<()> {
         p.push(".replay-state");
         p.into()
     });
-    let auth = TicketAuthLayer::builder()
-        .keytab_file(&args.keytab)
-        .replay_state_file(replay_state)
+    let mut builder = TicketAuthLayer::builder().keytab_file(&args.keytab);
+    builder = match &args.redis_url {
+        Some(url) => builder.redis_replay_cache(url),
+        None => builder.replay_state_file(replay_state),
+    };
+    let auth = builder
         .max_clock_skew(Duration::from_secs(args.max_skew))
         .keytab_reload_interval(Duration::from_secs(30))
         .kdc_jwks_uri(jwks)

@@ -21,10 +21,12 @@ mod lockout;
 mod middleware;
 mod postgres_cluster;
 mod raw_attacks;
+mod redis_replay;
 mod replay_and_binding;
 mod sdk;
 mod sdk_hardening;
 mod sdk_services;
+mod shared_throttle;
 mod signing_key_rotation;
 mod tls;
 
