@@ -332,20 +332,22 @@ impl TicketVerifier {
         if !self.settings.authorities.accepts(authority, &ticket.claims().aud) {
             return Err(AuthRejection::BindingMismatch);
         }
-        let bound_body = authenticator.binds_body().then(|| body.unwrap_or_default());
-        let binding = RequestBinding::new(method, authority, path_and_query, bound_body);
-        let checked = authenticator.check_binding(&binding).map_err(|_| AuthRejection::BindingMismatch)?;
-        let auth = checked.authenticator().clone();
-        let window = AcceptanceWindow::of(auth.ts, self.settings.max_skew_secs);
+        let window = AcceptanceWindow::of(authenticator.authenticator().ts, self.settings.max_skew_secs);
         // An authenticator whose window opened before this cache existed may
         // have been accepted, unseen, by an earlier process (say, with the
         // client's clock running fast): it is refused as stale.
         if self.replay.remembers_since().is_some_and(|since| window.opens < since) {
-            let detail = sealed_detail(&ticket, now, auth.nonce.clone())?;
+            let detail = sealed_detail(&ticket, now, authenticator.authenticator().nonce.clone())?;
             return Err(AuthRejection::StaleAuthenticator { detail });
         }
+        // The replay check comes before the binding check: an authenticator
+        // is good for one request, wherever it is presented. So a header
+        // replayed at a sibling instance that a client reaches under another
+        // `Host` (or at another path) is reported as the replay it is, and
+        // the replay cache only ever holds authenticators that opened under
+        // a genuine session key (no one else can make one).
         let entry = ReplayEntry {
-            key: replay_key(&ticket, checked.replay_key()),
+            key: replay_key(&ticket, authenticator.replay_key()),
             // The immutable principal id: no allocation, and stable across renames.
             principal: &ticket.claims().cid,
             remember_until: window.closes,
@@ -356,6 +358,10 @@ impl TicketVerifier {
             ReplayRefusal::Full { retry_after } => AuthRejection::ReplayCacheUnavailable { retry_after },
             ReplayRefusal::Unavailable => AuthRejection::ReplayCacheUnavailable { retry_after: 1 },
         })?;
+        let bound_body = authenticator.binds_body().then(|| body.unwrap_or_default());
+        let binding = RequestBinding::new(method, authority, path_and_query, bound_body);
+        let checked = authenticator.check_binding(&binding).map_err(|_| AuthRejection::BindingMismatch)?;
+        let auth = checked.authenticator().clone();
         let claims = ticket.claims();
         if !self.role_rules.is_empty() {
             let path = path_and_query.split('?').next().unwrap_or_default();

@@ -100,6 +100,14 @@ impl TimelyAuthenticator {
         self.authenticator.body
     }
 
+    /// The replay-cache key of this authenticator (as
+    /// [`CheckedAuthenticator::replay_key`]). Available before the binding
+    /// check: an authenticator is good for one request, so presenting it
+    /// anywhere, even bound to another request, uses it up.
+    pub fn replay_key(&self) -> &[u8; 16] {
+        &self.tag
+    }
+
     /// Checks the binding against the request as received.
     pub fn check_binding(self, binding: &RequestBinding) -> Result<CheckedAuthenticator, ProtoError> {
         if binding.binds_body() != self.authenticator.body || !binding.matches(&self.authenticator.bnd) {

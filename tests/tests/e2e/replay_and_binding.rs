@@ -172,6 +172,28 @@ async fn a_request_captured_for_one_host_is_refused_by_another_sharing_the_princ
     assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("binding_mismatch")));
 }
 
+/// An authenticator is good for one request, wherever it is presented: the
+/// replay check comes before the binding check. A header already used, moved
+/// to another request (here another query; at a sibling instance, another
+/// `Host`), is answered `replay`; a fresh one presented with the wrong request
+/// is refused as `binding_mismatch` and used up by it.
+#[tokio::test]
+async fn an_authenticator_is_used_up_by_any_request_it_is_presented_with() {
+    let kdc = TestKdc::start().await.unwrap();
+    let svc = TestService::start(&kdc, SVC_A).await.unwrap();
+    let alice = alice_for(&kdc, SVC_A).await;
+    let (used, _) = ap_authorization(&alice, "GET", "http://a.example.test/hello", None, now());
+    assert_eq!(get_as(&format!("{}/hello", svc.url), "a.example.test", &used).await.status, 200);
+    let moved = get_as(&format!("{}/hello?moved=1", svc.url), "a.example.test", &used).await;
+    assert_eq!((moved.status, moved.error_code().as_deref()), (401, Some("replay")));
+
+    let (fresh, _) = ap_authorization(&alice, "GET", "http://a.example.test/hello", None, now());
+    let wrong = get_as(&format!("{}/hello?moved=1", svc.url), "a.example.test", &fresh).await;
+    assert_eq!((wrong.status, wrong.error_code().as_deref()), (401, Some("binding_mismatch")));
+    let late = get_as(&format!("{}/hello", svc.url), "a.example.test", &fresh).await;
+    assert_eq!((late.status, late.error_code().as_deref()), (401, Some("replay")));
+}
+
 /// Finding 7, default policy: a service answers for its principal's host
 /// (and loopback), not for another name.
 #[tokio::test]
