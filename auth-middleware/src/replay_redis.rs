@@ -25,9 +25,11 @@
 //! `per_principal` of them per principal. The total is bounded by Redis's own
 //! `maxmemory` with `maxmemory-policy noeviction`: when it is reached, the
 //! script's writes fail and the check fails closed (`503`). An evicting policy
-//! (`allkeys-lru`, `volatile-ttl`, …) would forget live entries and let
-//! replays through: never use one for this database (`docs/DEPLOYMENT.md`
-//! sizes it).
+//! (`allkeys-lru`, `volatile-ttl`, …, the default of some managed Redis
+//! offerings) would forget live entries and let replays through, so the
+//! cache checks the policy before it vouches for anything (at start, and
+//! whenever it learns a new horizon) and, under any other policy, fails
+//! every check closed and logs why (`docs/DEPLOYMENT.md` sizes it).
 //!
 //! **Fail closed.** A Redis that cannot be reached, answers late (the command
 //! timeout) or refuses the write makes the check return
@@ -40,21 +42,21 @@
 //!
 //! **Data loss.** A Redis that restarts empty (no persistence) has forgotten
 //! what it accepted: an authenticator accepted just before could be replayed
-//! until its window closes. The `since` key detects it. An instance reads it
-//! at start; when it is missing then, the service has not used this Redis
-//! before (a first use: it is set to 0, vouching for everything, as a
-//! missing state file does for the in-memory cache). When a check finds it
-//! missing, Redis lost it while the service ran: it is set to when this Redis
+//! until its window closes. The `since` key detects it. When an instance
+//! (at start) or a check finds it missing, it is set to when this Redis
 //! process started (`now` less its uptime), or to 0 when that was longer ago
 //! than the longest acceptance window (`max_window`: whatever was lost has
-//! expired). Every instance then refuses as stale what predates it
+//! expired). A first use of a fresh Redis cannot be told from a restart
+//! that lost what was accepted while no instance ran, so it is treated as
+//! one: the warm-up this costs happens only in the first window after a
+//! Redis start. Every instance then refuses as stale what predates it
 //! ([`ReplayCache::remembers_since`]), as after a restart of an in-memory
 //! cache, until the lost window has passed; the request that finds a `since`
 //! other than the one its instance knew is refused with `503` (`Retry-After:
-//! 1`), since it was checked against the old one. Not detected: a restart
-//! empty while no instance ran (the next start takes it for a first use), a
-//! Redis restored from an older snapshot (it keeps an old `since`), keys
-//! deleted while it runs (`FLUSHDB`, an evicting `maxmemory-policy`). Run it
+//! 1`), since it was checked against the old one. Not detected: a Redis
+//! restored from an older snapshot (it keeps an old `since`; stock
+//! `redis.conf` snapshots with `save`), keys deleted while it runs
+//! (`FLUSHDB`), a policy changed to an evicting one after the check. Run it
 //! with `appendonly yes` or without persistence, `noeviction`, and never
 //! flush it.
 
@@ -64,7 +66,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kdc_proto::UnixMillis;
+use kdc_proto::{Clock as _, UnixMillis};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest, Sha256};
 
@@ -84,6 +86,12 @@ local function horizon(now, window)
   end
   return string.format('%.0f', tonumber(now) - up * 1000)
 end
+-- Whether this Redis keeps every key until it expires: only with
+-- `maxmemory-policy noeviction` (an evicting policy forgets live entries,
+-- `since` survives, and replays would get through unnoticed).
+local function eviction_policy()
+  return string.match(redis.call('INFO', 'memory'), 'maxmemory_policy:([%w%-]+)') or 'unknown'
+end
 "
     };
 }
@@ -93,7 +101,9 @@ end
 /// the `since` this instance knows (empty: none yet), the entry's member
 /// name, the longest acceptance window (ms). Answers `{code, since[, first
 /// end]}`: 0 recorded, 1 replay, 2 principal full (with the end of its
-/// earliest entry), 3 `since` differs from the one known (nothing recorded).
+/// earliest entry), 3 `since` differs from the one known (nothing recorded),
+/// 4 (with the policy) this Redis may evict keys, so it vouches for nothing.
+/// An instance adopts a `since` only after the policy check.
 const CHECK_AND_INSERT: &str = concat!(
     horizon_lua!(),
     r"
@@ -103,6 +113,10 @@ if not since then
   redis.call('SET', KEYS[3], since)
 end
 if since ~= ARGV[5] then
+  local policy = eviction_policy()
+  if policy ~= 'noeviction' then
+    return {4, '0', policy}
+  end
   return {3, since}
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -127,13 +141,29 @@ return {0, since}
 "
 );
 
-/// Reads `since` at an instance's start, setting it to 0 if it is missing:
-/// a first use of this Redis by the service (see "Data loss"). KEYS:
-/// `since`.
-const READ_SINCE: &str = r"
-redis.call('SET', KEYS[1], '0', 'NX')
-return redis.call('GET', KEYS[1])
-";
+/// Reads `since` at an instance's start (see "Data loss"). A missing one is
+/// set as a check would set it ([`horizon_lua`]): from when this Redis
+/// started, or 0 when that is longer ago than the longest acceptance window.
+/// An empty Redis cannot tell a first use from a restart that lost what a
+/// service accepted while no instance of it ran, so it is taken for the
+/// latter, which costs a warm-up only in the first window after a Redis
+/// start. Refuses (code 4, with the policy) a Redis that may evict keys.
+/// KEYS: `since`. ARGV: now (ms), longest window (ms). Answers `{0, since}`.
+const READ_SINCE: &str = concat!(
+    horizon_lua!(),
+    r"
+local policy = eviction_policy()
+if policy ~= 'noeviction' then
+  return {4, '0', policy}
+end
+local since = redis.call('GET', KEYS[1])
+if not since then
+  since = horizon(ARGV[1], ARGV[2])
+  redis.call('SET', KEYS[1], since)
+end
+return {0, since}
+"
+);
 
 /// Settings of a [`RedisReplayCache`].
 #[derive(Debug, Clone)]
@@ -238,6 +268,8 @@ enum Failure {
     Redis(redis::RedisError),
     Timeout,
     Answer,
+    /// Redis's `maxmemory-policy` may evict keys (named).
+    Evicting(String),
 }
 
 impl RedisReplayCache {
@@ -276,27 +308,40 @@ impl RedisReplayCache {
         })
     }
 
-    /// Reads since when this Redis vouches for what it accepted (0 on a
-    /// first use), so the first check is not refused for learning it. Call
-    /// it once at start; a Redis down then is not an error (the first check
-    /// learns it, conservatively: see "Data loss").
+    /// Reads since when this Redis vouches for what it accepted (see "Data
+    /// loss"), so the first check is not refused for learning it, and checks
+    /// that the Redis keeps every key until it expires (`maxmemory-policy
+    /// noeviction`; otherwise every check fails closed, and the log says
+    /// why). Call it once at start; a Redis down then is not an error (the
+    /// first check learns it, conservatively).
     pub async fn warm_up(&self) -> bool {
         let mut conn = self.connection();
-        let call = self.since_script.key(self.since_key());
-        let read: Result<Result<u64, _>, _> =
-            tokio::time::timeout(self.command_timeout, call.invoke_async::<u64>(&mut conn)).await;
-        match read {
-            Ok(Ok(since)) => {
+        let mut call = self.since_script.key(self.since_key());
+        call.arg(kdc_proto::SystemClock.now().0).arg(self.max_window_ms);
+        let read = tokio::time::timeout(self.command_timeout, call.invoke_async::<Vec<redis::Value>>(&mut conn)).await;
+        let answer = match read {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                self.failed(&Failure::Redis(e));
+                return false;
+            }
+            Err(_) => {
+                self.failed(&Failure::Timeout);
+                return false;
+            }
+        };
+        match (as_u64(answer.first()), as_u64(answer.get(1))) {
+            (Some(0), Some(since)) => {
                 self.since.store(since, Ordering::Relaxed);
                 self.succeeded();
                 true
             }
-            Ok(Err(e)) => {
-                self.failed(&Failure::Redis(e));
+            (Some(4), _) => {
+                self.failed(&Failure::Evicting(as_text(answer.get(2))));
                 false
             }
-            Err(_) => {
-                self.failed(&Failure::Timeout);
+            _ => {
+                self.failed(&Failure::Answer);
                 false
             }
         }
@@ -321,6 +366,10 @@ impl RedisReplayCache {
                 Failure::Redis(e) => describe(e),
                 Failure::Timeout => "no answer within the command timeout".to_owned(),
                 Failure::Answer => "unexpected answer".to_owned(),
+                Failure::Evicting(policy) => format!(
+                    "maxmemory-policy is {policy}: a replay cache needs noeviction (an evicting policy forgets live \
+                     entries and lets replays through)"
+                ),
             };
             tracing::warn!(
                 cache = %self.prefix,
@@ -363,6 +412,14 @@ impl RedisReplayCache {
     }
 }
 
+fn as_text(v: Option<&redis::Value>) -> String {
+    match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(redis::Value::SimpleString(s)) => s.clone(),
+        _ => "unknown".to_owned(),
+    }
+}
+
 fn as_u64(v: Option<&redis::Value>) -> Option<u64> {
     match v? {
         redis::Value::Int(i) => u64::try_from(*i).ok(),
@@ -386,6 +443,11 @@ impl ReplayCache for RedisReplayCache {
             self.failed(&Failure::Answer);
             return Err(ReplayRefusal::Unavailable);
         };
+        if code == 4 {
+            // A Redis that may evict live entries vouches for nothing.
+            self.failed(&Failure::Evicting(as_text(answer.get(2))));
+            return Err(ReplayRefusal::Unavailable);
+        }
         self.succeeded();
         match code {
             0 => Ok(()),
@@ -546,7 +608,11 @@ mod tests {
         // A window longer than Redis has been up: what it lost may be live.
         let long = RedisReplayConfig { max_window: Duration::from_secs(10_000_000), ..RedisReplayConfig::new(&ns) };
         let c = connect(&url, long.clone()).await.unwrap();
-        assert_eq!(c.remembers_since(), Some(UnixMillis(0)), "a first use vouches for everything");
+        // A first use cannot be told from a restart that lost what was
+        // accepted while no instance ran: it vouches from Redis's start too.
+        let first = c.remembers_since().unwrap().0;
+        let up = uptime_ms(&url).await;
+        assert!(first <= now && first + up + 2_000 >= now, "first use: since {first}, now {now}, up {up}");
         assert_eq!(c.check_and_insert(entry(1, "a", now + 10_000, now)).await, Ok(()));
         // What a restart without persistence does to the namespace.
         cleanup(&url, &ns).await;

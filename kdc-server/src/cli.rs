@@ -87,7 +87,7 @@ pub(crate) struct Cli {
     /// (redis://[user:password@]host:port[/db]); `serve` only. An
     /// unreachable Redis makes what needs it fail closed (503 + Retry-After)
     /// until it answers [default: none (in-process, one instance)].
-    #[arg(long, global = true, env = "KDC_REPLAY_CACHE_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "KDC_REPLAY_CACHE_URL", hide_env_values = true, value_name = "URL")]
     replay_cache_url: Option<String>,
     /// What to do (default: serve).
     #[command(subcommand)]
@@ -917,11 +917,16 @@ async fn serve(s: &Settings) -> anyhow::Result<()> {
     // The cost: admin requests are refused as stale for the first max-skew
     // after a start (see auth_middleware::replay_state).
     let admin_replay = s.database.is_none().then(|| s.data.join(ADMIN_REPLAY_STATE));
-    if s.database.is_some() {
-        tracing::info!(
-            "admin replay cache in memory (principal store in PostgreSQL): admin requests are refused as stale \
-             until one max-skew has passed since this start"
-        );
+    if s.database.is_some() && kdc.replay_cache_url().is_none() {
+        // Each instance then remembers only what it accepted itself: an
+        // authenticator (a TGS request, an admin change) accepted by one can
+        // be replayed once at a sibling within the skew.
+        let warning = "WARNING: principal store in PostgreSQL without --replay-cache-url: each KDC instance keeps \
+                       its own replay cache, so a request accepted by one can be replayed once at another. Give \
+                       every instance the same --replay-cache-url (docs/DEPLOYMENT.md). Admin requests are also \
+                       refused as stale until one max-skew has passed since this start.";
+        eprintln!("{warning}");
+        tracing::warn!("replay cache not shared between KDC instances");
     }
     if !cors.is_empty() {
         tracing::info!(origins = ?cors.origins().collect::<Vec<_>>(), "CORS: pages from these origins may call the KDC");

@@ -132,14 +132,25 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         let url: &str = &self.0;
         let Some((scheme, rest)) = url.split_once("://") else { return "***".to_owned() };
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        let authority = match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***@{host}"),
-                None => format!("{userinfo}@{host}"),
-            },
-            None => authority.to_owned(),
+        // The user part ends at the last `@` anywhere, not at the first
+        // `/` or `?`: a password may hold either unencoded (which libpq
+        // accepts), and must not then be taken for a path or a query. An `@`
+        // further on (in a database name) only hides more than needed.
+        let (authority, tail) = match rest.rsplit_once('@') {
+            Some((userinfo, after)) => {
+                let host_end = after.find(['/', '?']).unwrap_or(after.len());
+                let (host, tail) = after.split_at(host_end);
+                let authority = match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{user}:***@{host}"),
+                    None => format!("{userinfo}@{host}"),
+                };
+                (authority, tail)
+            }
+            None => {
+                let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let (authority, tail) = rest.split_at(authority_end);
+                (authority.to_owned(), tail)
+            }
         };
         let tail = match tail.split_once('?') {
             Some((path, query)) => {
@@ -762,5 +773,17 @@ mod tests {
         assert_eq!(u.to_string(), "postgres://postgres@127.0.0.1:5432/postgres");
         let e = DatabaseUrl::parse("mysql://root:s3cret-pw@h/db").unwrap_err().to_string();
         assert!(!e.contains("s3cret"), "{e}");
+        // Unencoded `/`, `?` or `@` in the password: still never shown.
+        for url in ["postgres://u:123/s3cret@h/db", "postgres://u:s3/cret@h:5432/db", "postgres://u:s3?cret@h/db"] {
+            let shown = match DatabaseUrl::parse(url) {
+                Ok(u) => format!("{u} {u:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert!(!shown.contains("s3") && !shown.contains("cret"), "{url} shown as {shown}");
+        }
+        assert_eq!(
+            DatabaseUrl::parse("postgres://u:123/s3cret@h/db").map(|u| u.to_string()).ok().as_deref(),
+            Some("postgres://u:***@h/db")
+        );
     }
 }
