@@ -215,6 +215,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_unlock_with_the_shared_throttle_unreachable_fails_never_pretends() {
+        let mut kdc = kdc().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        kdc.share_replay_cache_as(&format!("redis://127.0.0.1:{port}"), "unit-unlock").await.unwrap();
+        let alice = name(&kdc, "alice");
+        assert!(matches!(kdc.unlock_principal(&alice, NOW).await, Err(KdcError::ReplayCacheUnavailable)));
+        let nobody = name(&kdc, "nobody");
+        assert!(matches!(kdc.unlock_principal(&nobody, NOW).await, Err(KdcError::PrincipalNotFound)));
+    }
+
+    #[tokio::test]
     async fn key_versions_follow_rotation_and_listing_pages_by_name() {
         let kdc = kdc().await;
         let svc = name(&kdc, "HTTP/svc");
