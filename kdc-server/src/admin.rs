@@ -363,6 +363,22 @@ async fn rotate(
     .await
 }
 
+/// `POST /admin/principals/{name}/unlock`: lifts the principal's
+/// pre-authentication lock-out ([`Kdc::unlock_principal`]); no body.
+async fn unlock(
+    State(s): State<AppState>,
+    ctx: RequestContext,
+    who: AuthenticatedPrincipal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    audited(&s, &ctx, &who, EventKind::PrincipalUnlocked, &name.clone(), move |s, _| async move {
+        let name = s.kdc.principal_name(&name)?;
+        s.kdc.unlock_principal(&name, s.clock.now().as_secs()).await?;
+        Ok((StatusCode::NO_CONTENT, AuditEvent::new(EventKind::PrincipalUnlocked, Outcome::Success).target(&name)))
+    })
+    .await
+}
+
 /// A keytab sealed for the admin who asked (usage `session-secret-reply`).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct SealedKeytab {
@@ -401,6 +417,7 @@ pub(crate) fn admin_routes() -> Vec<(axum::http::Method, &'static str, axum::rou
         (Method::PATCH, "/admin/principals/{name}", on(MethodFilter::PATCH, update)),
         (Method::DELETE, "/admin/principals/{name}", on(MethodFilter::DELETE, delete)),
         (Method::POST, "/admin/principals/{name}/rotate", on(MethodFilter::POST, rotate)),
+        (Method::POST, "/admin/principals/{name}/unlock", on(MethodFilter::POST, unlock)),
         (Method::GET, "/admin/principals/{name}/keytab", on(MethodFilter::GET, keytab)),
     ]
 }

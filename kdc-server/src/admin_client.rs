@@ -11,7 +11,10 @@
 //!
 //! The commands and their output are those of the local `kdc principal` and
 //! `kdc keytab` (the same argument definitions), so a script can move from
-//! one to the other by adding `admin --kdc URL` and dropping `--data`.
+//! one to the other by adding `admin --kdc URL` and dropping `--data`. One is
+//! remote only: `principal unlock`, as the failed-pre-authentication
+//! throttle lives in the serving KDC (or its Redis), not in the data
+//! directory.
 
 use std::io::{BufRead as _, IsTerminal as _};
 use std::path::PathBuf;
@@ -68,10 +71,24 @@ pub(crate) struct AdminArgs {
 enum AdminCommand {
     /// Manage principals.
     #[command(subcommand)]
-    Principal(PrincipalCommand),
+    Principal(AdminPrincipalCommand),
     /// Export service keys.
     #[command(subcommand)]
     Keytab(KeytabCommand),
+}
+
+/// `kdc admin principal …`: the local commands, and the remote-only ones.
+#[derive(Debug, Subcommand)]
+enum AdminPrincipalCommand {
+    #[command(flatten)]
+    Local(PrincipalCommand),
+    /// Lift a principal's failed-pre-authentication lock-out: no address is
+    /// refused for it and it is no longer slowed, at every KDC sharing the
+    /// throttle. Addresses refused for spraying many names stay refused.
+    Unlock {
+        /// Principal name.
+        name: String,
+    },
 }
 
 /// The administrator whose password logs in when nothing else says.
@@ -85,7 +102,8 @@ const HOW_TO_LOG_IN: &str =
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let admin = Admin::connect(&args).await?;
     match args.command {
-        AdminCommand::Principal(cmd) => admin.principal(cmd).await,
+        AdminCommand::Principal(AdminPrincipalCommand::Local(cmd)) => admin.principal(cmd).await,
+        AdminCommand::Principal(AdminPrincipalCommand::Unlock { name }) => admin.unlock(&name).await,
         AdminCommand::Keytab(KeytabCommand::Export { name, out }) => admin.export_keytab(&name, &out).await,
     }
 }
@@ -342,6 +360,12 @@ impl Admin {
     /// only under the session key of the ticket the next request uses).
     async fn seal(&self, password: Zeroizing<String>) -> anyhow::Result<String> {
         self.client.seal_for(&self.kadmin, password.as_bytes()).await.map_err(|e| self.error(e))
+    }
+
+    async fn unlock(&self, name: &str) -> anyhow::Result<()> {
+        self.send(ServiceRequest::new(Method::POST, self.url(name, "/unlock")), Some(name)).await?;
+        println!("unlocked {}", self.client.principal_name(name)?);
+        Ok(())
     }
 
     async fn set_disabled(&self, name: &str, disabled: bool) -> anyhow::Result<()> {

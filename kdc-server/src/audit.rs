@@ -103,6 +103,10 @@ pub enum EventKind {
     /// A principal's key was rotated.
     #[serde(rename = "principal.rotated")]
     PrincipalRotated,
+    /// A principal's pre-authentication lock-out was lifted by an
+    /// administrator (its throttle counters forgotten).
+    #[serde(rename = "principal.unlocked")]
+    PrincipalUnlocked,
     /// A service's keys were exported in a keytab.
     #[serde(rename = "keytab.exported")]
     KeytabExported,
@@ -129,6 +133,7 @@ impl EventKind {
             Self::PrincipalUpdated => "principal.updated",
             Self::PrincipalDeleted => "principal.deleted",
             Self::PrincipalRotated => "principal.rotated",
+            Self::PrincipalUnlocked => "principal.unlocked",
             Self::KeytabExported => "keytab.exported",
             Self::RealmInitialized => "realm.initialized",
             Self::AdminRefused => "admin.refused",

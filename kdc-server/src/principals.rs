@@ -78,6 +78,19 @@ impl Kdc {
         }
         self.store().delete_principal(&name.to_string()).await.map_err(principal_error)
     }
+
+    /// Lifts a principal's pre-authentication lock-out at `now_secs`: the
+    /// throttle forgets its principal-wide counter and its (principal,
+    /// address) counters, in the shared throttle for every KDC instance at
+    /// once. Per-address counters stay (an address that sprays names stays
+    /// refused). An unknown name is [`KdcError::PrincipalNotFound`]; a shared
+    /// throttle that cannot be reached is [`KdcError::ReplayCacheUnavailable`]
+    /// (nothing is then known to be unlocked).
+    pub async fn unlock_principal(&self, name: &Principal, now_secs: u64) -> Result<(), KdcError> {
+        self.get(name).await?;
+        // The throttle counts the name as `initial_ticket` writes it: canonical.
+        self.throttle.unlock(&name.to_string(), now_secs).await.map_err(|_| KdcError::ReplayCacheUnavailable)
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +194,35 @@ mod tests {
         kdc.delete_principal(&alice, Some(&admin)).await.unwrap();
         assert!(kdc.find(&alice).await.unwrap().is_none());
         assert!(matches!(kdc.delete_principal(&alice, None).await, Err(KdcError::PrincipalNotFound)));
+    }
+
+    #[tokio::test]
+    async fn an_unlock_lifts_a_lock_out_and_maps_a_missing_name() {
+        let kdc = kdc().await;
+        let alice = name(&kdc, "alice");
+        let attacker = Some("192.0.2.1".parse().unwrap());
+        let limit = kdc.throttle.policy().per_principal_address;
+        for _ in 0..limit {
+            kdc.throttle.begin_guess(&alice.to_string(), attacker, NOW).await.unwrap();
+        }
+        let refused = |v| matches!(v, crate::throttle::Verdict::Refuse { .. });
+        assert!(refused(kdc.throttle.check(&alice.to_string(), attacker, NOW).await.unwrap()));
+        kdc.unlock_principal(&alice, NOW).await.unwrap();
+        assert!(!refused(kdc.throttle.check(&alice.to_string(), attacker, NOW).await.unwrap()));
+        assert_eq!(kdc.throttle.tracked(), 1, "the address counter stays");
+        let nobody = name(&kdc, "nobody");
+        assert!(matches!(kdc.unlock_principal(&nobody, NOW).await, Err(KdcError::PrincipalNotFound)));
+    }
+
+    #[tokio::test]
+    async fn an_unlock_with_the_shared_throttle_unreachable_fails_never_pretends() {
+        let mut kdc = kdc().await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        kdc.share_replay_cache_as(&format!("redis://127.0.0.1:{port}"), "unit-unlock").await.unwrap();
+        let alice = name(&kdc, "alice");
+        assert!(matches!(kdc.unlock_principal(&alice, NOW).await, Err(KdcError::ReplayCacheUnavailable)));
+        let nobody = name(&kdc, "nobody");
+        assert!(matches!(kdc.unlock_principal(&nobody, NOW).await, Err(KdcError::PrincipalNotFound)));
     }
 
     #[tokio::test]

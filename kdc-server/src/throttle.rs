@@ -20,6 +20,12 @@
 //! written), so lock-out behaviour does not tell them apart. IPv6 addresses
 //! count by /64 network, as one host usually holds a whole /64.
 //!
+//! An administrator can unlock a principal ([`PreAuthThrottle::unlock`],
+//! `POST /admin/principals/{name}/unlock`): its principal-wide counter and
+//! every live (principal, address) counter of its name are forgotten at
+//! once. Per-address counters stay: an address that sprays names stays
+//! refused.
+//!
 //! A guess is counted as a failure when it is let through, under the same
 //! lock as the check, so guesses in flight at once cannot all slip under a
 //! limit; a guess that proves the password right takes its count back.
@@ -327,6 +333,18 @@ impl Throttle {
         }
     }
 
+    /// See [`PreAuthThrottle::unlock`]; the shared one fails when Redis
+    /// cannot be reached (nothing is then known to be forgotten).
+    pub(crate) async fn unlock(&self, principal: &str, now_secs: u64) -> Result<(), Unavailable> {
+        match self {
+            Throttle::Local(t) => {
+                t.unlock(principal, now_secs);
+                Ok(())
+            }
+            Throttle::Shared(t) => t.unlock(principal, now_secs).await,
+        }
+    }
+
     /// Checks refused because the shared throttle could not be reached
     /// (always 0 for the local one).
     pub(crate) fn unavailable_count(&self) -> u64 {
@@ -519,6 +537,35 @@ impl PreAuthThrottle {
         }
         table.unindex(&c, self.policy.window_secs);
         table.counters.remove(pair);
+    }
+
+    /// An administrator's unlock of `principal`: forgets its principal-wide
+    /// counter and every (principal, address) counter of that name whose
+    /// window is live at `now_secs`, so no address is refused for it and it
+    /// is no longer slowed. Per-address counters stay (an address that
+    /// sprays names stays refused). Ended pair counters are left for
+    /// eviction, as the shared throttle leaves them (they refuse nothing).
+    ///
+    /// The table has no index by name: this scans it, under the lock, once
+    /// per unlock (an administrator's action, rare; at most `max_tracked`
+    /// entries).
+    pub(crate) fn unlock(&self, principal: &str, now_secs: u64) {
+        let window = self.policy.window_secs;
+        let mut table = self.lock();
+        let doomed: Vec<(Key, Counter)> = table
+            .counters
+            .iter()
+            .filter(|(key, c)| match key {
+                Key::Principal(name) => &**name == principal,
+                Key::Pair(name, _) => &**name == principal && now_secs < c.start.saturating_add(window),
+                Key::Address(_) => false,
+            })
+            .map(|(key, c)| (key.clone(), *c))
+            .collect();
+        for (key, c) in doomed {
+            table.unindex(&c, window);
+            table.counters.remove(&key);
+        }
     }
 
     /// How many counters the table holds.
@@ -756,6 +803,43 @@ mod tests {
         fail(&t, "bob", ip("192.0.2.1"), 1, 0);
         fail(&t, "bob", ip("::ffff:192.0.2.1"), 1, 0);
         assert!(refused(t.check("bob", ip("192.0.2.1"), 0)));
+    }
+
+    #[test]
+    fn an_unlock_forgets_the_principals_counters_but_not_the_addresses() {
+        let t = PreAuthThrottle::new(policy(3, 8, 4));
+        let (a1, a2, other) = (ip("192.0.2.1"), ip("2001:db8::1"), ip("203.0.113.9"));
+        fail(&t, "alice", a1, 3, 0);
+        fail(&t, "alice", a2, 3, 0);
+        fail(&t, "bob", a1, 3, 0);
+        fail(&t, "bob", a2, 1, 0);
+        assert!(refused(t.check("alice", a1, 1)) && refused(t.check("alice", a2, 1)));
+        assert!(matches!(t.check("alice", other, 1), Verdict::Proceed { delay } if !delay.is_zero()));
+        let before = t.tracked();
+        t.unlock("alice", 1);
+        // alice's two pairs and her principal counter are gone, and nothing else.
+        assert_eq!(t.tracked(), before - 3);
+        assert_eq!(t.check("alice", a2, 1), GO);
+        assert_eq!(t.check("alice", other, 1), GO, "no longer slowed");
+        assert_eq!(failures(&t, &Key::Pair("bob".into(), network(a1))), Some(3), "bob's lock-out stays");
+        assert!(refused(t.check("bob", a1, 1)));
+        assert_eq!(failures(&t, &Key::Address(network(a1))), Some(6), "the address counter stays");
+        // a1 has 6 failures of its 8: two more names and it is refused for all,
+        // alice included, unlock or not.
+        fail(&t, "alice", a1, 1, 2);
+        fail(&t, "carol", a1, 1, 2);
+        assert!(refused(t.check("dave", a1, 2)));
+        assert!(refused(t.check("alice", a1, 2)), "an unlock does not lift a spraying address's throttle");
+        // The indexes agree with the table: eviction still works to the bound.
+        let indexed = {
+            let table = t.lock();
+            table.counting.len() + table.throttled.len()
+        };
+        assert_eq!(indexed, t.tracked());
+        // Unlocking a name with no counters changes nothing.
+        let held = t.tracked();
+        t.unlock("nobody", 3);
+        assert_eq!(t.tracked(), held);
     }
 
     #[test]

@@ -16,8 +16,20 @@
 //! `c:<hex>` one hash per counter (`start`, `failures`, `seq`; it expires when
 //! its window ends); `counting` and `throttled`, sorted sets indexing the
 //! counters under and at their limit (by last failure, and by window end
-//! then last failure: their sizes are the bound); `seq`. A counter's key is a hash of what it
-//! counts (name and network), so no name appears in Redis.
+//! then last failure: their sizes are the bound); `seq`; `u:<hex>` one sorted
+//! set per principal (a hash of its name) of its (principal, network)
+//! counters' keys, scored by window end, so an unlock can find them by name
+//! (each pair counter's hash names its set in `u`, so a counter evicted or
+//! deleted leaves it; members whose window ended are pruned when the set
+//! grows, and the set expires a window after its last write). A counter's key
+//! is a hash of what it counts (name and network), so no name appears in
+//! Redis.
+//!
+//! An unlock ([`SharedThrottle::unlock`]) is one script too: the principal's
+//! counter and its live pair counters leave both indexes and are deleted at
+//! once, for every instance. It fails, never silently succeeds, when Redis
+//! cannot be reached. Counters written by a KDC without these sets (before
+//! unlock existed) are not found by it; they end with their window.
 //!
 //! **Unreachable Redis fails closed**: a pre-authentication that cannot be
 //! checked is refused with `503` (`replay-cache-unavailable`, `Retry-After:
@@ -35,7 +47,8 @@ use sha2::{Digest, Sha256};
 use crate::throttle::{FIRST_DELAY_MS, ThrottlePolicy, Verdict};
 
 /// Shared by the scripts: reading a counter and the index.
-/// KEYS: pair, address, principal counters, `counting`, `throttled`, `seq`.
+/// KEYS: pair, address, principal counters, `counting`, `throttled`, `seq`,
+/// the principal's set of pair counters (`u:`).
 /// ARGV[1] now (s), ARGV[2] window (s), ARGV[3..5] the three limits.
 const COMMON: &str = r"
 local now = tonumber(ARGV[1])
@@ -80,6 +93,7 @@ local function uncount(i, started)
   failures = failures - 1
   if failures == 0 then
     redis.call('DEL', k)
+    redis.call('ZREM', KEYS[7], k)
   else
     redis.call('HSET', k, 'failures', failures)
     index(i, k, start, failures, tonumber(v[3]))
@@ -137,6 +151,10 @@ if counted then
       victim = redis.call('ZPOPMIN', KEYS[4])[1]
     end
     if not victim then return false end
+    -- A pair counter leaves its principal's set (an expired one is pruned
+    -- from it by window end instead).
+    local set = redis.call('HGET', victim, 'u')
+    if set then redis.call('ZREM', set, victim) end
     redis.call('DEL', victim)
     return true
   end
@@ -158,6 +176,14 @@ if counted then
       -- Relative, so the KDC's clock decides, not Redis's.
       redis.call('EXPIRE', k, math.max(start + window - now, 1))
       index(i, k, start, failures, seq)
+      if i == 1 then
+        -- Found by name for an unlock: the principal's set, which outlives
+        -- every member it holds.
+        redis.call('HSET', k, 'u', KEYS[7])
+        redis.call('ZADD', KEYS[7], start + window, k)
+        redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+        redis.call('EXPIRE', KEYS[7], window)
+      end
     end
   end
   keep_index()
@@ -177,11 +203,30 @@ if ARGV[6] == '1' then
     if not (throttled and started < tonumber(v[1]) + window) then
       unindex(KEYS[1])
       redis.call('DEL', KEYS[1])
+      redis.call('ZREM', KEYS[7], KEYS[1])
     end
   end
 end
 keep_index()
 return {redis.call('ZCARD', KEYS[4]) + redis.call('ZCARD', KEYS[5])}
+";
+
+/// `unlock`. KEYS: the principal's counter, its set of pair counters
+/// (`u:`), `counting`, `throttled`. ARGV[1] now (s). Forgets the principal's
+/// counter and its pair counters whose window is live (as the in-process
+/// throttle does), out of both indexes. Answers `{tracked}`.
+const UNLOCK: &str = r"
+local now = tonumber(ARGV[1])
+local doomed = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')
+doomed[#doomed + 1] = KEYS[1]
+for _, k in ipairs(doomed) do
+  redis.call('ZREM', KEYS[3], k)
+  redis.call('ZREM', KEYS[4], k)
+  redis.call('DEL', k)
+end
+-- What is left ended already: no later unlock would forget it either.
+redis.call('DEL', KEYS[2])
+return {redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4])}
 ";
 
 /// Why a shared throttle could not be set up.
@@ -195,6 +240,7 @@ pub(crate) struct SharedThrottle {
     conn: ConnectionManager,
     verdict: redis::Script,
     take_back: redis::Script,
+    unlock: redis::Script,
     prefix: String,
     command_timeout: Duration,
     tracked: AtomicUsize,
@@ -248,6 +294,7 @@ impl SharedThrottle {
             conn,
             verdict: redis::Script::new(&format!("{COMMON}{VERDICT}")),
             take_back: redis::Script::new(&format!("{COMMON}{TAKE_BACK}")),
+            unlock: redis::Script::new(UNLOCK),
             prefix: format!("kdc-throttle:v1:{namespace}:"),
             command_timeout,
             tracked: AtomicUsize::new(0),
@@ -273,6 +320,15 @@ impl SharedThrottle {
         self.unavailable.load(Ordering::Relaxed)
     }
 
+    fn principal_key(&self, principal: &str) -> String {
+        format!("{}c:{}", self.prefix, hex16(&[b"principal", principal.as_bytes()]))
+    }
+
+    /// The key of `principal`'s set of (principal, network) counters.
+    fn set_key(&self, principal: &str) -> String {
+        format!("{}u:{}", self.prefix, hex16(&[b"unlock", principal.as_bytes()]))
+    }
+
     fn invocation<'a>(
         &'a self,
         script: &'a redis::Script,
@@ -285,10 +341,11 @@ impl SharedThrottle {
         let mut call =
             script.key(format!("{}c:{}", self.prefix, hex16(&[b"pair", principal.as_bytes(), net.as_bytes()])));
         call.key(format!("{}c:{}", self.prefix, hex16(&[b"address", net.as_bytes()])))
-            .key(format!("{}c:{}", self.prefix, hex16(&[b"principal", principal.as_bytes()])))
+            .key(self.principal_key(principal))
             .key(format!("{}counting", self.prefix))
             .key(format!("{}throttled", self.prefix))
             .key(format!("{}seq", self.prefix))
+            .key(self.set_key(principal))
             .arg(now_secs)
             .arg(p.window_secs)
             .arg(p.per_principal_address)
@@ -397,6 +454,21 @@ impl SharedThrottle {
     pub(crate) async fn guess_succeeded(&self, principal: &str, addr: Option<IpAddr>, started_secs: u64) {
         self.take_back(principal, addr, started_secs, true).await;
     }
+
+    /// As [`crate::throttle::PreAuthThrottle::unlock`], for every instance
+    /// at once (one script). Fails when Redis cannot be reached or did not
+    /// answer: the unlock is then not known to have happened.
+    pub(crate) async fn unlock(&self, principal: &str, now_secs: u64) -> Result<(), Unavailable> {
+        let mut call = self.unlock.key(self.principal_key(principal));
+        call.key(self.set_key(principal))
+            .key(format!("{}counting", self.prefix))
+            .key(format!("{}throttled", self.prefix))
+            .arg(now_secs);
+        let v = self.run(call).await?;
+        let Some(&tracked) = v.first() else { return Err(self.failed("unexpected answer")) };
+        self.tracked.store(usize::try_from(tracked).unwrap_or(0), Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -438,7 +510,7 @@ mod tests {
     /// The same random sequence of attempts against the in-process throttle
     /// and the shared one gives the same verdicts and the same count of
     /// counters at every step: small limits and a small table, so lock-outs,
-    /// window ends, eviction and the full table all happen.
+    /// window ends, eviction, the full table and unlocks all happen.
     #[tokio::test]
     async fn the_shared_throttle_decides_as_the_in_process_one_does() {
         let Some(url) = redis_url("the_shared_throttle_decides_as_the_in_process_one_does") else { return };
@@ -467,13 +539,19 @@ mod tests {
             rng_state ^= rng_state << 17;
             rng_state % n
         };
-        let (mut refused, mut proceeded, mut slowed) = (0, 0, 0);
+        let (mut refused, mut proceeded, mut slowed, mut unlocks) = (0, 0, 0, 0);
         for step in 0..1500 {
             // Often in the same second: ties in window ends are ordered alike.
             now += next(3);
             let name = names[usize::try_from(next(3)).unwrap()];
             let addr = addrs[usize::try_from(next(4)).unwrap()];
             let op = next(10);
+            if next(20) == 0 {
+                local.unlock(name, now);
+                shared.unlock(name, now).await.unwrap();
+                unlocks += 1;
+                assert_eq!(local.tracked(), shared.tracked(), "step {step}: counters held after unlocking {name}");
+            }
             let (l, s) = match op {
                 0 => (local.check(name, addr, now), shared.check(name, addr, now).await.unwrap()),
                 _ => (local.begin_guess(name, addr, now), shared.begin_guess(name, addr, now).await.unwrap()),
@@ -500,10 +578,66 @@ mod tests {
             assert_eq!(local.tracked(), shared.tracked(), "step {step}: counters held");
         }
         assert!(
-            refused > 50 && proceeded > 50 && slowed > 20,
-            "{refused} refused, {proceeded} let through, {slowed} slowed"
+            refused > 50 && proceeded > 50 && slowed > 20 && unlocks > 30,
+            "{refused} refused, {proceeded} let through, {slowed} slowed, {unlocks} unlocks"
         );
         assert_eq!(shared.unavailable_count(), 0);
+        cleanup(&url, &ns).await;
+    }
+
+    /// An unlock at one instance is seen at another at once: the name's
+    /// counters are gone from Redis (and from both indexes), the address's
+    /// stay, other names' stay.
+    #[tokio::test]
+    async fn an_unlock_forgets_the_principals_counters_for_every_instance() {
+        let Some(url) = redis_url("an_unlock_forgets_the_principals_counters_for_every_instance") else { return };
+        let ns = namespace();
+        let policy =
+            ThrottlePolicy { per_principal_address: 3, per_address: 8, per_principal: 4, ..Default::default() };
+        let (one, two) =
+            (SharedThrottle::new(&url, &ns, policy.clone()).unwrap(), SharedThrottle::new(&url, &ns, policy).unwrap());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let (a1, a2, other) = (ip("192.0.2.1"), ip("2001:db8::1"), ip("203.0.113.9"));
+        let now = now_secs();
+        for (name, addr, n) in [("alice", a1, 3), ("alice", a2, 3), ("bob", a1, 3), ("bob", a2, 1)] {
+            for _ in 0..n {
+                assert!(matches!(one.begin_guess(name, addr, now).await.unwrap(), Verdict::Proceed { .. }));
+            }
+        }
+        assert!(matches!(two.check("alice", a1, now).await.unwrap(), Verdict::Refuse { .. }));
+        assert!(
+            matches!(two.check("alice", other, now).await.unwrap(), Verdict::Proceed { delay } if !delay.is_zero())
+        );
+        assert_eq!(one.tracked(), 8);
+        one.unlock("alice", now).await.unwrap();
+        assert_eq!(one.tracked(), 5);
+        let go = Verdict::Proceed { delay: Duration::ZERO };
+        for addr in [a1, a2, other] {
+            assert_eq!(two.check("alice", addr, now).await.unwrap(), go, "alice from {addr:?}");
+        }
+        assert!(matches!(two.check("bob", a1, now).await.unwrap(), Verdict::Refuse { .. }), "bob's lock-out stays");
+        // a1's own count stays: two more failures and it is refused for all.
+        assert_eq!(two.begin_guess("alice", a1, now).await.unwrap(), go);
+        assert_eq!(two.begin_guess("carol", a1, now).await.unwrap(), go);
+        assert!(matches!(two.check("alice", a1, now).await.unwrap(), Verdict::Refuse { .. }));
+        // Nothing of alice's is left in Redis but the address counters, and
+        // nothing dangles in the indexes.
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let key = |k: &str| format!("kdc-throttle:v1:{ns}:{k}");
+        let alice_pair = key(&format!("c:{}", hex16(&[b"pair", b"alice", b"2001:db8::"])));
+        let exists: i64 = redis::cmd("EXISTS").arg(&alice_pair).query_async(&mut conn).await.unwrap();
+        assert_eq!(exists, 0);
+        let mut indexed: Vec<String> = Vec::new();
+        for index in ["counting", "throttled"] {
+            let members: Vec<String> =
+                redis::cmd("ZRANGE").arg(key(index)).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
+            indexed.extend(members);
+        }
+        for k in &indexed {
+            let exists: i64 = redis::cmd("EXISTS").arg(k).query_async(&mut conn).await.unwrap();
+            assert_eq!(exists, 1, "{k} indexed but gone");
+        }
         cleanup(&url, &ns).await;
     }
 
@@ -514,7 +648,8 @@ mod tests {
         let a = Some("192.0.2.1".parse().unwrap());
         assert_eq!(t.check("alice", a, 10).await, Err(Unavailable));
         assert_eq!(t.begin_guess("alice", a, 10).await, Err(Unavailable));
-        assert_eq!(t.unavailable_count(), 2);
+        assert_eq!(t.unlock("alice", 10).await, Err(Unavailable), "an unlock never silently succeeds");
+        assert_eq!(t.unavailable_count(), 3);
         assert!(SharedThrottle::new("not a url", "x", ThrottlePolicy::default()).is_err());
     }
 }

@@ -172,6 +172,9 @@ async fn a_whole_flow_is_audited_with_request_ids_verifiably_and_without_secrets
     let kt: kdc_proto::Keytab = serde_json::from_slice(&plain).unwrap();
     secrets.extend(kt.keys.iter().map(|k| k.key.to_b64()));
     secrets.push(sealed_kt);
+    admin.http = with_id("e2e-admin-unlock");
+    let (s, _, _) = admin.call("POST", "/admin/principals/alice/unlock", None).await;
+    assert_eq!(s, 204);
     admin.http = with_id("e2e-admin-disable");
     let (s, _, _) = admin.call("PATCH", "/admin/principals/carol", Some(json!({"disabled": true}))).await;
     assert_eq!(s, 200);
@@ -274,6 +277,8 @@ async fn a_whole_flow_is_audited_with_request_ids_verifiably_and_without_secrets
     let rotated = admin_event("principal.rotated", "e2e-admin-rotate");
     assert_eq!((&rotated["target"], &rotated["kvno"]), (&json!(SVC_A), &json!(2)));
     assert_eq!(admin_event("keytab.exported", "e2e-admin-keytab")["kvnos"], json!([2, 1]));
+    let unlocked = admin_event("principal.unlocked", "e2e-admin-unlock");
+    assert_eq!((&unlocked["target"], &unlocked["outcome"]), (&json!("alice@EXAMPLE.TEST"), &json!("success")));
     assert_eq!(admin_event("principal.updated", "e2e-admin-disable")["changes"], json!({"disabled": true}));
     assert_eq!(admin_event("principal.deleted", "e2e-admin-delete")["target"], "carol@EXAMPLE.TEST");
     let dup = admin_event("principal.created", "e2e-admin-dup");

@@ -102,6 +102,22 @@ async fn kdc_admin_administers_a_remote_kdc_with_an_admins_tkt_login() {
     assert!(show.contains("kind:       user") && show.contains("kvno 1 (current)"), "{show}");
     ProtoClient::new(&kdc.url).login("carol@EXAMPLE.TEST", carol_pw).await.unwrap();
 
+    // carol locked out of one address by five wrong guesses, then unlocked.
+    let http = reqwest::Client::builder().local_address("127.0.9.1".parse::<std::net::IpAddr>().unwrap());
+    let typo_prone = ProtoClient::with_http(&kdc.url, http.build().unwrap());
+    for _ in 0..5 {
+        let req = ProtoClient::initial_request(&kdc_proto::SecretKey::generate(), "carol@EXAMPLE.TEST", now()).unwrap();
+        assert_eq!(typo_prone.post("/tickets/initial", &req).await.unwrap().status, 401);
+    }
+    assert!(typo_prone.login("carol@EXAMPLE.TEST", carol_pw).await.is_err(), "locked out");
+    assert_eq!(
+        ok(&run(&k, &["admin", "principal", "unlock", "carol"], &env, None).await).trim(),
+        "unlocked carol@EXAMPLE.TEST"
+    );
+    typo_prone.login("carol@EXAMPLE.TEST", carol_pw).await.expect("unlocked");
+    let out = run(&k, &["admin", "principal", "unlock", "nobody"], &env, None).await;
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no such principal: nobody"));
+
     // A service and its keytab, sealed on the way and written 0600.
     let out = run(&k, &["admin", "principal", "add", "HTTP/c.example.test", "--service"], &env, None).await;
     assert_eq!(ok(&out).trim(), "created HTTP/c.example.test@EXAMPLE.TEST (service, kvno 1)");

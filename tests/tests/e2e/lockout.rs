@@ -188,6 +188,43 @@ async fn a_real_and_an_unknown_name_are_throttled_alike() {
 }
 
 #[tokio::test]
+async fn an_admin_unlock_lifts_a_lock_out_and_a_slow_down_but_not_a_spraying_address() {
+    let k = TestKdc::start().await.unwrap();
+    let name = "alice@EXAMPLE.TEST";
+    // Four addresses locked out for alice, 20 failures: she is slowed to the
+    // ceiling everywhere else.
+    let attackers: Vec<String> = (0..PER_PRINCIPAL / PER_PAIR + 2).map(|i| format!("127.0.7.{i}")).collect();
+    assert_eq!(attack_from(&k, attackers.clone(), name).await, vec![PER_PAIR; attackers.len()]);
+    // A spraying address: refused for every name (per_address, 50 by default).
+    let sprayer = client_at(&k, "127.0.8.1");
+    for i in 0..50 {
+        assert_eq!(guess(&sprayer, &format!("user{i}@EXAMPLE.TEST")).await.status, 401);
+    }
+    assert_eq!(guess(&sprayer, name).await.status, 429);
+    let admin = crate::admin::Admin::login(&k.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let (status, body, _) = admin.call("POST", "/admin/principals/alice%40EXAMPLE.TEST/unlock", None).await;
+    assert_eq!(status, 204, "{body}");
+    // Every locked-out address gets in at once with the right password, and
+    // without the principal-wide delay.
+    for ip in &attackers {
+        let c = client_at(&k, ip);
+        let key = c.derive_key(name, ALICE_PW).await.unwrap();
+        let req = ProtoClient::initial_request(&key, name, now()).unwrap();
+        let started = Instant::now();
+        c.initial(&key, &req).await.unwrap().expect("unlocked");
+        assert!(started.elapsed() < MAX_DELAY, "{ip}: no longer slowed ({:?})", started.elapsed());
+    }
+    // The sprayer stays refused, for alice too: the unlock is alice's, not
+    // the address's.
+    assert_too_many_attempts(&guess(&sprayer, name).await, 300);
+    // An unknown name is not found; a non-admin cannot unlock.
+    let (status, _, _) = admin.call("POST", "/admin/principals/nobody/unlock", None).await;
+    assert_eq!(status, 404);
+    let bob = crate::admin::Admin::login(&k.url, "bob@EXAMPLE.TEST", BOB_PW).await;
+    assert_eq!(bob.call("POST", "/admin/principals/alice/unlock", None).await.0, 403);
+}
+
+#[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_what_counts() {
     let throttle = ThrottlePolicy { trusted_proxies: vec!["127.0.0.1".parse().unwrap()], ..ThrottlePolicy::default() };
     let k = TestKdc::start_with(Policy::default(), throttle).await.unwrap();

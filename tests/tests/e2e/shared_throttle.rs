@@ -77,6 +77,41 @@ async fn a_lock_out_reached_at_one_kdc_holds_at_another() {
     forget(&url, &format!("ticket-replay:v1:{namespace}:since")).await;
 }
 
+#[tokio::test]
+async fn an_admin_unlock_at_one_kdc_lifts_the_lock_out_at_another_at_once() {
+    let Some(url) = redis_url("an_admin_unlock_at_one_kdc_lifts_the_lock_out_at_another_at_once") else { return };
+    let namespace = format!("e2e-unlock-{}-{}", std::process::id(), now().0);
+    let a = TestKdc::start_sharing(&url, &namespace).await.unwrap();
+    let b = TestKdc::start_sharing(&url, &namespace).await.unwrap();
+    let alice = "alice@EXAMPLE.TEST";
+    // Two addresses locked out for alice at A, each after five failures.
+    for ip in ["127.0.6.1", "127.0.6.2"] {
+        let at_a = client_at(&a, ip);
+        for i in 0..5 {
+            assert_eq!(guess(&at_a, alice).await.status, 401, "guess {i} from {ip} at A");
+        }
+        assert_eq!(guess(&client_at(&b, ip), alice).await.status, 429, "{ip} is locked out at B too");
+    }
+    // The administrator unlocks alice at A (and a name that is not there is
+    // not found).
+    let admin = crate::admin::Admin::login(&a.url, "admin@EXAMPLE.TEST", ADMIN_PW).await;
+    let (status, body, _) = admin.call("POST", "/admin/principals/alice/unlock", None).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body, _) = admin.call("POST", "/admin/principals/nobody/unlock", None).await;
+    assert_eq!((status, body["type"].as_str()), (404, Some("urn:kdc-http:problem:principal-not-found")));
+    // At B, at once: the right password from either address gets in.
+    client_at(&b, "127.0.6.1").login(alice, ALICE_PW).await.expect("unlocked at B at once");
+    client_at(&b, "127.0.6.2").login(alice, ALICE_PW).await.expect("every address of alice's is unlocked");
+    // The unlock was alice's: a fresh count starts, and five more wrong
+    // guesses lock her out again.
+    let again = client_at(&b, "127.0.6.2");
+    for _ in 0..5 {
+        assert_eq!(guess(&again, alice).await.status, 401);
+    }
+    assert_eq!(guess(&client_at(&a, "127.0.6.2"), alice).await.status, 429);
+    forget(&url, &format!("ticket-replay:v1:{namespace}:since")).await;
+}
+
 /// `DEL key` on the Redis at `url` (inline command; test keys have no spaces).
 async fn forget(url: &str, key: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
