@@ -201,6 +201,10 @@ async fn principals_can_be_managed_remotely() {
     assert_eq!(s, 400, "built-ins cannot be deleted");
     let (s, _, _) = admin.call("PATCH", "/admin/principals/alice", Some(json!({"roles": ["bad role!"]}))).await;
     assert_eq!(s, 400);
+    // Found by contract fuzzing: a JSON array of the fields in order was read
+    // as an update that changes nothing, and answered 200.
+    let (s, body, _) = admin.call("PATCH", "/admin/principals/alice", Some(json!([null, null]))).await;
+    assert_eq!((s, body["type"].as_str()), (400, Some("urn:kdc-http:problem:malformed-request")));
 
     // Admin writes must bind their body: an unbound one is refused.
     let (authz, _) = ap_authorization(&admin.creds, "POST", &format!("{}/admin/principals", admin.url), None, now());
