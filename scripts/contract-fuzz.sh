@@ -81,12 +81,19 @@ echo "== contract fuzzing: schemathesis, seed $seed, $max_examples examples per 
 status=0
 # Run from the scratch directory: schemathesis keeps caches in its working
 # directory, and they belong to this run only.
+#
+# `filter_too_much` is a health check of the generator, not of the API: with
+# some seeds, Hypothesis discards many candidate principal names (the
+# PrincipalName pattern) for GET /admin/principals/{name} and gives up on the
+# operation with an error (seed 1177930530). Suppressing it keeps every
+# check of the answers; the operation is then fuzzed with what it generated.
 cd "$work"
 SCHEMATHESIS_HOOKS=$root/tests/contract/kdc_hooks.py \
   CONTRACT_TKT=$tkt CONTRACT_ADMIN=admin@EXAMPLE.TEST CONTRACT_USER=alice@EXAMPLE.TEST CONTRACT_STATS=$work/stats.json \
   timeout --kill-after=10 "$time_limit" \
   "$venv/bin/schemathesis" run "$root/openapi.yaml" --url "$url" \
   --checks all --max-examples "$max_examples" --seed "$seed" \
+  --suppress-health-check filter_too_much \
   --generation-database none --no-color --output-truncate true \
   >"$work/run.txt" 2>&1 || status=$?
 cd "$root"
