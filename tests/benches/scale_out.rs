@@ -180,17 +180,6 @@ fn psql(url: &str, sql: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..].find('/').map_or(base, |i| &base[..scheme_end + i]);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
 /// A database of the run's own, dropped with this.
 struct Database {
     server: String,
@@ -202,7 +191,11 @@ impl Database {
     fn create(server: &str, name: &str) -> Self {
         psql(server, &format!("CREATE DATABASE \"{name}\""))
             .unwrap_or_else(|e| panic!("cannot create a database on {server} (PostgreSQL running?): {e}"));
-        Self { server: server.to_owned(), name: name.to_owned(), url: with_database(server, name) }
+        Self {
+            server: server.to_owned(),
+            name: name.to_owned(),
+            url: kdc_e2e::postgres_url_with_database(server, name),
+        }
     }
 
     /// The server processes serving this database now, with the CPU each

@@ -649,6 +649,15 @@ pub struct ServiceAnswer {
 }
 
 impl ServiceAnswer {
+    /// Reads status, the authentication headers and the body of `r`.
+    pub async fn read(r: reqwest::Response) -> anyhow::Result<Self> {
+        let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (status, www_authenticate, authentication_info, retry_after) =
+            (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
+        let body = r.bytes().await?.to_vec();
+        Ok(Self { status, www_authenticate, authentication_info, retry_after, body })
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -721,12 +730,25 @@ pub async fn send(
     if let Some(b) = body {
         req = req.body(b);
     }
-    let r = req.send().await?;
-    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (status, www_authenticate, authentication_info, retry_after) =
-        (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
-    let body = r.bytes().await?.to_vec();
-    Ok(ServiceAnswer { status, www_authenticate, authentication_info, retry_after, body })
+    ServiceAnswer::read(req.send().await?).await
+}
+
+/// Sends `GET url` with `authorization`, naming `host` in the `Host` header
+/// (an instance reached under another name, or a captured request moved).
+pub async fn get_with_host(url: &str, host: &str, authorization: &str) -> ServiceAnswer {
+    let r = reqwest::Client::new().get(url).header("host", host).header("authorization", authorization).send().await;
+    ServiceAnswer::read(r.expect("sending a request")).await.expect("reading an answer")
+}
+
+/// `url` (a PostgreSQL URL) with its database replaced by `name`.
+pub fn postgres_url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = base[scheme_end..].find('/').map_or(base, |i| &base[..scheme_end + i]);
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
 }
 
 /// One authenticated call: builds the authenticator (binding the body when

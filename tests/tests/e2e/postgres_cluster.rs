@@ -33,17 +33,6 @@ fn psql(url: &str, sql: &str) -> std::process::Output {
     std::process::Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qAtc", sql]).output().unwrap()
 }
 
-/// `url` with its database replaced by `name`.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = base[scheme_end..].find('/').map_or(base, |i| &base[..scheme_end + i]);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
 impl TestDatabase {
     /// `None` (and a line saying so) without `KDC_TEST_POSTGRES_URL`;
     /// panics when it is set and the server cannot be reached.
@@ -62,7 +51,7 @@ impl TestDatabase {
             "KDC_TEST_POSTGRES_URL is set but the server cannot be reached: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let url = with_database(&server, &name);
+        let url = kdc_e2e::postgres_url_with_database(&server, &name);
         Some(Self { server, name, url })
     }
 
@@ -71,7 +60,11 @@ impl TestDatabase {
         let name = format!("{}_{suffix}", self.name);
         let out = psql(&self.server, &format!("CREATE DATABASE \"{name}\""));
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        TestDatabase { server: self.server.clone(), url: with_database(&self.server, &name), name }
+        TestDatabase {
+            server: self.server.clone(),
+            url: kdc_e2e::postgres_url_with_database(&self.server, &name),
+            name,
+        }
     }
 }
 

@@ -105,23 +105,7 @@ async fn get(instance: &Hello, authz: &str) -> ServiceAnswer {
 }
 
 async fn get_at(base: &str, authz: &str) -> ServiceAnswer {
-    let r = reqwest::Client::new()
-        .get(format!("{base}/hello"))
-        .header("host", SERVICE_HOST)
-        .header("authorization", authz)
-        .send()
-        .await
-        .unwrap();
-    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (status, www_authenticate, authentication_info, retry_after) =
-        (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
-    ServiceAnswer {
-        status,
-        www_authenticate,
-        authentication_info,
-        retry_after,
-        body: r.bytes().await.unwrap().to_vec(),
-    }
+    kdc_e2e::get_with_host(&format!("{base}/hello"), SERVICE_HOST, authz).await
 }
 
 async fn alice(kdc: &TestKdc) -> Credentials {

@@ -34,27 +34,6 @@ async fn alice_for(kdc: &TestKdc, service: &str) -> Credentials {
     c.service_ticket(&tgt, service).await.unwrap()
 }
 
-/// Sends `GET url` with `authorization`, naming `host` in the `Host` header.
-async fn get_as(url: &str, host: &str, authorization: &str) -> ServiceAnswer {
-    let r = reqwest::Client::new()
-        .get(url)
-        .header("host", host)
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap();
-    let h = |n: &str| r.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (status, www_authenticate, authentication_info, retry_after) =
-        (r.status().as_u16(), h("www-authenticate"), h("authentication-info"), h("retry-after"));
-    ServiceAnswer {
-        status,
-        www_authenticate,
-        authentication_info,
-        retry_after,
-        body: r.bytes().await.unwrap().to_vec(),
-    }
-}
-
 /// A service on a replay-state file accepts an authenticator from a client
 /// whose clock runs 60 s fast, then stops (saving its cache when `clean`) and
 /// comes back on the same address and file (the captured request names that
@@ -163,12 +142,12 @@ async fn a_request_captured_for_one_host_is_refused_by_another_sharing_the_princ
     .unwrap();
     let alice = alice_for(&kdc, SVC_A).await;
     let (authz, _) = ap_authorization(&alice, "GET", "http://a.example.test:8001/hello", None, now());
-    assert_eq!(get_as(&format!("{}/hello", one.url), "a.example.test:8001", &authz).await.status, 200);
+    assert_eq!(get_with_host(&format!("{}/hello", one.url), "a.example.test:8001", &authz).await.status, 200);
     // Replayed at the other, naming the original host: not its host.
-    let ans = get_as(&format!("{}/hello", two.url), "a.example.test:8001", &authz).await;
+    let ans = get_with_host(&format!("{}/hello", two.url), "a.example.test:8001", &authz).await;
     assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("binding_mismatch")));
     // Naming the other's own host: the binding no longer matches.
-    let ans = get_as(&format!("{}/hello", two.url), "a.example.test:8002", &authz).await;
+    let ans = get_with_host(&format!("{}/hello", two.url), "a.example.test:8002", &authz).await;
     assert_eq!((ans.status, ans.error_code().as_deref()), (401, Some("binding_mismatch")));
 }
 
@@ -183,14 +162,14 @@ async fn an_authenticator_is_used_up_by_any_request_it_is_presented_with() {
     let svc = TestService::start(&kdc, SVC_A).await.unwrap();
     let alice = alice_for(&kdc, SVC_A).await;
     let (used, _) = ap_authorization(&alice, "GET", "http://a.example.test/hello", None, now());
-    assert_eq!(get_as(&format!("{}/hello", svc.url), "a.example.test", &used).await.status, 200);
-    let moved = get_as(&format!("{}/hello?moved=1", svc.url), "a.example.test", &used).await;
+    assert_eq!(get_with_host(&format!("{}/hello", svc.url), "a.example.test", &used).await.status, 200);
+    let moved = get_with_host(&format!("{}/hello?moved=1", svc.url), "a.example.test", &used).await;
     assert_eq!((moved.status, moved.error_code().as_deref()), (401, Some("replay")));
 
     let (fresh, _) = ap_authorization(&alice, "GET", "http://a.example.test/hello", None, now());
-    let wrong = get_as(&format!("{}/hello?moved=1", svc.url), "a.example.test", &fresh).await;
+    let wrong = get_with_host(&format!("{}/hello?moved=1", svc.url), "a.example.test", &fresh).await;
     assert_eq!((wrong.status, wrong.error_code().as_deref()), (401, Some("binding_mismatch")));
-    let late = get_as(&format!("{}/hello", svc.url), "a.example.test", &fresh).await;
+    let late = get_with_host(&format!("{}/hello", svc.url), "a.example.test", &fresh).await;
     assert_eq!((late.status, late.error_code().as_deref()), (401, Some("replay")));
 }
 
@@ -203,9 +182,9 @@ async fn by_default_a_service_answers_only_for_its_principals_host() {
     let alice = alice_for(&kdc, SVC_A).await;
     let url = format!("{}/hello", svc.url);
     let (authz, _) = ap_authorization(&alice, "GET", "http://b.example.test/hello", None, now());
-    assert_eq!(get_as(&url, "b.example.test", &authz).await.error_code().as_deref(), Some("binding_mismatch"));
+    assert_eq!(get_with_host(&url, "b.example.test", &authz).await.error_code().as_deref(), Some("binding_mismatch"));
     let (authz, _) = ap_authorization(&alice, "GET", "http://A.Example.Test/hello", None, now());
-    assert_eq!(get_as(&url, "a.example.test", &authz).await.status, 200);
+    assert_eq!(get_with_host(&url, "a.example.test", &authz).await.status, 200);
 }
 
 /// Finding 8: role rules apply to the path as anything behind the layer
